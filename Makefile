@@ -1,0 +1,15 @@
+# Every target installs what it needs first: torch stays pinned to the CPU wheel through constraints.txt.
+PYTHON ?= python3
+export CONCEPT_ENCODER_DATA ?= $(abspath ../shared/data)
+OFFLINE = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
+
+.PHONY: install test test-slow
+
+install:
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[test]"
+
+test: install
+	$(OFFLINE) $(PYTHON) -m pytest -m "not slow" -q
+
+test-slow: install
+	$(OFFLINE) $(PYTHON) -m pytest -m slow -q

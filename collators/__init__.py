@@ -1,0 +1,1 @@
+"""Data collators for concept-encoder objectives."""
