@@ -1,0 +1,80 @@
+"""ConceptEncoderConfig: seed defaults, serialisation, and a clear error naming the field for every bad value."""
+
+import pytest
+from conftest import tiny_config
+
+from configuration_concept_encoder import ConceptEncoderConfig
+
+
+def test_defaults_follow_the_seed_h512_l6_c128_runs():
+    config = ConceptEncoderConfig()
+    assert (config.hidden_size, config.num_hidden_layers, config.concept_num, config.num_attention_heads) == (
+        512,
+        6,
+        128,
+        8,
+    )
+    assert config.initializer_range == 0.1
+    assert config.encoder_layer_type == "perceiver"
+    assert config.concept_loss_weighting == "none"
+    assert config.model_type == "concept_encoder"
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = tiny_config(
+        encoder_layer_type="bixt",
+        decoder_query="position",
+        classifier_pooling="mean",
+        concept_losses=["vicreg", "uniformity"],
+        concept_loss_weighting="kendall_gal",
+    )
+    config.save_pretrained(tmp_path)
+    loaded = ConceptEncoderConfig.from_pretrained(tmp_path)
+    for field in ("encoder_layer_type", "decoder_query", "classifier_pooling", "concept_losses",
+                  "concept_loss_weighting", "hidden_size", "concept_num", "vocab_size", "mask_token_id"):
+        assert getattr(loaded, field) == getattr(config, field), field
+
+
+INVALID = [
+    # (overrides, field the message must name, a fragment of what is allowed)
+    (dict(hidden_size=30, num_attention_heads=4), "hidden_size", "divisible"),
+    (dict(hidden_size=0), "hidden_size", "positive"),
+    (dict(vocab_size=-5), "vocab_size", "positive"),
+    (dict(num_hidden_layers=0), "num_hidden_layers", "positive"),
+    (dict(num_attention_heads=0), "num_attention_heads", "positive"),
+    (dict(intermediate_size=0), "intermediate_size", "positive"),
+    (dict(concept_num=0), "concept_num", "positive"),
+    (dict(concept_num=2.5), "concept_num", "positive integer"),
+    (dict(max_position_embeddings=-1), "max_position_embeddings", "positive"),
+    (dict(encoder_layer_type="transformer"), "encoder_layer_type", "bixt"),
+    (dict(decoder_query="token"), "decoder_query", "token_and_position"),
+    (dict(classifier_pooling="cls"), "classifier_pooling", "weighted"),
+    (dict(concept_losses=["orthogonality"], concept_loss_weighting="learned"), "concept_loss_weighting",
+     "kendall_gal"),
+    (dict(concept_losses=["orthogonal"]), "concept_losses", "soft_orthogonality"),
+    (dict(concept_losses=["variance", "variance"]), "concept_losses", "repeat"),
+    (dict(concept_loss_weighting="fixed"), "concept_loss_weighting", "concept_losses"),
+    (dict(concept_loss_weighting="kendall_gal"), "concept_loss_weighting", "concept_losses"),
+    (dict(hidden_dropout_prob=1.0), "hidden_dropout_prob", "[0, 1)"),
+    (dict(attention_probs_dropout_prob=-0.1), "attention_probs_dropout_prob", "[0, 1)"),
+    (dict(classifier_dropout=1.5), "classifier_dropout", "[0, 1)"),
+    (dict(concept_loss_weight=-0.1), "concept_loss_weight", "positive"),
+    (dict(concept_loss_log_var_limit=0), "concept_loss_log_var_limit", "positive"),
+    (dict(uniformity_temperature=0), "uniformity_temperature", "positive"),
+    (dict(soft_orthogonality_margin=1.0), "soft_orthogonality_margin", "[0, 1)"),
+    (dict(mask_token_id=500), "mask_token_id", "vocab_size"),
+    (dict(pad_token_id=200), "pad_token_id", "vocab_size"),
+]
+
+
+@pytest.mark.parametrize("overrides, field, allowed", INVALID, ids=[f"{case[1]}={list(case[0].values())[-1]!r}" for case in INVALID])
+def test_bad_values_raise_naming_the_field(overrides, field, allowed):
+    with pytest.raises(ValueError) as error:
+        tiny_config(**overrides)
+    message = str(error.value)
+    assert f"ConceptEncoderConfig.{field}" in message and allowed in message, message
+
+
+def test_valid_edge_values_are_accepted():
+    tiny_config(hidden_dropout_prob=0.0, concept_loss_weight=0.0, concept_losses=["combined"],
+                concept_loss_weighting="fixed", classifier_dropout=None, mask_token_id=None)

@@ -1,0 +1,281 @@
+"""Every model class on tiny random configs: shapes, losses, gradients, save/load, padding, decoding, checkpointing."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_config
+from transformers import pipeline
+
+from modeling_concept_encoder import (
+    ConceptEncoderForMaskedLMPerceiver,
+    ConceptEncoderForMaskedLMPerceiverPosOnly,
+    ConceptEncoderForMaskedLMWeighted,
+    ConceptEncoderForSentencePairClassification,
+    ConceptEncoderForSequenceClassificationPerceiver,
+    ConceptEncoderModel,
+)
+
+MLM_CLASSES = [
+    ConceptEncoderForMaskedLMWeighted,
+    ConceptEncoderForMaskedLMPerceiver,
+    ConceptEncoderForMaskedLMPerceiverPosOnly,
+]
+CLASSIFIER_CLASSES = [ConceptEncoderForSequenceClassificationPerceiver, ConceptEncoderForSentencePairClassification]
+ALL_CLASSES = [ConceptEncoderModel, *MLM_CLASSES, *CLASSIFIER_CLASSES]
+LAYER_TYPES = ["perceiver", "bixt"]
+BATCH, SEQ, PAD = 3, 10, 0
+
+
+def build(model_class, layer_type, **overrides):
+    torch.manual_seed(0)
+    return model_class(tiny_config(encoder_layer_type=layer_type, **overrides))
+
+
+def random_ids(generator, batch=BATCH, length=SEQ, vocab=200):
+    """Ids in [5, vocab) (never a special token) with the last rows shortened by padding."""
+    ids = torch.randint(5, vocab, (batch, length), generator=generator)
+    mask = torch.ones_like(ids)
+    for row in range(1, batch):
+        mask[row, length - 2 * row :] = 0
+    return ids.masked_fill(mask == 0, PAD), mask
+
+
+def make_inputs(model_class, with_labels: bool, seed: int = 0) -> dict:
+    """Forward keyword arguments for `model_class`, with labels of the right kind when asked."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids, attention_mask = random_ids(generator)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if model_class is ConceptEncoderForSentencePairClassification:
+        inputs["input_ids_b"], inputs["attention_mask_b"] = random_ids(generator, length=SEQ - 3)
+    if not with_labels or model_class is ConceptEncoderModel:
+        return inputs
+    if model_class in MLM_CLASSES:
+        labels = torch.full_like(input_ids, -100)
+        labels[:, 1:4] = input_ids[:, 1:4]  # three labelled positions per row, all real tokens
+        inputs["labels"] = labels
+    else:
+        inputs["labels"] = torch.tensor([0, 1, 0])
+    return inputs
+
+
+def outputs_of(model, inputs) -> torch.Tensor:
+    output = model(**inputs)
+    return output.last_hidden_state if isinstance(model, ConceptEncoderModel) else output.logits
+
+
+def encoder_of(model) -> ConceptEncoderModel:
+    return model if isinstance(model, ConceptEncoderModel) else model.encoder
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+@pytest.mark.parametrize("model_class", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_forward_shapes_loss_and_gradients(model_class, layer_type):
+    model = build(model_class, layer_type).train()
+    config = model.config
+
+    unlabelled = model(**make_inputs(model_class, with_labels=False))
+    if model_class is ConceptEncoderModel:
+        assert unlabelled.last_hidden_state.shape == (BATCH, config.concept_num, config.hidden_size)
+        expected_tokens = (BATCH, SEQ, config.hidden_size) if layer_type == "bixt" else None
+        assert getattr(unlabelled.token_hidden_state, "shape", None) == expected_tokens
+        objective = unlabelled.last_hidden_state.pow(2).mean()
+    elif model_class in MLM_CLASSES:
+        assert unlabelled.logits.shape == (BATCH, SEQ, config.vocab_size)  # dense without labels
+        assert unlabelled.loss is None
+    else:
+        assert unlabelled.logits.shape == (BATCH, config.num_labels)
+        assert unlabelled.loss is None
+
+    if model_class is not ConceptEncoderModel:
+        inputs = make_inputs(model_class, with_labels=True)
+        labelled = model(**inputs)
+        if model_class in MLM_CLASSES:
+            assert labelled.logits.shape == ((inputs["labels"] != -100).sum(), config.vocab_size)  # sparse
+        assert torch.isfinite(labelled.loss)
+        assert torch.equal(labelled.loss, labelled.task_loss)  # concept_loss_weighting="none" trains the task alone
+        objective = labelled.loss
+
+    objective.backward()
+    encoder = encoder_of(model)
+    for name, parameter in (
+        ("concepts", encoder.concepts),
+        ("token embeddings", encoder.embeddings.token_embeddings.weight),
+    ):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"no gradient reaches the {name}"
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_encoder_hidden_states_and_attentions(layer_type):
+    model = build(ConceptEncoderModel, layer_type).eval()
+    config = model.config
+    inputs = make_inputs(ConceptEncoderModel, with_labels=False)
+    output = model(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(output.hidden_states) == config.num_hidden_layers + 1
+    assert len(output.attentions) == len(output.cross_attentions) == config.num_hidden_layers
+    heads, concepts = config.num_attention_heads, config.concept_num
+    assert output.attentions[0].shape == (BATCH, heads, concepts, concepts)
+    assert output.cross_attentions[0].shape == (BATCH, heads, concepts, SEQ)
+    # padded keys get no attention; the eager path (weights requested) matches the SDPA path
+    padded = inputs["attention_mask"] == 0
+    assert output.cross_attentions[-1].permute(0, 2, 3, 1)[padded[:, None, :].expand(-1, concepts, -1)].abs().max() < 1e-6
+    torch.testing.assert_close(output.last_hidden_state, model(**inputs).last_hidden_state, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+@pytest.mark.parametrize("model_class", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_save_load_round_trip(model_class, layer_type, tmp_path):
+    model = build(model_class, layer_type).eval()
+    with torch.no_grad():  # move every tensor off its initial value, so a re-initialised one cannot pass
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    model.save_pretrained(tmp_path)
+    loaded = model_class.from_pretrained(tmp_path).eval()
+
+    assert type(loaded) is model_class
+    expected, actual = model.state_dict(), loaded.state_dict()
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), f"{name} changed in the save/load round trip"
+    inputs = make_inputs(model_class, with_labels=False)
+    with torch.no_grad():
+        assert torch.equal(outputs_of(model, inputs), outputs_of(loaded, inputs))
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_padding_does_not_change_concept_states(layer_type):
+    model = build(ConceptEncoderModel, layer_type, hidden_dropout_prob=0.1).eval()
+    ids = torch.randint(5, 200, (1, 7), generator=torch.Generator().manual_seed(1))
+    padded_ids = torch.cat([ids, torch.full((1, 9), PAD)], dim=1)
+    padded_mask = torch.cat([torch.ones(1, 7, dtype=torch.long), torch.zeros(1, 9, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        plain = model(ids)
+        padded = model(padded_ids, padded_mask)
+    torch.testing.assert_close(padded.last_hidden_state, plain.last_hidden_state, atol=1e-5, rtol=0)
+    if layer_type == "bixt":
+        torch.testing.assert_close(padded.token_hidden_state[:, :7], plain.token_hidden_state, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+@pytest.mark.parametrize("model_class", [ConceptEncoderModel, ConceptEncoderForMaskedLMPerceiver])
+def test_fully_padded_row_is_finite(model_class, layer_type):
+    model = build(model_class, layer_type).eval()
+    input_ids, attention_mask = random_ids(torch.Generator().manual_seed(2))
+    input_ids[0], attention_mask[0] = PAD, 0
+    with torch.no_grad():
+        output = outputs_of(model, {"input_ids": input_ids, "attention_mask": attention_mask})
+    assert torch.isfinite(output).all()
+
+
+@pytest.mark.parametrize("model_class", MLM_CLASSES, ids=lambda c: c.__name__)
+def test_sparse_decoding_matches_dense_cross_entropy(model_class):
+    model = build(model_class, "perceiver").eval()
+    inputs = make_inputs(model_class, with_labels=True)
+    labels = inputs.pop("labels")
+    selected = labels != -100
+    with torch.no_grad():
+        dense = model(**inputs).logits  # [batch, seq, vocab]
+        sparse = model(**inputs, labels=labels)
+    torch.testing.assert_close(sparse.logits, dense[selected], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sparse.loss, F.cross_entropy(dense[selected], labels[selected]), atol=1e-5, rtol=1e-5)
+
+
+def test_posonly_decodes_every_label_position_from_a_shorter_input():
+    """TSDAE delete mode: the encoder sees the surviving tokens, the decoder restores all `labels.shape[1]`."""
+    model = build(ConceptEncoderForMaskedLMPerceiverPosOnly, "perceiver").train()
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(5, 200, (2, 12), generator=generator)
+    labels[1, 9:] = -100  # the shorter original sentence is padded
+    input_ids = labels[:, ::3].clamp_min(PAD)  # 4 surviving tokens per row
+    output = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
+    assert output.logits.shape == ((labels != -100).sum(), model.config.vocab_size)
+    assert torch.isfinite(output.loss)
+
+
+def test_token_queries_refuse_labels_longer_than_the_input():
+    model = build(ConceptEncoderForMaskedLMPerceiver, "perceiver")
+    labels = torch.randint(5, 200, (2, 12))
+    with pytest.raises(ValueError, match="ConceptEncoderForMaskedLMPerceiverPosOnly"):
+        model(input_ids=labels[:, :6], labels=labels)
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(layer_type):
+    model = build(ConceptEncoderForMaskedLMPerceiver, layer_type, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0).train()
+    inputs = make_inputs(ConceptEncoderForMaskedLMPerceiver, with_labels=True)
+    layer_calls = []
+    # a pre-hook inside the checkpointed layer: the recomputation stops early, before post-hooks of its last block
+    model.encoder.layers[0].ffn.register_forward_pre_hook(lambda *_: layer_calls.append(1))
+
+    def loss_and_gradients():
+        model.zero_grad()
+        layer_calls.clear()
+        loss = model(**inputs).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    loss, gradients = loss_and_gradients()
+    assert len(layer_calls) == 1
+    model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
+    checkpointed_loss, checkpointed_gradients = loss_and_gradients()
+    assert len(layer_calls) == 2, "gradient checkpointing did not recompute the layer in the backward pass"
+    torch.testing.assert_close(checkpointed_loss, loss, atol=1e-6, rtol=1e-6)
+    assert checkpointed_gradients.keys() == gradients.keys()
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(checkpointed_gradients[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("model_class", MLM_CLASSES, ids=lambda c: c.__name__)
+def test_lm_head_tying_survives_save_and_load(model_class, tied, tmp_path):
+    model = build(model_class, "perceiver", tie_word_embeddings=tied)
+    model.save_pretrained(tmp_path)
+    loaded = model_class.from_pretrained(tmp_path)
+    for candidate in (model, loaded):
+        head, embeddings = candidate.lm_head.decoder.weight, candidate.encoder.embeddings.token_embeddings.weight
+        assert (head.data_ptr() == embeddings.data_ptr()) is tied
+    assert torch.equal(loaded.lm_head.decoder.weight, model.lm_head.decoder.weight)
+
+
+@pytest.mark.parametrize("model_class", MLM_CLASSES, ids=lambda c: c.__name__)
+def test_fill_mask_pipeline(model_class, tokenizer):
+    config = tiny_config(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = model_class(config).eval()
+    fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer)
+    predictions = fill_mask(f"the {tokenizer.mask_token} of the city", top_k=3)
+    assert len(predictions) == 3
+    assert all(0 <= p["score"] <= 1 and p["token"] < len(tokenizer) for p in predictions)
+    assert sorted((p["score"] for p in predictions), reverse=True) == [p["score"] for p in predictions]
+
+
+def test_kendall_gal_log_variances_learn_and_round_trip(tmp_path):
+    losses = ["orthogonality", "uniformity"]
+    model = build(ConceptEncoderForMaskedLMPerceiver, "bixt", concept_losses=losses,
+                  concept_loss_weighting="kendall_gal").train()
+    with torch.no_grad():
+        model.concept_loss_log_vars.copy_(torch.tensor([0.3, -0.2, 0.7]))
+    output = model(**make_inputs(ConceptEncoderForMaskedLMPerceiver, with_labels=True))
+    terms = torch.stack([output.task_loss, *(output.concept_loss_terms[name] for name in losses)])
+    s = model.concept_loss_log_vars
+    torch.testing.assert_close(output.loss, (0.5 * torch.exp(-s) * terms + 0.5 * s).sum())
+    output.loss.backward()
+    assert model.concept_loss_log_vars.grad is not None and model.concept_loss_log_vars.grad.abs().min() > 0
+
+    model.save_pretrained(tmp_path)
+    loaded = ConceptEncoderForMaskedLMPerceiver.from_pretrained(tmp_path)
+    assert torch.equal(loaded.concept_loss_log_vars, model.concept_loss_log_vars)
+
+
+def test_over_long_sequence_raises_a_clear_error():
+    model = build(ConceptEncoderModel, "perceiver")
+    too_long = torch.randint(5, 200, (1, model.config.max_position_embeddings + 1))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(too_long)
+
+
+@pytest.mark.parametrize("bad_id", [-1, 200])
+def test_ids_outside_the_vocabulary_raise_a_clear_error(bad_id):
+    model = build(ConceptEncoderModel, "perceiver")
+    with pytest.raises(ValueError, match="vocab_size"):
+        model(torch.tensor([[5, 6, bad_id]]))
