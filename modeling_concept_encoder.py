@@ -408,6 +408,19 @@ class ConceptEncoderPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["ConceptEncoderLayer", "BiConceptEncoderLayer"]
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+        """Auto classes map one config type to one class, so the installed package registers a default per Auto
+        class (perceiver MLM, sequence classifier) and transformers prefers it to the checkpoint's `auto_map`. A
+        checkpoint of a sibling under the same Auto class (weighted or PosOnly MLM, sentence pair) goes to the
+        class named in its `config.architectures`."""
+        for name in getattr(config, "architectures", None) or []:
+            sibling = globals().get(name)
+            auto_class = getattr(sibling, "_auto_class", None)
+            if sibling is not cls and auto_class is not None and auto_class == cls._auto_class:
+                return sibling.from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)  # Linear/Embedding ~ N(0, initializer_range), zero biases, LayerNorm (1, 0)
         if isinstance(module, ConceptEncoderModel):
@@ -723,10 +736,15 @@ for _mlm_class in (
 for _classifier_class in (ConceptEncoderForSequenceClassificationPerceiver, ConceptEncoderForSentencePairClassification):
     _classifier_class.register_for_auto_class("AutoModelForSequenceClassification")
 
-try:
-    AutoConfig.register(ConceptEncoderConfig.model_type, ConceptEncoderConfig)
-    AutoModel.register(ConceptEncoderConfig, ConceptEncoderModel)
-    AutoModelForMaskedLM.register(ConceptEncoderConfig, ConceptEncoderForMaskedLMPerceiver)
-    AutoModelForSequenceClassification.register(ConceptEncoderConfig, ConceptEncoderForSequenceClassificationPerceiver)
-except ValueError:  # already registered (module imported twice, e.g. by path and as remote code)
-    pass
+# Only the installed top-level module registers: a copy loaded as remote code (package `transformers_modules.<repo>`)
+# would otherwise take over the Auto classes, and every later checkpoint in the process would load with its classes.
+if not __package__:
+    try:
+        AutoConfig.register(ConceptEncoderConfig.model_type, ConceptEncoderConfig)
+        AutoModel.register(ConceptEncoderConfig, ConceptEncoderModel)
+        AutoModelForMaskedLM.register(ConceptEncoderConfig, ConceptEncoderForMaskedLMPerceiver)
+        AutoModelForSequenceClassification.register(
+            ConceptEncoderConfig, ConceptEncoderForSequenceClassificationPerceiver
+        )
+    except ValueError:  # already registered (module imported twice)
+        pass
