@@ -104,6 +104,25 @@ def test_forward_shapes_loss_and_gradients(model_class, layer_type):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"no gradient reaches the {name}"
 
 
+@pytest.mark.parametrize("model_class", CLASSIFIER_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "num_labels, problem_type, labels, reference",
+    [
+        (1, None, torch.tensor([0.5, -1.0, 2.0]), lambda logits, y: F.mse_loss(logits.squeeze(-1), y)),
+        (3, "multi_label_classification", torch.tensor([[1.0, 0, 1], [0, 0, 0], [0, 1, 0]]),
+         F.binary_cross_entropy_with_logits),
+        (3, None, torch.tensor([2, 0, 1]), F.cross_entropy),
+    ],
+    ids=["regression", "multi_label", "single_label"],
+)
+def test_classifier_problem_types(model_class, num_labels, problem_type, labels, reference):
+    model = build(model_class, "perceiver", num_labels=num_labels, problem_type=problem_type).eval()
+    inputs = make_inputs(model_class, with_labels=False)
+    output = model(**inputs, labels=labels)
+    assert output.logits.shape == (BATCH, num_labels)
+    torch.testing.assert_close(output.loss, reference(output.logits, labels))
+
+
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_encoder_hidden_states_and_attentions(layer_type):
     model = build(ConceptEncoderModel, layer_type).eval()
