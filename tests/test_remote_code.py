@@ -155,3 +155,8 @@ def test_installed_package_auto_classes_load_every_head(tmp_path):
             assert all(torch.equal(tensor, loaded.state_dict()[name]) for name, tensor in model.state_dict().items())
         encoder = AutoModel.from_pretrained(tmp_path / model_class.__name__)
         assert torch.equal(encoder.concepts, model.encoder.concepts)
+        # fine-tuning starts from any head's checkpoint: a new classifier over the same encoder
+        classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / model_class.__name__, num_labels=2)
+        assert torch.equal(classifier.encoder.concepts, model.encoder.concepts)
+        if model_class is not ConceptEncoderForSentencePairClassification:
+            assert type(classifier) is ConceptEncoderForSequenceClassificationPerceiver
