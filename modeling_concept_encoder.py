@@ -3,6 +3,7 @@
 Self-contained for Hub `trust_remote_code` loading: imports only torch, transformers and the configuration file.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -648,6 +649,7 @@ class ConceptEncoderForMaskedLMPerceiverPosOnly(ConceptEncoderForMaskedLMPerceiv
     labels every non-pad position)."""
 
     def __init__(self, config: ConceptEncoderConfig):
+        config = copy.deepcopy(config)  # the caller's config keeps its own decoder_query
         config.decoder_query = "position"
         super().__init__(config)
 
