@@ -1,0 +1,286 @@
+"""The experiment registry: one Markdown table, in the seed log's columns, with a row per pretraining run.
+
+Every run folder holds a `run_summary.json`. A pretraining run (`"kind": "pretraining"`) owns a row; a GLUE run
+(`"kind": "glue"`) fills the "Key GLUE Scores" cell of its checkpoint's row (and creates that row when the checkpoint
+has none, e.g. a random-init `scratch_...` baseline). The table can always be rebuilt from the run folders, so rows
+are never lost or duplicated; a rerun of the same run id updates its row; hand-written "Conclusion / Takeaway" cells
+and rows without a run folder (e.g. the seed's) survive every update and rebuild.
+
+CLI: `python experiment_registry.py rebuild --runs_dir outputs --registry experiments/registry.md`
+"""
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from modeling_concept_encoder import format_effective_rank
+
+COLUMNS = [
+    "Date",
+    "Run ID / Model Type",
+    "Architecture",
+    "Pretraining Data",
+    "Machine",
+    "Epochs",
+    "Concept Losses",
+    "Task Loss",
+    "Eff. Rank",
+    "Key GLUE Scores",
+    "Speed (Steps/s)",
+    "WandB Link",
+    "Git Tag",
+    "Conclusion / Takeaway",
+]
+RUN_ID, GLUE, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", "Conclusion / Takeaway"
+MISSING = "--"
+SUMMARY_FILE = "run_summary.json"
+GLUE_ORDER = ["MRPC", "QQP", "MNLI-m", "STS-B", "PAWS", "CoLA", "SST-2", "QNLI", "RTE", "WNLI"]  # the seed's order first
+PERCENT_METRICS = {"accuracy", "f1"}
+HEADER_TEXT = (
+    "# Experiment registry\n\n"
+    "One row per pretraining run (or random-init baseline); GLUE runs fill their checkpoint's row. Rebuilt from the "
+    "run folders with `python experiment_registry.py rebuild --runs_dir outputs --registry experiments/registry.md`; "
+    "the Conclusion column is yours and survives rebuilds.\n\n"
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The Markdown table
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _split_cells(line: str) -> list[str]:
+    """`| a | b \\| c |` → `["a", "b \\| c"]` (escaped pipes stay inside their cell)."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+
+
+def _row_line(row: dict) -> str:
+    return "| " + " | ".join(row.get(column, "") for column in COLUMNS) + " |"
+
+
+def run_id_of(row: dict) -> str:
+    return row[RUN_ID].strip("`* ")
+
+
+class Registry:
+    """A registry file: the text around the table, and the table's rows as `{column: cell}` dicts."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.before, self.rows, self.after = HEADER_TEXT, [], ""
+        if self.path.is_file():
+            self._read()
+
+    def _read(self):
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        header = _row_line({column: column for column in COLUMNS})
+        starts = [i for i, line in enumerate(lines) if _split_cells(line) == COLUMNS] if lines else []
+        if not starts:
+            raise ValueError(
+                f"{self.path} has no registry table (expected the header line `{header}`): pass another --registry "
+                "path, or add that header."
+            )
+        start = starts[0]
+        end = start + 2  # header and separator
+        while end < len(lines) and lines[end].lstrip().startswith("|"):
+            cells = _split_cells(lines[end])
+            if len(cells) != len(COLUMNS):
+                raise ValueError(
+                    f"{self.path}, line {end + 1}: {len(cells)} cells where the registry has {len(COLUMNS)}; fix the "
+                    "row (a `|` inside a cell must be written `\\|`)."
+                )
+            self.rows.append(dict(zip(COLUMNS, cells)))
+            end += 1
+        self.before, self.after = "".join(lines[:start]), "".join(lines[end:])
+
+    def find(self, run_id: str) -> dict | None:
+        return next((row for row in self.rows if run_id_of(row) == run_id), None)
+
+    def upsert(self, row: dict):
+        """Replace the row with the same run id (keeping its GLUE cell when `row` has none, and its conclusion), or
+        append it; rows stay in date order (stable, so rows of one date keep their order)."""
+        existing = self.find(run_id_of(row))
+        if existing is None:
+            self.rows.append(row)
+        else:
+            if row.get(GLUE, MISSING) == MISSING:
+                row[GLUE] = existing[GLUE]
+            row[CONCLUSION] = existing[CONCLUSION] or row.get(CONCLUSION, "")
+            self.rows[self.rows.index(existing)] = row
+        self.rows.sort(key=lambda r: r["Date"])
+
+    def render(self) -> str:
+        table = [_row_line({column: column for column in COLUMNS}), "|" + "---|" * len(COLUMNS)]
+        table += [_row_line(row) for row in self.rows]
+        return self.before + "\n".join(table) + "\n" + self.after
+
+    def save(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(self.render(), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Rows from run summaries
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _cell(value, digits: int | None = None) -> str:
+    """A value as a table cell: `--` when missing, numbers rounded, pipes escaped."""
+    if value is None or value == "":
+        return MISSING
+    if digits is not None and isinstance(value, (int, float)):
+        text = f"{value:.{digits}f}"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    return text.replace("|", "\\|")
+
+
+def _link(target: str | None) -> str:
+    if not target:
+        return MISSING
+    return f"[Link]({target})" if target.startswith("http") else f"`{target}`"
+
+
+def pretraining_row(summary: dict) -> dict:
+    """The registry row of a pretraining run summary."""
+    rank, concept_num = summary.get("effective_rank"), summary.get("concept_num")
+    loss = summary.get("task_loss")
+    objective = (summary.get("objective") or "").upper()
+    return {
+        "Date": _cell(summary.get("date")),
+        RUN_ID: f"`{summary['run_id']}`",
+        "Architecture": _cell(summary.get("architecture")),
+        "Pretraining Data": _cell(summary.get("pretraining_data")),
+        "Machine": _cell(summary.get("machine")),
+        "Epochs": _cell(summary.get("epochs"), 2 if isinstance(summary.get("epochs"), float) else None),
+        "Concept Losses": _cell(summary.get("concept_losses")),
+        "Task Loss": f"{objective} {loss:.3f}".strip() if loss is not None else MISSING,
+        "Eff. Rank": format_effective_rank(rank, concept_num) if rank is not None and concept_num else MISSING,
+        GLUE: MISSING,
+        "Speed (Steps/s)": _cell(summary.get("steps_per_second"), 2),
+        "WandB Link": _link(summary.get("wandb")),
+        "Git Tag": f"`{summary['git_commit']}`" if summary.get("git_commit") else MISSING,
+        CONCLUSION: "",
+    }
+
+
+def checkpoint_row(glue_summary: dict) -> dict:
+    """A row for a checkpoint that has no pretraining summary (a random-init baseline, a foreign checkpoint),
+    made from what its GLUE run knows."""
+    return {
+        **{column: MISSING for column in COLUMNS},
+        "Date": _cell(glue_summary.get("date")),
+        RUN_ID: f"`{glue_summary['checkpoint_run_id']}`",
+        "Architecture": _cell(glue_summary.get("architecture")),
+        "Pretraining Data": "none (random init)" if glue_summary.get("from_scratch") else MISSING,
+        "Machine": _cell(glue_summary.get("machine")),
+        "Epochs": "0" if glue_summary.get("from_scratch") else MISSING,
+        "Git Tag": f"`{glue_summary['git_commit']}`" if glue_summary.get("git_commit") else MISSING,
+        CONCLUSION: "",
+    }
+
+
+def format_glue_score(metric: str, score: float) -> str:
+    """`f1 0.813` → `81.3%`; correlations (Pearson, Matthews) as `0.627`, as in the seed log."""
+    return f"{100 * score:.1f}%" if metric in PERCENT_METRICS else f"{score:.3f}"
+
+
+def parse_glue_cell(cell: str) -> dict[str, str]:
+    """`**MRPC:** 81.3% <br> **QQP:** 72.5%` → `{"MRPC": "81.3%", "QQP": "72.5%"}`."""
+    return dict(re.findall(r"\*\*(.+?):\*\*\s*([^<]+?)\s*(?:<br>|$)", cell))
+
+
+def render_glue_cell(scores: dict[str, str]) -> str:
+    order = sorted(scores, key=lambda task: (GLUE_ORDER.index(task) if task in GLUE_ORDER else len(GLUE_ORDER), task))
+    return " <br> ".join(f"**{task}:** {scores[task]}" for task in order) or MISSING
+
+
+def add_glue_result(registry: Registry, summary: dict):
+    """Fill the checkpoint's GLUE cell with this run's score (creating the checkpoint's row if needed)."""
+    row = registry.find(summary["checkpoint_run_id"])
+    if row is None:
+        row = checkpoint_row(summary)
+        registry.upsert(row)
+    scores = parse_glue_cell(row[GLUE])
+    scores[summary["task_display_name"]] = format_glue_score(summary["registry_metric"], summary["registry_score"])
+    row[GLUE] = render_glue_cell(scores)
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a run folder (run_pretraining.py/run_glue.py "
+                                "write it at the end of a run).")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if summary.get("kind") not in ("pretraining", "glue"):
+        raise ValueError(f"{path}: 'kind' must be 'pretraining' or 'glue', found {summary.get('kind')!r}.")
+    return summary
+
+
+def _apply(registry: Registry, summary: dict):
+    if summary["kind"] == "pretraining":
+        registry.upsert(pretraining_row(summary))
+    else:
+        add_glue_result(registry, summary)
+
+
+def record_run(run_dir: str | Path, registry_path: str | Path = "experiments/registry.md") -> Path:
+    """Add or update the registry row(s) for the run saved in `run_dir`; returns the registry path."""
+    registry = Registry(registry_path)
+    _apply(registry, read_summary(run_dir))
+    registry.save()
+    return registry.path
+
+
+def _creation_key(summary: dict) -> str:
+    """When a run's row came to exist: GLUE runs carry `timestamp`; pretraining run ids end in `YYYYMMDD_HHMMSS`."""
+    stamp = summary.get("timestamp") or next(iter(re.findall(r"\d{8}_\d{6}$", summary.get("run_id", ""))), "")
+    return f"{summary.get('date', '')}|{stamp}"
+
+
+def rebuild_registry(runs_root: str | Path, registry_path: str | Path = "experiments/registry.md") -> Path:
+    """Rebuild the table from every `run_summary.json` under `runs_root`: rows in the order the runs happened,
+    pretraining rows before the GLUE results that fill them. Rows of the existing registry that no run folder
+    describes are kept as they are, and existing conclusions carry over."""
+    summaries = [read_summary(path.parent) for path in sorted(Path(runs_root).rglob(SUMMARY_FILE))]
+    summaries.sort(key=lambda s: (s["kind"] != "pretraining", _creation_key(s)))
+    old = Registry(registry_path)
+    fresh = Registry(registry_path)
+    rebuilt_ids = set()
+    fresh.rows = []
+    for summary in summaries:
+        _apply(fresh, summary)
+    for row in fresh.rows:
+        rebuilt_ids.add(run_id_of(row))
+        previous = old.find(run_id_of(row))
+        if previous is not None:
+            row[CONCLUSION] = previous[CONCLUSION]
+    kept = [row for row in old.rows if run_id_of(row) not in rebuilt_ids]
+    fresh.rows = kept + fresh.rows
+    fresh.rows.sort(key=lambda r: r["Date"])
+    fresh.save()
+    return fresh.path
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description="Experiment registry (Markdown table in the seed log's columns).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    rebuild = commands.add_parser("rebuild", help="rebuild the table from the run folders' run_summary.json files")
+    rebuild.add_argument("--runs_dir", default="outputs", help="folder searched recursively for run_summary.json")
+    rebuild.add_argument("--registry", default="experiments/registry.md")
+    record = commands.add_parser("record", help="add or update the row(s) of one run folder")
+    record.add_argument("run_dir")
+    record.add_argument("--registry", default="experiments/registry.md")
+    args = parser.parse_args(argv)
+    if args.command == "rebuild":
+        path = rebuild_registry(args.runs_dir, args.registry)
+    else:
+        path = record_run(args.run_dir, args.registry)
+    print(path.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()

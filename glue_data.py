@@ -1,0 +1,384 @@
+"""GLUE and PAWS for `run_glue.py`: the task table, the three data sources and the metrics.
+
+Every source ends in the same `DatasetDict`: columns `sentence1`, `sentence2` (pair tasks only) and `label` (class id,
+or a float for regression), splits `train` and `validation` (MNLI: `validation_matched` and
+`validation_mismatched`). Sources:
+- the Hub (`nyu-mll/glue`, PAWS `google-research-datasets/paws` `labeled_final`), after a reachability check that
+  fails within seconds offline;
+- `--data_dir` in the classic GLUE layout (`CoLA/train.tsv`, `CoLA/dev.tsv`, ...; PAWS as `paws/`), read with quoting
+  off as GLUE itself does;
+- `--train_file/--validation_file` (csv, tsv, json) with run_glue's column auto-detection.
+Metrics are GLUE's, computed with scikit-learn and scipy (`evaluate.load` needs the Hub).
+"""
+
+import csv
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
+
+from hub_utils import require_hub
+
+STSB_RANGE = (0.0, 5.0)
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """One GLUE-style task: where its data lives, how its files are laid out, its labels and its metrics.
+
+    `tsv_columns` are the header names (or, for a file without header, the column indices) of sentence 1,
+    sentence 2 and the label in the classic GLUE files; `tsv_labels` are the label strings of those files in class-id
+    order (None for regression). `registry_metric` is the score quoted in the experiment registry.
+    """
+
+    name: str
+    display_name: str
+    folder: str
+    hub_path: str
+    hub_name: str
+    hub_columns: tuple[str, str | None]
+    tsv_columns: tuple
+    label_names: tuple[str, ...] | None
+    tsv_labels: tuple[str, ...] | None
+    metrics: tuple[str, ...]
+    registry_metric: str
+    validation_files: tuple[tuple[str, str], ...] = (("validation", "dev.tsv"),)
+    tsv_header: bool = True
+
+    @property
+    def is_pair(self) -> bool:
+        return self.hub_columns[1] is not None
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_names is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.label_names)
+
+    @property
+    def validation_splits(self) -> list[str]:
+        return [split for split, _ in self.validation_files]
+
+    @property
+    def best_metric(self) -> str:
+        """The metric that picks the best epoch: `combined_score` where GLUE reports several."""
+        return "combined_score" if len(self.metrics) > 1 else self.metrics[0]
+
+
+def _binary(name, display, folder, hub_columns, tsv_columns, label_names, metrics=("accuracy",), registry=None, **kw):
+    return GlueTask(
+        name=name,
+        display_name=display,
+        folder=folder,
+        hub_path="nyu-mll/glue",
+        hub_name=name,
+        hub_columns=hub_columns,
+        tsv_columns=tsv_columns,
+        label_names=label_names,
+        tsv_labels=kw.pop("tsv_labels", ("0", "1")),
+        metrics=metrics,
+        registry_metric=registry or metrics[0],
+        **kw,
+    )
+
+
+ENTAILMENT = ("entailment", "not_entailment")
+TASKS: dict[str, GlueTask] = {
+    task.name: task
+    for task in (
+        _binary("cola", "CoLA", "CoLA", ("sentence", None), (3, None, 1), ("unacceptable", "acceptable"),
+                metrics=("matthews_correlation",), tsv_header=False),
+        _binary("sst2", "SST-2", "SST-2", ("sentence", None), ("sentence", None, "label"), ("negative", "positive")),
+        _binary("mrpc", "MRPC", "MRPC", ("sentence1", "sentence2"), ("#1 String", "#2 String", "Quality"),
+                ("not_equivalent", "equivalent"), metrics=("accuracy", "f1"), registry="f1"),
+        _binary("qqp", "QQP", "QQP", ("question1", "question2"), ("question1", "question2", "is_duplicate"),
+                ("not_duplicate", "duplicate"), metrics=("accuracy", "f1"), registry="f1"),
+        GlueTask("stsb", "STS-B", "STS-B", "nyu-mll/glue", "stsb", ("sentence1", "sentence2"),
+                 ("sentence1", "sentence2", -1), None, None, ("pearson", "spearmanr"), "pearson"),
+        GlueTask("mnli", "MNLI-m", "MNLI", "nyu-mll/glue", "mnli", ("premise", "hypothesis"),
+                 ("sentence1", "sentence2", "gold_label"), ("entailment", "neutral", "contradiction"),
+                 ("entailment", "neutral", "contradiction"), ("accuracy",), "accuracy",
+                 validation_files=(("validation_matched", "dev_matched.tsv"),
+                                   ("validation_mismatched", "dev_mismatched.tsv"))),
+        _binary("qnli", "QNLI", "QNLI", ("question", "sentence"), ("question", "sentence", "label"), ENTAILMENT,
+                tsv_labels=ENTAILMENT),
+        _binary("rte", "RTE", "RTE", ("sentence1", "sentence2"), ("sentence1", "sentence2", "label"), ENTAILMENT,
+                tsv_labels=ENTAILMENT),
+        _binary("wnli", "WNLI", "WNLI", ("sentence1", "sentence2"), ("sentence1", "sentence2", "label"),
+                ("not_entailment", "entailment")),
+        GlueTask("paws", "PAWS", "paws", "google-research-datasets/paws", "labeled_final", ("sentence1", "sentence2"),
+                 ("sentence1", "sentence2", "label"), ("not_paraphrase", "paraphrase"), ("0", "1"), ("accuracy",),
+                 "accuracy"),
+    )
+}
+
+
+def get_task(name: str) -> GlueTask:
+    """The task called `name` (case-insensitive), or a `ValueError` listing the valid names."""
+    task = TASKS.get(name.strip().lower())
+    if task is None:
+        raise ValueError(f"Unknown task_name {name!r}: choose one of {', '.join(TASKS)}, or 'all', or a comma list.")
+    return task
+
+
+def parse_task_names(task_name: str) -> list[GlueTask]:
+    """`"all"` → every task; `"mrpc,stsb"` → those tasks in that order."""
+    if task_name.strip().lower() == "all":
+        return list(TASKS.values())
+    return [get_task(name) for name in task_name.split(",") if name.strip()]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Labels
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def label_converter(task: GlueTask, source: str):
+    """A function mapping a raw label (tsv string, label name, class id, or score) to the task's class id or float,
+    raising `ValueError` naming `source` and the allowed values for anything outside the task's label set."""
+    if task.is_regression:
+        low, high = STSB_RANGE
+
+        def to_score(value, where):
+            try:
+                score = float(value)
+            except (TypeError, ValueError):
+                score = math.nan
+            if not low <= score <= high:
+                raise ValueError(f"{where}: label {value!r} is not a {task.name} score in [{low}, {high}].")
+            return score
+
+        return lambda value, where=source: to_score(value, where)
+    ids = {str(i): i for i in range(task.num_labels)}
+    ids.update({label: i for i, label in enumerate(task.tsv_labels)})
+    ids.update({label: i for i, label in enumerate(task.label_names)})
+
+    def to_id(value, where=source):
+        key = str(value).strip()
+        if key not in ids:
+            raise ValueError(
+                f"{where}: label {value!r} is not a {task.name} label; allowed: {list(task.tsv_labels)} "
+                f"(or {list(task.label_names)})."
+            )
+        return ids[key]
+
+    return to_id
+
+
+def task_features(task: GlueTask) -> Features:
+    """The `datasets` features of a loaded task: ClassLabel for classification, float32 for regression."""
+    columns = {"sentence1": Value("string")}
+    if task.is_pair:
+        columns["sentence2"] = Value("string")
+    columns["label"] = Value("float32") if task.is_regression else ClassLabel(names=list(task.label_names))
+    return Features(columns)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def read_delimited(path: Path, header: bool = True) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """`(header, [(line number, fields), ...])` of a csv or tsv file.
+
+    TSV is read with quoting off (GLUE's fields may start with `"`), CSV with standard quoting; `utf-8-sig` drops
+    MRPC's BOM and `newline=""` handles CRLF files (PAWS, SICK). A row whose field count differs from the first row's,
+    and a file without rows, raise `ValueError` naming the file (and line).
+    """
+    tsv = path.suffix.lower() == ".tsv"
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        rows = [(reader.line_num, fields) for fields in reader if fields]
+    if header:
+        if not rows:
+            raise ValueError(f"{path} is empty: expected a header row and at least one data row.")
+        (_, names), rows = rows[0], rows[1:]
+    else:
+        names = None
+    if not rows:
+        raise ValueError(f"{path} has no data rows.")
+    width = len(names) if names is not None else len(rows[0][1])
+    for line, fields in rows:
+        if len(fields) != width:
+            raise ValueError(
+                f"{path}, line {line}: {len(fields)} fields where {width} were expected; the file is malformed "
+                "(a TSV must be tab-separated with one row per line, read with quoting off)."
+            )
+    return names, rows
+
+
+def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
+    """One classic GLUE/PAWS TSV file of `task` → Dataset(sentence1, [sentence2], label)."""
+    names, rows = read_delimited(path, header=task.tsv_header)
+    if names is None:
+        indices = task.tsv_columns
+    else:
+        missing = [c for c in task.tsv_columns if isinstance(c, str) and c not in names]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing} for task {task.name}; the header has {names}.")
+        indices = tuple(names.index(c) if isinstance(c, str) else c for c in task.tsv_columns)
+    first, second, label = indices
+    to_label = label_converter(task, str(path))
+    columns = {"sentence1": [fields[first] for _, fields in rows]}
+    if task.is_pair:
+        columns["sentence2"] = [fields[second] for _, fields in rows]
+    columns["label"] = [to_label(fields[label], f"{path}, line {line}") for line, fields in rows]
+    return Dataset.from_dict(columns, features=task_features(task))
+
+
+def load_glue_dir(data_dir: str, task: GlueTask) -> DatasetDict:
+    """`data_dir/<Folder>/train.tsv` and the dev file(s) of `task` (classic GLUE layout)."""
+    folder = Path(data_dir) / task.folder
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"--data_dir {data_dir} has no folder {task.folder}/ for task {task.name}: expected the classic GLUE "
+            f"layout {task.folder}/train.tsv and {task.folder}/dev.tsv (PAWS: paws/), or use "
+            "--train_file/--validation_file."
+        )
+    files = {"train": "train.tsv", **dict(task.validation_files)}
+    missing = [name for name in files.values() if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} lacks {missing} for task {task.name}; give the split files with --train_file/--validation_file "
+            "(e.g. PAWS in the shared data has dev.tsv and test.tsv only: --train_file paws/dev.tsv "
+            "--validation_file paws/test.tsv)."
+        )
+    return DatasetDict({split: read_glue_tsv(folder / name, task) for split, name in files.items()})
+
+
+def load_glue_hub(task: GlueTask, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
+    """`task` from the Hub, after a reachability check that fails within seconds when offline."""
+    require_hub(
+        f"Loading {task.name} from the Hub ({task.hub_path}, {task.hub_name})",
+        "Use the local files instead: --data_dir DIR with the classic GLUE layout (e.g. ../shared/data/glue) or "
+        "--train_file/--validation_file.",
+    )
+    raw = load_dataset(task.hub_path, task.hub_name, cache_dir=cache_dir, token=token)
+    first, second = task.hub_columns
+    splits = {}
+    for split in ["train", *task.validation_splits]:
+        data = raw[split].rename_column(first, "sentence1")
+        if second is not None:
+            data = data.rename_column(second, "sentence2")
+        keep = set(task_features(task))
+        splits[split] = data.remove_columns([c for c in data.column_names if c not in keep]).cast(task_features(task))
+    return DatasetDict(splits)
+
+
+def read_table_file(path: str) -> Dataset:
+    """A csv, tsv or json/jsonl file → Dataset with the file's own columns (all strings for csv/tsv)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"Data file {path} does not exist.")
+    suffix = file.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        names, rows = read_delimited(file)
+        return Dataset.from_dict({name: [fields[i] for _, fields in rows] for i, name in enumerate(names)})
+    if suffix in (".json", ".jsonl"):
+        if not file.read_text(encoding="utf-8").strip():
+            raise ValueError(f"{path} is empty: expected JSON records (one object per line, or a list).")
+        return load_dataset("json", data_files=str(file), split="train")
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json or .jsonl.")
+
+
+def resolve_columns(
+    column_names: list[str], sentence1_key: str | None, sentence2_key: str | None, label_key: str, source: str
+) -> tuple[str, str | None]:
+    """run_glue's auto-detection: `sentence1`/`sentence2` if present, else the first two non-label columns (one for
+    a single-sentence file); explicit keys win. Missing columns raise `ValueError` naming them and the file's."""
+    wanted = [key for key in (sentence1_key, sentence2_key, label_key) if key]
+    missing = [key for key in wanted if key not in column_names]
+    if missing:
+        raise ValueError(
+            f"{source}: missing column(s) {missing}; the file has {column_names}. Set --sentence1_key, "
+            "--sentence2_key and --label_key to its column names."
+        )
+    if sentence1_key:
+        return sentence1_key, sentence2_key
+    non_label = [name for name in column_names if name != label_key]
+    if "sentence1" in non_label and "sentence2" in non_label:
+        return "sentence1", "sentence2"
+    if not non_label:
+        raise ValueError(f"{source}: no text column besides the label column {label_key!r} (columns {column_names}).")
+    return non_label[0], non_label[1] if len(non_label) >= 2 else None
+
+
+def infer_label_task(labels: list) -> GlueTask:
+    """For files without `--task_name`: a float label that is not integral → regression (MSE), otherwise
+    classification over the sorted distinct labels, as run_glue does."""
+    values = [str(label).strip() for label in labels]
+    try:
+        numbers = [float(value) for value in values]
+    except ValueError:
+        numbers = None
+    if numbers is not None and any(not n.is_integer() for n in numbers):
+        return GlueTask("custom", "Custom", "", "", "", ("sentence1", "sentence2"), (), None, None, ("mse",), "mse")
+    names = sorted(set(values), key=lambda v: (float(v), v) if numbers is not None else (0, v))
+    return GlueTask("custom", "Custom", "", "", "", ("sentence1", "sentence2"), (), tuple(names), tuple(names),
+                    ("accuracy",), "accuracy")
+
+
+def load_files(
+    task: GlueTask | None,
+    train_file: str | None,
+    validation_file: str | None,
+    sentence1_key: str | None = None,
+    sentence2_key: str | None = None,
+    label_key: str = "label",
+) -> tuple[DatasetDict, GlueTask]:
+    """`--train_file/--validation_file` → (DatasetDict with train and validation, the task). Without a task the
+    label type and label set are inferred from the training file; a single text column makes a single-sentence
+    task."""
+    if not train_file or not validation_file:
+        raise ValueError("Give both --train_file and --validation_file (csv, tsv or json).")
+    raw = {"train": read_table_file(train_file), "validation": read_table_file(validation_file)}
+    first, second = None, None
+    for split, path in (("train", train_file), ("validation", validation_file)):
+        first, second = resolve_columns(raw[split].column_names, sentence1_key, sentence2_key, label_key, path)
+    if task is None:
+        task = infer_label_task(raw["train"][label_key])
+    if second is None and task.is_pair:
+        task = replace(task, hub_columns=(task.hub_columns[0], None))
+    if second is not None and not task.is_pair:
+        raise ValueError(f"Task {task.name} takes one sentence, but {train_file} has two text columns: set "
+                         f"--sentence1_key (found {first!r} and {second!r}).")
+    splits = {}
+    for split, path in (("train", train_file), ("validation", validation_file)):
+        data = raw[split]
+        to_label = label_converter(task, path)
+        columns = {"sentence1": [str(text) for text in data[first]]}
+        if second is not None:
+            columns["sentence2"] = [str(text) for text in data[second]]
+        columns["label"] = [to_label(value, f"{path}, row {i + 1}") for i, value in enumerate(data[label_key])]
+        splits[split] = Dataset.from_dict(columns, features=task_features(task))
+    return DatasetDict(splits), task
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def compute_glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """GLUE's metrics for `task` from predictions (class ids, or scores for regression) and gold labels, with
+    scikit-learn and scipy; `combined_score` is their mean where a task has several."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    scorers = {
+        "accuracy": lambda: accuracy_score(labels, predictions),
+        "f1": lambda: f1_score(labels, predictions),
+        "matthews_correlation": lambda: matthews_corrcoef(labels, predictions),
+        "pearson": lambda: pearsonr(predictions, labels)[0],
+        "spearmanr": lambda: spearmanr(predictions, labels)[0],
+        "mse": lambda: mean_squared_error(labels, predictions),
+    }
+    result = {name: float(scorers[name]()) for name in task.metrics}
+    if len(result) > 1:
+        result["combined_score"] = float(np.mean(list(result.values())))
+    return result

@@ -1,0 +1,575 @@
+"""Fine-tune and score a concept encoder on GLUE and PAWS, shaped like transformers' `run_glue.py`.
+
+Same argument names (`--model_name_or_path`, `--task_name`, `--max_seq_length`, `--train_file`,
+`--validation_file`, `--max_train_samples`, `--pad_to_max_length`, `--push_to_hub --hub_model_id`, ...; one `.json`
+file as the only argument works too) and the same result files (`train_results.json`, `eval_results.json`,
+`all_results.json`). Added:
+- data from `--data_dir` in the classic GLUE layout (`MRPC/train.tsv`, `MRPC/dev.tsv`, ...; PAWS as `paws/`);
+- `--pair_encoding separate` (each sentence encoded on its own, `ConceptEncoderForSentencePairClassification`, the
+  default) or `concat` (`[A; SEP; B]` through `ConceptEncoderForSequenceClassificationPerceiver`);
+- `--from_scratch`: a random-init baseline of the same size and tokenizer (`--config_name`/`--config_overrides`);
+- `--task_name all` or a comma list: one subfolder per task and one summary table `glue_summary.md`;
+- `--seed_protocol`: the seed log's GLUE settings (max length 128, batch 96, lr 1e-5, 20 epochs; 3 for QQP, QNLI and
+  MNLI, 5 for SST-2; best epoch on dev, labelled as such);
+- the effective rank of the dev-set concepts in the results, `run_summary.json`, a model card and a registry row.
+
+Example (offline, shared data):
+    python run_glue.py --model_name_or_path outputs/my_ckpt --task_name mrpc --data_dir ../shared/data/glue \
+        --output_dir outputs/glue_mrpc --do_train --do_eval --num_train_epochs 3
+"""
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import (
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    HfArgumentParser,
+    PretrainedConfig,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+    set_seed,
+)
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transformers.trainer_utils import get_last_checkpoint
+
+import modeling_concept_encoder
+from collators import DataCollatorForSentencePairs
+from configuration_concept_encoder import ConceptEncoderConfig
+from experiment_registry import record_run
+from glue_data import (
+    GlueTask,
+    compute_glue_metrics,
+    load_files,
+    load_glue_dir,
+    load_glue_hub,
+    parse_task_names,
+)
+from hub_utils import check_push_to_hub
+from model_cards import write_model_card
+from modeling_concept_encoder import effective_rank, entropy_effective_rank, mean_concept_cosine
+
+logger = logging.getLogger(__name__)
+
+PAIR_ENCODINGS = ("separate", "concat")
+SEED_PROTOCOL_EPOCHS = {"qqp": 3, "qnli": 3, "mnli": 3, "sst2": 5}
+SEED_PROTOCOL = dict(max_seq_length=128, batch_size=96, learning_rate=1e-5, epochs=20)
+REPO_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint (or random-init size) to fine-tune, and how pairs are encoded."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A concept-encoder checkpoint folder or Hub id (from run_pretraining.py)."}
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "Config (folder or config.json) to build the model from, with --from_scratch."}
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Config changes, e.g. 'hidden_dropout_prob=0.2,classifier_pooling=mean'."}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id, if not the checkpoint's own."}
+    )
+    from_scratch: bool = field(
+        default=False,
+        metadata={"help": "Random initialisation with the checkpoint's (or --config_name's) size and tokenizer: "
+                          "the baseline a pretrained checkpoint must beat."},
+    )
+    pair_encoding: str | None = field(
+        default=None,
+        metadata={"help": "Sentence pairs: 'separate' (each side encoded alone, the default) or 'concat' "
+                          "([A; SEP; B], the seed's; the default under --seed_protocol)."},
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private checkpoints or datasets."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Use the checkpoint's own code files instead of the installed classes."}
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Allow a classifier head of another label count to be re-initialised."}
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Which task(s), from where, and how much of it."""
+
+    task_name: str | None = field(
+        default=None,
+        metadata={"help": "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, paws; 'all'; or a comma list."},
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Classic GLUE layout (MRPC/train.tsv, MRPC/dev.tsv, ...; PAWS as paws/) instead of the Hub."},
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Training data: csv, tsv or json."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data: csv, tsv or json."})
+    sentence1_key: str | None = field(default=None, metadata={"help": "Column of the first sentence (files only)."})
+    sentence2_key: str | None = field(default=None, metadata={"help": "Column of the second sentence (files only)."})
+    label_key: str = field(default="label", metadata={"help": "Column of the label (files only)."})
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Longest tokenized input (per sentence with separate pair encoding)."}
+    )
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every input to max_seq_length (otherwise per batch, faster)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
+    seed_protocol: bool = field(
+        default=False,
+        metadata={"help": "The seed log's GLUE protocol: length 128, batch 96, lr 1e-5, 20 epochs (3 QQP/QNLI/MNLI, "
+                          "5 SST-2), evaluation every epoch and the best dev epoch reported (labelled as such)."},
+    )
+    registry: str = field(
+        default="experiments/registry.md",
+        metadata={"help": "Experiment registry to update with this run's score ('' to skip)."},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checks and loading
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments):
+    """Fail before any loading when the arguments cannot work together."""
+    if model_args.pair_encoding not in (None, *PAIR_ENCODINGS):
+        raise ValueError(f"--pair_encoding {model_args.pair_encoding!r}: choose one of {list(PAIR_ENCODINGS)}.")
+    if not model_args.model_name_or_path and not (model_args.from_scratch and model_args.config_name):
+        raise ValueError("Give --model_name_or_path (a concept-encoder checkpoint), or --from_scratch with "
+                         "--config_name and --tokenizer_name.")
+    if model_args.from_scratch and not (model_args.tokenizer_name or model_args.model_name_or_path):
+        raise ValueError("--from_scratch needs a tokenizer: --tokenizer_name, or --model_name_or_path to borrow one.")
+    if not data_args.task_name and not (data_args.train_file and data_args.validation_file):
+        raise ValueError("Give --task_name (GLUE/PAWS), or --train_file and --validation_file.")
+    if data_args.data_dir and (data_args.train_file or data_args.validation_file):
+        raise ValueError("Give either --data_dir or --train_file/--validation_file, not both.")
+
+
+def load_task_data(task: GlueTask | None, data_args: DataTrainingArguments, model_args: ModelArguments):
+    """`(DatasetDict, task)` from the files, the GLUE folder or the Hub, in that order of preference."""
+    if data_args.train_file or data_args.validation_file:
+        return load_files(task, data_args.train_file, data_args.validation_file, data_args.sentence1_key,
+                          data_args.sentence2_key, data_args.label_key)
+    if data_args.data_dir:
+        return load_glue_dir(data_args.data_dir, task), task
+    return load_glue_hub(task, model_args.cache_dir, model_args.token), task
+
+
+def checkpoint_config_dict(model_args: ModelArguments) -> dict:
+    """The config of `--config_name` or the checkpoint, refused unless it is a concept encoder."""
+    source = model_args.config_name or model_args.model_name_or_path
+    config_dict, _ = PretrainedConfig.get_config_dict(
+        source, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token
+    )
+    model_type = config_dict.get("model_type")
+    if model_type != ConceptEncoderConfig.model_type:
+        raise ValueError(
+            f"{source} is a {model_type!r} checkpoint, not a concept encoder (model_type "
+            f"'{ConceptEncoderConfig.model_type}'): pass a checkpoint saved by run_pretraining.py, or --from_scratch "
+            "with --config_name pointing at a concept-encoder config."
+        )
+    return config_dict
+
+
+def concept_class(name: str, model_args: ModelArguments):
+    """A class of `modeling_concept_encoder` (or `configuration_...`): the installed one, or with
+    `--trust_remote_code` the checkpoint's own copy."""
+    module = "configuration_concept_encoder" if name == "ConceptEncoderConfig" else "modeling_concept_encoder"
+    if model_args.trust_remote_code and model_args.model_name_or_path:
+        return get_class_from_dynamic_module(
+            f"{module}.{name}", model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision, token=model_args.token,
+        )
+    return ConceptEncoderConfig if name == "ConceptEncoderConfig" else getattr(modeling_concept_encoder, name)
+
+
+def build_config(task: GlueTask, model_args: ModelArguments) -> ConceptEncoderConfig:
+    """The checkpoint's config with the task's labels and any `--config_overrides`."""
+    config_dict = checkpoint_config_dict(model_args)
+    config_dict.pop("architectures", None)  # the fine-tuned head is chosen here, not by the pretraining head
+    if task.is_regression:
+        labels = dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
+    else:
+        labels = dict(
+            num_labels=task.num_labels,
+            problem_type="single_label_classification",
+            id2label=dict(enumerate(task.label_names)),
+            label2id={label: i for i, label in enumerate(task.label_names)},
+        )
+    config_dict.update(labels, finetuning_task=task.name)
+    config = concept_class("ConceptEncoderConfig", model_args).from_dict(config_dict)
+    if model_args.config_overrides:
+        config.update_from_string(model_args.config_overrides)
+        config.validate_concept_encoder()
+    return config
+
+
+def resolve_pair_encoding(model_args: ModelArguments, data_args: DataTrainingArguments) -> str:
+    """`--pair_encoding` as given; otherwise `separate`, or `concat` under the seed protocol (the seed's setting)."""
+    return model_args.pair_encoding or ("concat" if data_args.seed_protocol else "separate")
+
+
+def classifier_name(task: GlueTask, pair_encoding: str) -> str:
+    """Separate pair encoding for pair tasks; single-sentence tasks always use the sequence classifier."""
+    if task.is_pair and pair_encoding == "separate":
+        return "ConceptEncoderForSentencePairClassification"
+    return "ConceptEncoderForSequenceClassificationPerceiver"
+
+
+def build_model(task: GlueTask, pair_encoding: str, model_args: ModelArguments):
+    """The classifier: encoder weights from the checkpoint and a new head (transformers reports it as newly
+    initialised), or everything random with `--from_scratch`."""
+    config = build_config(task, model_args)
+    model_class = concept_class(classifier_name(task, pair_encoding), model_args)
+    if model_args.from_scratch:
+        return model_class(config)
+    return model_class.from_pretrained(
+        model_args.model_name_or_path, config=config, cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision, token=model_args.token,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+    )
+
+
+def architecture_of(config) -> str:
+    return f"H{config.hidden_size} L{config.num_hidden_layers} C{config.concept_num}"
+
+
+def checkpoint_summary(model_args: ModelArguments, config) -> dict:
+    """The checkpoint's `run_summary.json` (run id, pretraining data, ...) when it has one; for `--from_scratch` a
+    `scratch_H.._L.._C..` id, otherwise the checkpoint's folder name."""
+    if model_args.from_scratch:
+        return {
+            "run_id": "scratch_" + architecture_of(config).replace(" ", ""),
+            "model_type": "random init",
+            "pretraining_data": "none (random init)",
+            "architecture": architecture_of(config),
+            "objective": None,
+        }
+    path = Path(model_args.model_name_or_path) / "run_summary.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"run_id": Path(model_args.model_name_or_path).name or model_args.model_name_or_path,
+            "architecture": architecture_of(config)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Features, metrics, diagnostics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def tokenize_dataset(dataset, tokenizer, task: GlueTask, separate: bool, max_length: int, pad: bool):
+    """Text → `input_ids/attention_mask` (`[A; SEP; B]` for concatenated pairs), plus `input_ids_b/attention_mask_b`
+    for separate pairs; the text columns are dropped and `label` stays."""
+    options = dict(truncation=True, max_length=max_length, padding="max_length" if pad else False,
+                   return_token_type_ids=False)
+
+    def encode(batch):
+        if task.is_pair and separate:
+            first, second = tokenizer(batch["sentence1"], **options), tokenizer(batch["sentence2"], **options)
+            return {**first, "input_ids_b": second["input_ids"], "attention_mask_b": second["attention_mask"]}
+        texts = [batch["sentence1"]] + ([batch["sentence2"]] if task.is_pair else [])
+        return tokenizer(*texts, **options)
+
+    text_columns = [c for c in dataset.column_names if c != "label"]
+    return dataset.map(encode, batched=True, remove_columns=text_columns, desc="Tokenizing")
+
+
+def metrics_function(task: GlueTask):
+    """`compute_metrics` for the Trainer: argmax of the logits (or the score for regression) against the labels."""
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predictions = np.squeeze(logits, axis=-1) if task.is_regression else np.argmax(logits, axis=-1)
+        return compute_glue_metrics(task, predictions, prediction.label_ids)
+
+    return compute_metrics
+
+
+@torch.no_grad()
+def concept_diagnostics(trainer: Trainer, dataset) -> dict[str, float]:
+    """Concept health on the dev set: the seed's effective rank of the concept states averaged over every example
+    (both sides of separately encoded pairs), the per-example entropy effective rank and the mean concept cosine."""
+    model = trainer.model.eval()
+    total, count, entropy_sum, cosine_sum = None, 0, 0.0, 0.0
+    for batch in trainer.get_eval_dataloader(dataset):
+        sides = [("input_ids", "attention_mask")]
+        if "input_ids_b" in batch:
+            sides.append(("input_ids_b", "attention_mask_b"))
+        for ids, mask in sides:
+            concepts = model.encoder(batch[ids].to(model.device), batch[mask].to(model.device)).last_hidden_state
+            size = concepts.shape[0]
+            total = concepts.float().sum(dim=0) if total is None else total + concepts.float().sum(dim=0)  # [C, H]
+            count += size
+            entropy_sum += entropy_effective_rank(concepts) * size
+            cosine_sum += mean_concept_cosine(concepts) * size
+    return {
+        "effective_rank": effective_rank(total / count),
+        "entropy_effective_rank": entropy_sum / count,
+        "mean_concept_cosine": cosine_sum / count,
+    }
+
+
+def git_commit() -> str | None:
+    """Short commit of the code that ran (None outside a git checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def wandb_reference() -> str | None:
+    """The wandb run's URL, or its local folder for offline runs; None when wandb did not log this run."""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb else None
+    if run is None:
+        return None
+    return run.url or run.dir
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One task
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def task_training_args(args: TrainingArguments, task: GlueTask, data_args: DataTrainingArguments, output_dir: str,
+                       separate: bool) -> TrainingArguments:
+    """The run's TrainingArguments for one task: its own output folder, pair batches' label name, and the seed
+    protocol's settings when asked."""
+    changes = dict(output_dir=output_dir)
+    if separate:
+        changes.update(label_names=["labels"], remove_unused_columns=False)
+    if data_args.seed_protocol:
+        changes.update(
+            per_device_train_batch_size=SEED_PROTOCOL["batch_size"],
+            per_device_eval_batch_size=SEED_PROTOCOL["batch_size"],
+            learning_rate=SEED_PROTOCOL["learning_rate"],
+            num_train_epochs=SEED_PROTOCOL_EPOCHS.get(task.name, SEED_PROTOCOL["epochs"]),
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=2,
+            load_best_model_at_end=True,
+            metric_for_best_model=task.best_metric,
+            greater_is_better=task.best_metric != "mse",
+        )
+    return dataclasses.replace(args, **changes)
+
+
+def run_task(task: GlueTask, raw_datasets, tokenizer, model_args: ModelArguments, data_args: DataTrainingArguments,
+             training_args: TrainingArguments) -> dict:
+    """Fine-tune and score one task; writes the result files, `run_summary.json`, the model card and the registry
+    row. Returns the run summary."""
+    pair_encoding = resolve_pair_encoding(model_args, data_args)
+    separate = task.is_pair and pair_encoding == "separate"
+    set_seed(training_args.seed)
+    model = build_model(task, pair_encoding, model_args)
+    max_length = data_args.max_seq_length
+    if max_length > model.config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length {max_length} exceeds the model's max_position_embeddings "
+            f"({model.config.max_position_embeddings}): pass --max_seq_length {model.config.max_position_embeddings} "
+            "or less."
+        )
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                         f"{model.config.vocab_size}: use the checkpoint's own tokenizer.")
+    train_data, eval_splits = raw_datasets["train"], {s: raw_datasets[s] for s in task.validation_splits
+                                                      if s in raw_datasets} or {"validation": raw_datasets["validation"]}
+    if data_args.max_train_samples is not None:
+        train_data = train_data.select(range(min(data_args.max_train_samples, len(train_data))))
+    if data_args.max_eval_samples is not None:
+        eval_splits = {s: d.select(range(min(data_args.max_eval_samples, len(d)))) for s, d in eval_splits.items()}
+    encode = dict(tokenizer=tokenizer, task=task, separate=separate, max_length=max_length,
+                  pad=data_args.pad_to_max_length)
+    train_data = tokenize_dataset(train_data, **encode)
+    eval_splits = {split: tokenize_dataset(data, **encode) for split, data in eval_splits.items()}
+    first_eval = next(iter(eval_splits.values()))
+
+    if separate:
+        collator = DataCollatorForSentencePairs(tokenizer)
+    elif data_args.pad_to_max_length:
+        collator = default_data_collator
+    else:
+        collator = DataCollatorWithPadding(tokenizer)
+    if training_args.push_to_hub:
+        check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_data if training_args.do_train else None,
+        eval_dataset=first_eval,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=metrics_function(task),
+    )
+
+    metrics = {}
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint is None and os.path.isdir(training_args.output_dir):
+            checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.info(f"Resuming from {checkpoint}")
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        train_metrics = {**train_result.metrics, "train_samples": len(train_data)}
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+        metrics.update(train_metrics)
+
+    eval_metrics = {}
+    for split, data in eval_splits.items():
+        suffix = "_mm" if split == "validation_mismatched" else ""
+        split_metrics = trainer.evaluate(eval_dataset=data)
+        eval_metrics.update({f"{key}{suffix}": value for key, value in split_metrics.items()})
+        eval_metrics[f"eval_samples{suffix}"] = len(data)
+    if task.name == "mnli" and "eval_accuracy_mm" in eval_metrics:
+        eval_metrics["eval_combined_score"] = (eval_metrics["eval_accuracy"] + eval_metrics["eval_accuracy_mm"]) / 2
+    eval_metrics.update({f"eval_{key}": value for key, value in concept_diagnostics(trainer, first_eval).items()})
+    eval_metrics["eval_selection"] = (
+        "best epoch on dev (seed protocol)" if data_args.seed_protocol and training_args.do_train else "final model"
+    )
+    trainer.log_metrics("eval", eval_metrics)
+    trainer.save_metrics("eval", eval_metrics)
+    metrics.update(eval_metrics)
+
+    summary = glue_summary(task, metrics, model, model_args, data_args, training_args, pair_encoding)
+    Path(training_args.output_dir, "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if training_args.do_train:
+        card_summary = {**checkpoint_summary(model_args, model.config), "run_id": summary["run_id"]}
+        glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
+        write_model_card(training_args.output_dir, card_summary, glue_results, repo_id=training_args.hub_model_id)
+        if training_args.push_to_hub:
+            trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
+    if data_args.registry:
+        record_run(training_args.output_dir, data_args.registry)
+    return summary
+
+
+def glue_summary(task, metrics, model, model_args, data_args, training_args, pair_encoding) -> dict:
+    """The GLUE run's `run_summary.json` (read by the experiment registry)."""
+    now = datetime.datetime.now()
+    checkpoint = checkpoint_summary(model_args, model.config)
+    checkpoint_id = checkpoint["run_id"]
+    main_metric = "combined_score" if task.name == "mnli" else task.best_metric  # MNLI: mean of matched, mismatched
+    return {
+        "kind": "glue",
+        "run_id": f"glue_{task.name}_{checkpoint_id}_{now:%Y%m%d_%H%M%S}",
+        "date": f"{now:%Y-%m-%d}",
+        "timestamp": f"{now:%Y%m%d_%H%M%S}",
+        "task": task.name,
+        "task_display_name": task.display_name,
+        "checkpoint_run_id": checkpoint_id,
+        "checkpoint": model_args.model_name_or_path,
+        "from_scratch": model_args.from_scratch,
+        "pair_encoding": pair_encoding if task.is_pair else "single",
+        "architecture": architecture_of(model.config),
+        "concept_num": model.config.concept_num,
+        "metrics": {key: value for key, value in metrics.items() if key.startswith("eval_")},
+        "registry_metric": task.registry_metric,
+        "registry_score": metrics[f"eval_{task.registry_metric}"],
+        "main_metric": main_metric,
+        "main_score": metrics.get(f"eval_{main_metric}"),
+        "effective_rank": metrics["eval_effective_rank"],
+        "steps_per_second": metrics.get("train_steps_per_second"),
+        "epochs": metrics.get("epoch"),
+        "train_samples": metrics.get("train_samples"),
+        "seed_protocol": data_args.seed_protocol,
+        "selection": metrics["eval_selection"],
+        "machine": socket.gethostname(),
+        "git_commit": git_commit(),
+        "wandb": wandb_reference(),
+        "output_dir": str(training_args.output_dir),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Several tasks
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def summary_table(summaries: list[dict]) -> str:
+    """One Markdown table over the tasks of a multi-task run."""
+    lines = ["| Task | Scores (dev) | Eff. rank (dev) | Train samples | Epochs | Selection |", "|---|---|---|---|---|---|"]
+    for summary in summaries:
+        scores = ", ".join(
+            f"{key[len('eval_'):]} {value:.4f}" for key, value in summary["metrics"].items()
+            if isinstance(value, float) and not key.startswith(("eval_loss", "eval_runtime", "eval_samples",
+                                                                 "eval_steps", "eval_effective", "eval_entropy",
+                                                                 "eval_mean_concept", "eval_epoch"))
+        )
+        lines.append(
+            f"| {summary['task_display_name']} | {scores} | {summary['effective_rank']:.2f} | "
+            f"{summary['train_samples'] or '--'} | {summary['epochs'] or '--'} | {summary['selection']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> list[dict]:
+    """Every requested task (all data loaded and checked before the first one trains); returns their summaries."""
+    check_arguments(model_args, data_args)
+    checkpoint_config_dict(model_args)  # a checkpoint that is not a concept encoder fails before any data is read
+    if not (training_args.do_train or training_args.do_eval):
+        training_args = dataclasses.replace(training_args, do_train=True, do_eval=True)
+    tasks = parse_task_names(data_args.task_name) if data_args.task_name else [None]
+    if len(tasks) > 1 and (data_args.train_file or data_args.validation_file):
+        raise ValueError("--train_file/--validation_file hold one task: give a single --task_name.")
+    loaded = [load_task_data(task, data_args, model_args) for task in tasks]
+    if data_args.seed_protocol:
+        data_args = dataclasses.replace(data_args, max_seq_length=SEED_PROTOCOL["max_seq_length"])
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision, token=model_args.token, trust_remote_code=model_args.trust_remote_code,
+    )
+    summaries = []
+    for raw_datasets, task in loaded:
+        output_dir = training_args.output_dir if len(tasks) == 1 else os.path.join(training_args.output_dir, task.name)
+        separate = task.is_pair and resolve_pair_encoding(model_args, data_args) == "separate"
+        args = task_training_args(training_args, task, data_args, output_dir, separate)
+        if len(tasks) > 1 and args.hub_model_id:
+            args = dataclasses.replace(args, hub_model_id=f"{training_args.hub_model_id}-{task.name}")
+        summaries.append(run_task(task, raw_datasets, tokenizer, model_args, data_args, args))
+    if len(tasks) > 1:
+        table = summary_table(summaries)
+        Path(training_args.output_dir, "glue_summary.md").write_text(table, encoding="utf-8")
+        print(table)
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    return run(model_args, data_args, training_args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""run_glue.py and glue_data.py: loaders on the real GLUE files, metrics against scikit-learn/scipy, short fine-tuning
+runs of tiny checkpoints, and the error messages of bad input."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from transformers import BertConfig, EvalPrediction
+
+import run_glue
+from glue_data import TASKS, compute_glue_metrics, get_task, load_files, load_glue_dir, load_glue_hub, read_glue_tsv
+from hub_utils import HubAccessError
+from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
+
+DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "qnli": 5463, "wnli": 71}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    """A tiny TSDAE-style (PosOnly MLM) checkpoint with its tokenizer, saved as run_pretraining.py saves one."""
+    folder = tmp_path_factory.mktemp("checkpoint") / "tiny_posonly"
+    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=64)
+    ConceptEncoderForMaskedLMPerceiverPosOnly(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def fine_tune(checkpoint, output_dir, data_dir, task, *extra):
+    """A few optimiser steps of run_glue.py on 32 training and 48 dev examples."""
+    return run_glue.main([
+        "--model_name_or_path", str(checkpoint), "--task_name", task, "--data_dir", str(data_dir / "glue"),
+        "--output_dir", str(output_dir), "--max_train_samples", "32", "--max_eval_samples", "48",
+        "--per_device_train_batch_size", "16", "--max_seq_length", "64", "--num_train_epochs", "1",
+        "--save_strategy", "no", "--registry", str(output_dir / "registry.md"), "--disable_tqdm", "true", *extra,
+    ])
+
+
+def results(folder):
+    return json.loads((folder / "all_results.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loaders on the real files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,rows", DEV_ROWS.items())
+def test_dev_row_counts_match_sources(data_dir, name, rows):
+    task = get_task(name)
+    dev = read_glue_tsv(data_dir / "glue" / task.folder / "dev.tsv", task)
+    assert len(dev) == rows
+    assert dev.column_names == (["sentence1", "sentence2", "label"] if task.is_pair else ["sentence1", "label"])
+
+
+def test_labels_map_as_glue_defines_them(data_dir):
+    glue = data_dir / "glue"
+    rte = read_glue_tsv(glue / "RTE" / "dev.tsv", TASKS["rte"])  # first row: not_entailment
+    assert rte[0]["label"] == 1 and rte.features["label"].names == ["entailment", "not_entailment"]
+    assert np.bincount(rte["label"]).tolist() == [146, 131]
+    qnli = read_glue_tsv(glue / "QNLI" / "dev.tsv", TASKS["qnli"])
+    assert np.bincount(qnli["label"]).tolist() == [2702, 2761]
+    stsb = read_glue_tsv(glue / "STS-B" / "dev.tsv", TASKS["stsb"])
+    assert stsb[0]["label"] == 5.0 and min(stsb["label"]) == 0.0 and max(stsb["label"]) == 5.0
+    cola = read_glue_tsv(glue / "CoLA" / "dev.tsv", TASKS["cola"])  # no header: the first line is data
+    assert cola[0] == {"sentence1": "The sailors rode the breeze clear of the rocks.", "label": 1}
+    assert np.bincount(cola["label"]).tolist() == [322, 721]
+    mrpc = load_glue_dir(str(glue), TASKS["mrpc"])  # BOM before the header, fields starting with a quote
+    assert len(mrpc["train"]) == 3668 and np.bincount(mrpc["validation"]["label"]).tolist() == [129, 279]
+    assert mrpc["validation"][0]["sentence2"].startswith('" The foodservice pie business')
+    sst2 = read_glue_tsv(glue / "SST-2" / "dev.tsv", TASKS["sst2"])
+    assert sst2[0]["sentence1"] == "it 's a charming and often affecting journey . "
+    paws = read_glue_tsv(data_dir / "paws" / "dev.tsv", TASKS["paws"])  # CRLF line ends
+    assert len(paws) == 8000 and np.bincount(paws["label"]).tolist() == [4461, 3539]
+    assert not paws[0]["sentence2"].endswith("\r")
+
+
+def test_files_with_column_auto_detection_and_overrides(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text('premise,hypothesis,gold\n"A, quoted",B,entailment\nC,D,not_entailment\n')
+    data, task = load_files(TASKS["rte"], str(train), str(train), label_key="gold")
+    assert data["train"][0] == {"sentence1": "A, quoted", "sentence2": "B", "label": 0}  # first two non-label columns
+    assert task.name == "rte" and data["validation"]["label"] == [0, 1]
+    with_id = tmp_path / "with_id.tsv"
+    with_id.write_text("id\tsentence2\tsentence1\tlabel\n7\tsecond\tfirst\t1\n")
+    data, _ = load_files(TASKS["mrpc"], str(with_id), str(with_id))  # sentence1/sentence2 are found by name
+    assert data["train"][0] == {"sentence1": "first", "sentence2": "second", "label": 1}
+    data, _ = load_files(TASKS["mrpc"], str(with_id), str(with_id), sentence1_key="sentence2", sentence2_key="id")
+    assert data["train"][0]["sentence1"] == "second" and data["train"][0]["sentence2"] == "7"
+    jsonl = tmp_path / "scores.jsonl"
+    jsonl.write_text('{"text": "a", "score": 0.5}\n{"text": "b", "score": 2.25}\n')
+    data, task = load_files(None, str(jsonl), str(jsonl), label_key="score")
+    assert task.is_regression and not task.is_pair and data["train"]["label"] == [0.5, 2.25]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_metrics_match_scikit_learn_and_scipy():
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(0, 2, 50), rng.integers(0, 2, 50)
+    mrpc = compute_glue_metrics(TASKS["mrpc"], predictions, labels)
+    assert mrpc["accuracy"] == accuracy_score(labels, predictions) and mrpc["f1"] == f1_score(labels, predictions)
+    assert mrpc["combined_score"] == pytest.approx((mrpc["accuracy"] + mrpc["f1"]) / 2)
+    assert compute_glue_metrics(TASKS["cola"], predictions, labels) == {
+        "matthews_correlation": matthews_corrcoef(labels, predictions)
+    }
+    scores, gold = rng.uniform(0, 5, 40), rng.uniform(0, 5, 40)
+    stsb = compute_glue_metrics(TASKS["stsb"], scores, gold)
+    assert stsb["pearson"] == pytest.approx(pearsonr(scores, gold)[0])
+    assert stsb["spearmanr"] == pytest.approx(spearmanr(scores, gold)[0])
+    assert compute_glue_metrics(TASKS["rte"], labels, labels) == {"accuracy": 1.0}
+
+
+def test_trainer_metrics_take_argmax_or_score():
+    logits = np.array([[2.0, -1.0], [0.1, 0.3], [-1.0, 1.0]])
+    metrics = run_glue.metrics_function(TASKS["mrpc"])(EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 0])))
+    assert metrics["accuracy"] == pytest.approx(2 / 3) and metrics["f1"] == pytest.approx(2 / 3)
+    scores = np.array([[0.5], [4.0], [2.0]])
+    metrics = run_glue.metrics_function(TASKS["stsb"])(EvalPrediction(predictions=scores, label_ids=np.array([1.0, 5.0, 2.5])))
+    assert metrics["spearmanr"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fine-tuning runs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_mrpc_and_stsb_separate_pairs_write_results_summary_card_and_registry(checkpoint, data_dir, tmp_path):
+    summaries = fine_tune(checkpoint, tmp_path, data_dir, "mrpc,stsb")
+    assert [s["task"] for s in summaries] == ["mrpc", "stsb"] and {s["pair_encoding"] for s in summaries} == {"separate"}
+    mrpc, stsb = results(tmp_path / "mrpc"), results(tmp_path / "stsb")
+    for name in ("eval_accuracy", "eval_f1", "eval_combined_score"):
+        assert 0.0 <= mrpc[name] <= 1.0
+    assert mrpc["eval_samples"] == 48 and mrpc["train_samples"] == 32
+    for name in ("eval_pearson", "eval_spearmanr"):
+        assert -1.0 <= stsb[name] <= 1.0
+    for metrics in (mrpc, stsb):
+        assert 1.0 <= metrics["eval_effective_rank"] <= 8 and metrics["train_steps_per_second"] > 0
+    assert json.loads((tmp_path / "mrpc" / "eval_results.json").read_text())["eval_f1"] == mrpc["eval_f1"]
+    assert "| MRPC |" in (tmp_path / "glue_summary.md").read_text()
+    card = (tmp_path / "mrpc" / "README.md").read_text()
+    assert f"| MRPC | f1 | {mrpc['eval_f1']:.4g} |" in card
+    registry = (tmp_path / "registry.md").read_text()
+    assert "**MRPC:** " in registry and f"**STS-B:** {stsb['eval_pearson']:.3f}" in registry
+    assert registry.count("`tiny_posonly`") == 1  # both tasks fill the checkpoint's one row
+
+
+def test_mrpc_concat_pairs(checkpoint, data_dir, tmp_path):
+    (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "mrpc", "--pair_encoding", "concat")
+    assert summary["pair_encoding"] == "concat"
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["ConceptEncoderForSequenceClassificationPerceiver"]
+    assert 0.0 <= results(tmp_path)["eval_f1"] <= 1.0
+
+
+def test_cola_from_scratch_reports_matthews(checkpoint, data_dir, tmp_path):
+    (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "cola", "--from_scratch")
+    metrics = results(tmp_path)
+    assert -1.0 <= metrics["eval_matthews_correlation"] <= 1.0 and "eval_accuracy" not in metrics
+    assert summary["checkpoint_run_id"] == "scratch_H32L2C8" and summary["from_scratch"]
+    assert "| `scratch_H32L2C8` | H32 L2 C8 | none (random init) |" in (tmp_path / "registry.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_unknown_task_lists_valid_ones(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="Unknown task_name 'mrcp'.*cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte"):
+        run_glue.main(["--model_name_or_path", str(checkpoint), "--task_name", "mrcp", "--output_dir", str(tmp_path)])
+
+
+def test_missing_columns_are_named(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("text\ty\nhello\t1\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['label'\]; the file has \['text', 'y'\]"):
+        load_files(None, str(train), str(train))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['premise'\]"):
+        load_files(TASKS["rte"], str(train), str(train), sentence1_key="premise", label_key="y")
+
+
+def test_label_outside_the_task_label_set(tmp_path):
+    bad = tmp_path / "RTE"
+    bad.mkdir()
+    (bad / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
+    (bad / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    with pytest.raises(ValueError, match=r"train.tsv, line 3: label 'maybe' is not a rte label; allowed"):
+        load_glue_dir(str(tmp_path), TASKS["rte"])
+    scores = tmp_path / "stsb.csv"
+    scores.write_text("sentence1,sentence2,label\na,b,7.5\n")
+    with pytest.raises(ValueError, match=r"label '7.5' is not a stsb score in \[0.0, 5.0\]"):
+        load_files(TASKS["stsb"], str(scores), str(scores))
+
+
+def test_empty_and_malformed_files(tmp_path):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.tsv is empty"):
+        load_files(TASKS["mrpc"], str(empty), str(empty))
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("sentence1,sentence2,label\n")
+    with pytest.raises(ValueError, match="header.csv has no data rows"):
+        load_files(TASKS["mrpc"], str(header_only), str(header_only))
+    malformed = tmp_path / "bad.tsv"
+    malformed.write_text("sentence1\tsentence2\tlabel\na\tb\t1\nc\td\te\t0\n")
+    with pytest.raises(ValueError, match=r"bad.tsv, line 3: 4 fields where 3 were expected"):
+        load_files(TASKS["mrpc"], str(malformed), str(malformed))
+
+
+def test_data_dir_without_the_task_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"has no folder MRPC/ for task mrpc"):
+        load_glue_dir(str(tmp_path), TASKS["mrpc"])
+
+
+def test_hub_loading_fails_fast_offline_naming_the_alternative():
+    start = time.perf_counter()
+    with pytest.raises(HubAccessError, match="--data_dir"):
+        load_glue_hub(TASKS["mrpc"])
+    assert time.perf_counter() - start < 5
+
+
+def test_checkpoint_that_is_not_a_concept_encoder(tmp_path, data_dir):
+    bert = tmp_path / "bert"
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(bert)
+    with pytest.raises(ValueError, match="is a 'bert' checkpoint, not a concept encoder"):
+        run_glue.main(["--model_name_or_path", str(bert), "--task_name", "rte", "--data_dir", str(data_dir / "glue"),
+                       "--output_dir", str(tmp_path / "out")])
