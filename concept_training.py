@@ -1,0 +1,155 @@
+"""Training helpers for concept encoders under the stock `Trainer`: loss-component logging, concept diagnostics at
+evaluation, a warm-up of the fixed concept-loss weight, and weight-decay groups that spare the Kendall-Gal
+log-variances."""
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from modeling_concept_encoder import effective_rank, entropy_effective_rank, mean_concept_cosine
+
+LOG_VARS_NAME = "concept_loss_log_vars"
+ENCODER_INPUTS = ("input_ids", "attention_mask")
+
+
+class ConceptTrainer(Trainer):
+    """The stock `Trainer`, except that the Kendall-Gal log-variances (`concept_loss_log_vars`) get no weight decay.
+
+    Weight decay pulls parameters towards 0; for a log-variance sᵢ that means pulling every weight ½·exp(−sᵢ) back to
+    ½ regardless of the data, a bias the uncertainty weighting is meant to learn away (Kendall & Gal treat sᵢ as free
+    parameters), so they join biases and norms in the no-decay group.
+    """
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]
+
+
+def add_callback_first(trainer: Trainer, callback: TrainerCallback) -> None:
+    """Insert `callback` before every other callback of `trainer`.
+
+    `Trainer(callbacks=...)` and `trainer.add_callback` append after the reporting integrations (wandb,
+    tensorboard), whose `on_log` would then run before `ConceptLossCallback` has added its values to the log.
+    """
+    trainer.callback_handler.callbacks.insert(0, callback)
+
+
+class ConceptLossCallback(TrainerCallback):
+    """Logs what the Trainer cannot see: the parts of a concept encoder's loss and the health of its concepts.
+
+    - Every logging step: the mean, over the training forwards since the last log (gradient-accumulation micro-batches
+      included), of `task_loss`, each concept term as `concept_loss/<name>` and each weight as `loss_weight/<name>`
+      (`loss_weight/task` too). They are read from the model outputs by a forward hook registered in
+      `on_train_begin`, since the Trainer only keeps `loss`.
+    - Every evaluation: on one fixed batch, the concepts' effective rank in the seed's form
+      (`eval_concept_effective_rank`), in the entropy form (`eval_concept_entropy_effective_rank`) and their mean
+      absolute cosine (`eval_concept_mean_cosine`). The batch is `eval_batch` (a dict with `input_ids` and
+      `attention_mask`) or else the first batch of the evaluation dataloader, taken once and kept.
+    - Optionally (`warmup_steps > 0`, `fixed` weighting only) the fixed concept-loss weight rises linearly from
+      w/warmup_steps to w = `config.concept_loss_weight` over the first `warmup_steps` optimizer steps. The scaled
+      value is set in the config at `on_step_begin` and the target restored at `on_step_end`, before the Trainer
+      logs, evaluates or saves, so a saved config always holds the configured weight.
+
+    The Trainer writes a log entry before callbacks see it (and evaluation metrics before `on_evaluate`), so the values
+    are added in `on_log`, to the log and to the entry already in `state.log_history` (so `trainer_state.json` has
+    them), and evaluation values also to the metrics `evaluate()` returns. For wandb and other integrations to get
+    them, register with `add_callback_first(trainer, callback)`.
+    """
+
+    def __init__(self, eval_batch: dict[str, torch.Tensor] | None = None, warmup_steps: int = 0):
+        if warmup_steps < 0:
+            raise ValueError(f"ConceptLossCallback: warmup_steps={warmup_steps} must be >= 0.")
+        if eval_batch is not None and "input_ids" not in eval_batch:
+            raise ValueError("ConceptLossCallback: eval_batch needs 'input_ids' (and 'attention_mask').")
+        self.eval_batch = eval_batch
+        self.warmup_steps = warmup_steps
+        self._hook = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._forwards = 0
+        self._target_weight = None
+        self._eval_metrics: dict[str, float] = {}
+
+    # ---- training: loss components -----------------------------------------------------------------------------
+
+    def _capture(self, module, inputs, output) -> None:
+        """Forward hook: add the detached loss parts of a training forward to the running sums."""
+        if not module.training or getattr(output, "task_loss", None) is None:
+            return
+        values = {"task_loss": output.task_loss}
+        values.update({f"concept_loss/{name}": term for name, term in (output.concept_loss_terms or {}).items()})
+        values.update({f"loss_weight/{name}": weight for name, weight in (output.loss_weights or {}).items()})
+        for name, value in values.items():
+            self._sums[name] = self._sums.get(name, 0) + value.detach().float()
+        self._forwards += 1
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._sums, self._forwards = {}, 0
+        if self._hook is None:
+            self._hook = model.register_forward_hook(self._capture)
+        if self.warmup_steps:
+            if model.config.concept_loss_weighting != "fixed":
+                raise ValueError(
+                    f"ConceptLossCallback(warmup_steps={self.warmup_steps}) warms up the fixed concept-loss weight, "
+                    f"but config.concept_loss_weighting={model.config.concept_loss_weighting!r}: use 'fixed' or "
+                    "warmup_steps=0."
+                )
+            self._target_weight = model.config.concept_loss_weight
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if self.warmup_steps and state.global_step < self.warmup_steps:
+            model.config.concept_loss_weight = self._target_weight * (state.global_step + 1) / self.warmup_steps
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.warmup_steps:
+            model.config.concept_loss_weight = self._target_weight
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.on_step_end(args, state, control, model=model)
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _training_means(self) -> dict[str, float]:
+        """Means of the captured parts since the last call; empty when no training forward ran."""
+        if not self._forwards:
+            return {}
+        means = {name: (total / self._forwards).item() for name, total in self._sums.items()}
+        self._sums, self._forwards = {}, 0
+        return means
+
+    # ---- evaluation: concept diagnostics ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def concept_metrics(self, model: torch.nn.Module, prefix: str = "eval") -> dict[str, float]:
+        """Effective rank (seed and entropy forms) and mean cosine of the concepts of the fixed evaluation batch."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        inputs = {key: value.to(device) for key, value in self.eval_batch.items() if key in ENCODER_INPUTS}
+        concepts = model.base_model(**inputs).last_hidden_state  # [batch, concepts, hidden]
+        model.train(was_training)
+        return {
+            f"{prefix}_concept_effective_rank": effective_rank(concepts),
+            f"{prefix}_concept_entropy_effective_rank": entropy_effective_rank(concepts),
+            f"{prefix}_concept_mean_cosine": mean_concept_cosine(concepts),
+        }
+
+    def on_log(self, args, state, control, logs=None, model=None, eval_dataloader=None, **kwargs):
+        """Training logs (they carry `loss`) get the loss parts; evaluation logs (`<prefix>_runtime`) the concept
+        diagnostics, kept for `on_evaluate`."""
+        added = {}
+        if "loss" in logs:
+            added = self._training_means()
+        prefixes = [key[: -len("_runtime")] for key in logs if key.endswith("_runtime") and key != "train_runtime"]
+        if prefixes:
+            if self.eval_batch is None:
+                if eval_dataloader is None:
+                    raise ValueError("ConceptLossCallback: no eval_batch given and the Trainer has no eval dataloader.")
+                self.eval_batch = next(iter(eval_dataloader))
+            self._eval_metrics = self.concept_metrics(model, prefixes[0])
+            added = self._eval_metrics
+        logs.update(added)
+        if state.log_history:
+            state.log_history[-1].update(added)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics.update(self._eval_metrics)
+        self._eval_metrics = {}

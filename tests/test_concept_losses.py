@@ -1,0 +1,157 @@
+"""Concept losses, loss weighting and concept diagnostics on tensors whose answers are known by hand."""
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from modeling_concept_encoder import (
+    ConceptEncoderForMaskedLMPerceiver,
+    concept_loss_terms,
+    covariance_loss,
+    effective_rank,
+    entropy_effective_rank,
+    format_effective_rank,
+    mean_concept_cosine,
+    orthogonality_loss,
+    soft_orthogonality_loss,
+    uniformity_loss,
+    variance_loss,
+)
+
+C, H = 6, 16
+ORTHONORMAL = torch.eye(C, H)[None] * 3.0  # [1, C, H]: orthogonal rows (any length: losses use unit vectors)
+IDENTICAL = torch.randn(1, 1, H, generator=torch.Generator().manual_seed(0)).expand(2, C, H)
+
+
+def unit_pair(cosine: float) -> torch.Tensor:
+    """Two unit concepts `[1, 2, 2]` at the given cosine."""
+    return torch.tensor([[[1.0, 0.0], [cosine, math.sqrt(1 - cosine**2)]]])
+
+
+def test_orthogonality():
+    assert orthogonality_loss(ORTHONORMAL).item() == pytest.approx(0.0, abs=1e-7)
+    assert orthogonality_loss(IDENTICAL).item() == pytest.approx(1.0, abs=1e-6)  # the maximum
+    assert orthogonality_loss(unit_pair(0.5)).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_soft_orthogonality():
+    assert soft_orthogonality_loss(unit_pair(0.09), margin=0.1).item() == 0.0
+    assert soft_orthogonality_loss(unit_pair(-0.09), margin=0.1).item() == 0.0
+    assert soft_orthogonality_loss(unit_pair(-0.5), margin=0.1).item() == pytest.approx(0.4**2, abs=1e-6)
+    assert soft_orthogonality_loss(IDENTICAL, margin=0.1).item() == pytest.approx(0.9**2, abs=1e-6)
+
+
+def test_uniformity():
+    assert uniformity_loss(unit_pair(0.0), temperature=2.0).item() == pytest.approx(math.exp(-4), rel=1e-5)
+    # e1, e1, e2: of the 6 ordered pairs, 2 coincide (exp 0 = 1) and 4 are orthogonal (‖ĉᵢ − ĉⱼ‖² = 2).
+    concepts = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]])
+    assert uniformity_loss(concepts, temperature=2.0).item() == pytest.approx((2 + 4 * math.exp(-4)) / 6, rel=1e-5)
+
+
+def test_vicreg_variance():
+    spread = 3.0 * torch.randn(8, C, H, generator=torch.Generator().manual_seed(1))  # every std well above 1
+    assert variance_loss(spread).item() == 0.0
+    constant = torch.ones(4, C, H)  # Var = 0 in every dimension
+    assert variance_loss(constant).item() == pytest.approx(1 - math.sqrt(1e-4), abs=1e-6)
+
+
+def test_vicreg_covariance():
+    # Rows of a 4x4 Hadamard matrix: centred columns are mutually orthogonal, so the covariance is diagonal.
+    hadamard = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]])
+    assert covariance_loss(hadamard.view(2, 2, 4)).item() == pytest.approx(0.0, abs=1e-7)
+    # Rows (1, 1) and (-1, -1): covariance [[2, 2], [2, 2]] (n − 1 = 1); off-diagonal 2² + 2² = 8, / H = 4.
+    assert covariance_loss(torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]])).item() == pytest.approx(4.0)
+
+
+def test_composite_terms_are_sums_of_their_parts():
+    concepts = torch.randn(3, C, H, generator=torch.Generator().manual_seed(2))
+    config = tiny_config(concept_losses=["vicreg", "combined", "soft_orthogonality"])
+    terms = concept_loss_terms(concepts, config)
+    assert list(terms) == ["vicreg", "combined", "soft_orthogonality"]
+    assert terms["vicreg"] == pytest.approx(variance_loss(concepts) + covariance_loss(concepts))
+    assert terms["combined"] == pytest.approx(variance_loss(concepts) + uniformity_loss(concepts, 2.0))
+
+
+def test_effective_rank_known_values():
+    assert effective_rank(IDENTICAL) == pytest.approx(1.0, abs=1e-4)
+    assert entropy_effective_rank(IDENTICAL) == pytest.approx(1.0, abs=1e-3)
+    assert effective_rank(torch.eye(C, H)) == pytest.approx(C, abs=1e-4)
+    assert entropy_effective_rank(torch.eye(C, H)) == pytest.approx(C, abs=1e-4)
+    gaussian = torch.randn(128, 512, generator=torch.Generator().manual_seed(0))
+    assert effective_rank(gaussian) == pytest.approx(83, abs=2.5)  # measured 81.4-83.1 over seeds
+    assert entropy_effective_rank(gaussian) == pytest.approx(122, abs=2.5)  # measured 123.6-123.8 over seeds
+
+
+def test_effective_rank_forms_differ_on_batches():
+    """The seed form ranks the batch-mean matrix; the entropy form averages per example: two rank-1 examples (the
+    first half of the concepts along e0 in one, the second half along e1 in the other) give a rank-2 mean."""
+    first, second = torch.zeros(C, H), torch.zeros(C, H)
+    first[: C // 2, 0], second[C // 2 :, 1] = 1.0, 1.0
+    batch = torch.stack([first, second])
+    assert effective_rank(batch) == pytest.approx(2.0, abs=1e-4)
+    assert entropy_effective_rank(batch) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mean_concept_cosine_and_format():
+    assert mean_concept_cosine(ORTHONORMAL) == pytest.approx(0.0, abs=1e-7)
+    assert mean_concept_cosine(IDENTICAL) == pytest.approx(1.0, abs=1e-6)
+    assert mean_concept_cosine(unit_pair(-0.3)) == pytest.approx(0.3, abs=1e-6)
+    assert format_effective_rank(5.07, 128) == "5.1 / 128 (4%)"
+    assert format_effective_rank(122.2, 128) == "122.2 / 128 (95%)"
+
+
+def mlm_model(**overrides) -> ConceptEncoderForMaskedLMPerceiver:
+    torch.manual_seed(0)
+    return ConceptEncoderForMaskedLMPerceiver(tiny_config(concept_losses=["orthogonality", "vicreg"], **overrides))
+
+
+def mlm_batch(seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, 200, (4, 12), generator=generator)
+    labels = torch.full_like(input_ids, -100)
+    labels[:, 2:6] = input_ids[:, 2:6]
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+
+def test_fixed_weighting_adds_weighted_terms():
+    model = mlm_model(concept_loss_weighting="fixed", concept_loss_weight=0.25).train()
+    output = model(**mlm_batch())
+    terms = output.concept_loss_terms
+    expected = output.task_loss + 0.25 * (terms["orthogonality"] + terms["vicreg"])
+    assert output.loss.item() == pytest.approx(expected.item())
+    assert {name: weight.item() for name, weight in output.loss_weights.items()} == {
+        "task": 1.0, "orthogonality": 0.25, "vicreg": 0.25
+    }
+    assert terms["orthogonality"].requires_grad
+
+
+def test_none_weighting_reports_terms_but_trains_the_task_only():
+    model = mlm_model(concept_loss_weighting="none").train()
+    output = model(**mlm_batch())
+    assert torch.equal(output.loss, output.task_loss)
+    assert set(output.concept_loss_terms) == {"orthogonality", "vicreg"}
+    assert not any(term.requires_grad for term in output.concept_loss_terms.values())
+    model.eval()
+    evaluated = model(**mlm_batch())
+    assert evaluated.task_loss is None and evaluated.concept_loss_terms is None  # training mode only
+
+
+def test_kendall_gal_log_variances_stay_clamped_and_round_trip(tmp_path):
+    model = mlm_model(concept_loss_weighting="kendall_gal", concept_loss_log_var_limit=2.0).train()
+    optimizer = torch.optim.SGD([model.concept_loss_log_vars], lr=50.0)
+    for step in range(20):
+        optimizer.zero_grad()
+        output = model(**mlm_batch(step))
+        output.loss.backward()
+        if step == 0:  # every log-variance (task and both terms) learns
+            assert model.concept_loss_log_vars.grad.abs().min() > 0
+        optimizer.step()
+        weights = torch.stack(list(output.loss_weights.values()))
+        assert ((weights >= 0.5 * math.exp(-2.0) - 1e-6) & (weights <= 0.5 * math.exp(2.0) + 1e-6)).all()
+        assert torch.isfinite(output.loss)
+    assert model.concept_loss_log_vars.detach().abs().max() > 2.0  # pushed past the limit; only the clamp is used
+    model.save_pretrained(tmp_path)
+    loaded = ConceptEncoderForMaskedLMPerceiver.from_pretrained(tmp_path)
+    assert torch.equal(loaded.concept_loss_log_vars, model.concept_loss_log_vars)
