@@ -1,0 +1,481 @@
+"""Speed and memory of concept encoders against `transformers.BertModel` of the same width and depth, in one run.
+
+For every length in `--lengths` it times a training step (forward + backward) and a forward-only pass of
+`ConceptEncoderModel` with perceiver layers and with BiXT layers, and of a BERT encoder with the same hidden size,
+layers and heads (`attn_implementation="sdpa"`, dropout off in every model). It prints one markdown table: median
+seconds per step after warm-up, tokens/s, the ratio to BERT, the peak memory of the step and the achieved GFLOP/s of
+an analytic FLOP count beside the measured fp32 (or bf16) matmul peak of the same machine. Then a long-sequence
+check (one training step at `--long_length`, 65536 by default, within `--memory_budget_gib`) and one training step
+of the perceiver MLM head with sparse decoding (15% of positions labelled) against decoding every position.
+
+Configurations that would not fit are reported as "skipped (reason)": before each one the step time is
+extrapolated from the previous length of the same model by the FLOP count, and the peak memory linearly (a lower
+bound for BERT, whose attention grows faster); over `--time_budget_s` or `--memory_budget_gib` it is not run.
+
+BERT's FFN is a plain GELU MLP; the concept encoder's is gated (`wo(gelu(gate)·up)`, 3·H·I weights). BERT gets
+`--bert_intermediate_size` = 1.5 × `--intermediate_size` by default, so both FFNs have the same parameter count and
+the same FLOPs per row: the comparison measures the attention pattern, not a smaller BERT.
+
+Peak memory: `torch.cuda.max_memory_allocated` on GPU; on CPU the growth of the resident-set high-water mark (Linux
+`VmHWM`, reset through `/proc/self/clear_refs` before each configuration so one process measures each on its own).
+It covers activations, gradients and temporaries of the step, not the weights.
+
+    python benchmarks/bench_encoder.py                      # the full table (about 10 minutes on 2 quiet cores)
+    python benchmarks/bench_encoder.py --quick              # lengths 512 2048, one repeat, long check at 16384
+    python benchmarks/bench_encoder.py --lengths 512 --batch_size 16
+    python benchmarks/bench_encoder.py --device cuda --bf16
+"""
+
+import ctypes
+import gc
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertModel, HfArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
+from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderModel  # noqa: E402
+
+MODELS = ("perceiver", "bixt", "bert")
+MODES = ("train", "forward")
+GIB = 2**30
+MIB = 2**20
+
+
+@dataclass
+class BenchmarkArguments:
+    lengths: list[int] = field(default_factory=lambda: [512, 1024, 2048, 4096, 8192], metadata={"help": "Lengths N."})
+    batch_size: int = field(default=1, metadata={"help": "Sequences per step."})
+    repeats: int = field(default=3, metadata={"help": "Timed steps per configuration; the median is reported."})
+    warmup: int = field(default=1, metadata={"help": "Untimed steps before the timed ones."})
+    models: list[str] = field(default_factory=lambda: list(MODELS), metadata={"help": f"Any of {MODELS}."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (matmul peak measured in bfloat16 too)."})
+    threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's choice."})
+    hidden_size: int = 512
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 8
+    intermediate_size: int = 2048
+    concept_num: int = 128
+    vocab_size: int = 32000
+    bert_intermediate_size: int | None = field(
+        default=None, metadata={"help": "BERT FFN width; default 1.5 x intermediate_size (same FFN parameters)."}
+    )
+    time_budget_s: float = field(
+        default=150.0, metadata={"help": "Skip a configuration whose warm-up + repeats would take longer."}
+    )
+    memory_budget_gib: float = field(default=8.0, metadata={"help": "Skip (or fail) a step over this peak memory."})
+    long_length: int = field(default=65536, metadata={"help": "Length of the long training-step check; 0 skips it."})
+    mlm_length: int = field(default=512, metadata={"help": "Length of the MLM head comparison; 0 skips it."})
+    mlm_batch_size: int = 8
+    mlm_probability: float = 0.15
+    quick: bool = field(
+        default=False, metadata={"help": "Lengths 512 2048, one repeat, long check at 16384, MLM batch 2."}
+    )
+
+    def __post_init__(self):
+        if self.quick:
+            self.lengths, self.repeats, self.long_length, self.mlm_batch_size = [512, 2048], 1, 16384, 2
+        unknown = [name for name in self.models if name not in MODELS]
+        if unknown:
+            raise ValueError(f"--models has unknown names {unknown}: choose from {list(MODELS)}.")
+        if self.device not in ("cpu", "cuda") or (self.device == "cuda" and not torch.cuda.is_available()):
+            raise ValueError(f"--device {self.device!r}: use cpu, or cuda on a machine with a CUDA GPU.")
+        if self.bert_intermediate_size is None:
+            self.bert_intermediate_size = 3 * self.intermediate_size // 2
+        if self.warmup < 1:
+            raise ValueError(f"--warmup {self.warmup}: must be at least 1 (the first warm-up step measures memory).")
+        self.lengths = sorted(self.lengths)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Analytic FLOP count
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def matmul_flops(rows: int, inner: int, cols: int) -> int:
+    """`[rows, inner] @ [inner, cols]`: one multiply and one add per term."""
+    return 2 * rows * inner * cols
+
+
+def attention_flops(queries: int, keys: int, hidden: int) -> int:
+    """Logits q·kᵀ and the weighted sum of values, all heads together (heads × head_dim = hidden)."""
+    return 2 * matmul_flops(queries, hidden, keys)
+
+
+def ffn_flops(rows: int, hidden: int, intermediate: int, gated: bool) -> int:
+    """Gated FFN: `[H, 2I]` in, `[I, H]` out; plain FFN: `[H, I]` in, `[I, H]` out."""
+    return matmul_flops(rows, hidden, (2 if gated else 1) * intermediate) + matmul_flops(rows, intermediate, hidden)
+
+
+def layer_flops(model: str, length: int, hidden: int, intermediate: int, concepts: int, token_ffn: bool = False) -> int:
+    """Forward matmul FLOPs of one layer on one sequence (norms, softmax and elementwise ops are not counted).
+
+    perceiver: concepts read the tokens (q of C rows, k/v of N rows), self-attention and FFN on C rows;
+    bixt: + tokens read the concepts (q/out of N rows, k/v of C rows); bert: self-attention and FFN on N rows.
+    """
+    n, h, c = length, hidden, concepts
+    if model == "bert":
+        return (
+            matmul_flops(n, h, 3 * h)
+            + attention_flops(n, n, h)
+            + matmul_flops(n, h, h)
+            + ffn_flops(n, h, intermediate, False)
+        )
+    cross = matmul_flops(c, h, h) + matmul_flops(n, h, 2 * h) + attention_flops(c, n, h) + matmul_flops(c, h, h)
+    concept_self = matmul_flops(c, h, 3 * h) + attention_flops(c, c, h) + matmul_flops(c, h, h)
+    flops = cross + concept_self + ffn_flops(c, h, intermediate, True)
+    if model == "bixt":
+        flops += matmul_flops(n, h, h) + matmul_flops(c, h, 2 * h) + attention_flops(n, c, h) + matmul_flops(n, h, h)
+        if token_ffn:
+            flops += ffn_flops(n, h, intermediate, True)
+    return flops
+
+
+def step_flops(model: str, args: BenchmarkArguments, length: int, batch: int, mode: str) -> int:
+    """FLOPs of one step of the encoder stack; a training step counts 3× the forward (backward = 2× forward)."""
+    intermediate = args.bert_intermediate_size if model == "bert" else args.intermediate_size
+    forward = (
+        batch * args.num_hidden_layers * layer_flops(model, length, args.hidden_size, intermediate, args.concept_num)
+    )
+    return 3 * forward if mode == "train" else forward
+
+
+def matmul_peak_gflops(device: str, dtype: torch.dtype) -> float:
+    """Best rate of a large square matmul on this machine, in GFLOP/s: the ceiling the models are compared with."""
+    size = 8192 if device == "cuda" else 2048
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = timed(lambda: a @ b, device, warmup=2, repeats=5)
+    return matmul_flops(size, size, size) / min(seconds) / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Timing and memory
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def synchronize(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step: Callable[[], object], device: str, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `step`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _proc_status_kib(key: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key))
+
+
+class PeakMemory:
+    """Peak memory growth over a block, in bytes (`None` where the platform cannot tell): CUDA's allocator peak, or
+    on Linux (glibc) the resident-set high-water mark, reset through `/proc/self/clear_refs` when the block starts,
+    after `malloc_trim` has returned freed heap pages (pages kept by malloc would be reused without counting)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.peak = None
+
+    def __enter__(self):
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.baseline = torch.cuda.memory_allocated()
+        else:
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so reuse of them counts
+                with open("/proc/self/clear_refs", "w") as clear_refs:
+                    clear_refs.write("5")  # resets VmHWM to the current resident set
+                self.baseline = _proc_status_kib("VmRSS") * 1024
+            except (OSError, AttributeError):
+                self.baseline = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() - self.baseline
+        elif self.baseline is not None:
+            self.peak = _proc_status_kib("VmHWM") * 1024 - self.baseline
+
+
+@dataclass
+class Result:
+    model: str
+    length: int
+    batch: int
+    mode: str
+    seconds: float | None = None  # median seconds per step
+    peak_bytes: int | None = None
+    flops: int = 0
+    skipped: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models and steps
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def concept_config(args: BenchmarkArguments, layer_type: str, length: int) -> ConceptEncoderConfig:
+    return ConceptEncoderConfig(
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=args.intermediate_size,
+        concept_num=args.concept_num,
+        max_position_embeddings=length,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        encoder_layer_type=layer_type,
+    )
+
+
+def build_encoder(model: str, args: BenchmarkArguments, length: int) -> torch.nn.Module:
+    if model == "bert":
+        config = BertConfig(
+            vocab_size=args.vocab_size,
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.num_hidden_layers,
+            num_attention_heads=args.num_attention_heads,
+            intermediate_size=args.bert_intermediate_size,
+            max_position_embeddings=length,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            attn_implementation="sdpa",
+        )
+        encoder = BertModel(config, add_pooling_layer=False)
+    else:
+        encoder = ConceptEncoderModel(concept_config(args, model, length))
+    return encoder.to(args.device)
+
+
+def random_batch(args: BenchmarkArguments, length: int, batch: int) -> dict[str, torch.Tensor]:
+    input_ids = torch.randint(5, args.vocab_size, (batch, length), device=args.device)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def make_step(model: torch.nn.Module, inputs: dict, mode: str, args: BenchmarkArguments) -> Callable[[], None]:
+    """A training step (gradients freed first, so each step allocates its own) or a forward pass under no_grad.
+    Encoders train on a stand-in loss, the mean square of `last_hidden_state`; heads on their own `loss`."""
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+
+    def train():
+        model.zero_grad(set_to_none=True)
+        with autocast:
+            outputs = model(**inputs)
+            loss = (
+                outputs.loss if outputs.get("loss") is not None else outputs.last_hidden_state.float().square().mean()
+            )
+        loss.backward()
+
+    def forward():
+        with torch.no_grad(), autocast:
+            model(**inputs)
+
+    model.train(mode == "train")
+    return train if mode == "train" else forward
+
+
+def measure(steps: dict[str, Callable[[], None]], device: str, warmup: int, repeats: int) -> dict[str, tuple]:
+    """`(median seconds per step, peak memory growth)` of each named step.
+
+    The first warm-up call of each step runs alone under `PeakMemory`; the timed calls are interleaved, one call of
+    each step per round, so load from other processes on a shared machine hits every model alike and the ratios
+    stay meaningful. With `repeats=0` the warm-up call's time is reported.
+    """
+    peaks, seconds = {}, {}
+    for name, step in steps.items():
+        with PeakMemory(device) as memory:
+            seconds[name] = timed(step, device, warmup=0, repeats=1)
+        peaks[name] = memory.peak
+        timed(step, device, warmup=warmup - 1, repeats=0)
+    if repeats:
+        seconds = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            seconds[name] += timed(step, device, warmup=0, repeats=1)
+    return {name: (statistics.median(seconds[name]), peaks[name]) for name in steps}
+
+
+def estimate_skip(result: Result, previous: Result | None, steps: int, args: BenchmarkArguments) -> str | None:
+    """Why `result` should not run, extrapolated from the last measured length of the same model and mode."""
+    if previous is None or previous.seconds is None:
+        return None
+    reasons = []
+    seconds = previous.seconds * result.flops / previous.flops * steps
+    if seconds > args.time_budget_s:
+        reasons.append(f"est. {seconds:,.0f} s for {steps} step(s) > --time_budget_s {args.time_budget_s:g}")
+    if previous.peak_bytes is not None:
+        memory = previous.peak_bytes * result.length * result.batch / (previous.length * previous.batch)
+        if memory > args.memory_budget_gib * GIB:
+            reasons.append(f"est. ≥ {memory / GIB:.1f} GiB > --memory_budget_gib {args.memory_budget_gib:g}")
+    return "; ".join(reasons) or None
+
+
+def run_group(model_names, args, length, batch, mode, previous, repeats, warmup) -> dict[str, Result]:
+    """Every model of `model_names` at one length and mode, timed together (see `measure`), except those whose
+    extrapolated cost from `previous[name]` (the last measured length) exceeds the budgets."""
+    results = {
+        name: Result(name, length, batch, mode, flops=step_flops(name, args, length, batch, mode))
+        for name in model_names
+    }
+    steps = {}
+    for name, result in results.items():
+        result.skipped = estimate_skip(result, previous.get(name), repeats + warmup, args)
+        if not result.skipped:
+            torch.manual_seed(0)
+            steps[name] = make_step(build_encoder(name, args, length), random_batch(args, length, batch), mode, args)
+    try:
+        measured = measure(steps, args.device, warmup, repeats)
+    except torch.OutOfMemoryError:
+        measured = {}
+        for name in steps:
+            results[name].skipped = "out of device memory"
+    for name, (seconds, peak) in measured.items():
+        results[name].seconds, results[name].peak_bytes = seconds, peak
+    del steps
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
+def mlm_steps(args: BenchmarkArguments) -> dict[str, Result]:
+    """Training steps of the perceiver MLM head, timed together: labels on `mlm_probability` of the positions
+    (sparse decoding: only those reach the decoder FFN and LM head) and labels on every position (dense)."""
+    torch.manual_seed(0)
+    model = ConceptEncoderForMaskedLMPerceiver(concept_config(args, "perceiver", args.mlm_length)).to(args.device)
+    sparse = random_batch(args, args.mlm_length, args.mlm_batch_size)
+    labelled = torch.rand(sparse["input_ids"].shape, device=args.device) < args.mlm_probability
+    dense = {**sparse, "labels": sparse["input_ids"]}
+    sparse["labels"] = sparse["input_ids"].masked_fill(~labelled, -100)
+    steps = {"mlm-sparse": make_step(model, sparse, "train", args), "mlm-dense": make_step(model, dense, "train", args)}
+    return {
+        name: Result(name, args.mlm_length, args.mlm_batch_size, "train", seconds=seconds, peak_bytes=peak)
+        for name, (seconds, peak) in measure(steps, args.device, args.warmup, args.repeats).items()
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def format_row(result: Result, bert: Result | None, peak_gflops: float) -> str:
+    head = f"| {result.model} | {result.length} | {result.batch} | {result.mode} "
+    if result.skipped:
+        return head + f"| skipped ({result.skipped}) | | | | | | |"
+    tokens_per_second = result.length * result.batch / result.seconds
+    ratio = "—"
+    if bert is not None and bert.seconds is not None:
+        ratio = f"{bert.seconds / result.seconds:.1f}×"
+    memory = f"{result.peak_bytes / MIB:,.0f}" if result.peak_bytes is not None else "n/a"
+    gflops = result.flops / result.seconds / 1e9
+    return (
+        head + f"| {1000 * result.seconds:,.1f} | {tokens_per_second:,.0f} | {ratio} | {memory} "
+        f"| {result.flops / 1e9:,.1f} | {gflops:,.1f} | {100 * gflops / peak_gflops:.0f}% |"
+    )
+
+
+TABLE_HEADER = (
+    "| model | N | batch | mode | ms/step | tokens/s | vs BERT | peak MiB | GFLOP/step | GFLOP/s | % matmul peak |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def parameter_count(model_name: str, args: BenchmarkArguments) -> int:
+    return sum(p.numel() for p in build_encoder(model_name, args, 512).to("cpu").parameters())
+
+
+def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
+    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    peak_gflops = matmul_peak_gflops(args.device, dtype)
+    print(f"## Concept encoder vs BERT ({args.device}: {device_name}, torch {torch.__version__})\n")
+    print(
+        f"- threads: torch.get_num_threads() = {torch.get_num_threads()}; precision: {'bf16 autocast' if args.bf16 else 'fp32'}"
+    )
+    print(f"- measured {dtype} matmul peak: {peak_gflops:,.1f} GFLOP/s")
+    print(
+        f"- sizes: H{args.hidden_size} L{args.num_hidden_layers} heads {args.num_attention_heads} C{args.concept_num}, "
+        f"gated FFN {args.intermediate_size}; BERT FFN {args.bert_intermediate_size} (same FFN parameters); "
+        f"vocab {args.vocab_size}; dropout off"
+    )
+    print(
+        "- parameters: "
+        + ", ".join(f"{name} {parameter_count(name, args) / 1e6:.1f}M" for name in args.models)
+        + f" (with {args.vocab_size}×{args.hidden_size} token and 512 position embeddings)"
+    )
+    print(f"- median of {args.repeats} step(s) after {args.warmup} warm-up; peak memory = growth during the steps\n")
+
+    results: dict[tuple[str, int, str], Result] = {}
+    order = [name for name in MODELS if name in args.models]
+    print(TABLE_HEADER, flush=True)
+    for length in args.lengths:
+        for mode in MODES:
+            previous = {}
+            for name in order:
+                measured = [
+                    results[name, n, mode] for n in args.lengths if n < length and results[name, n, mode].seconds
+                ]
+                previous[name] = measured[-1] if measured else None
+            group = run_group(order, args, length, args.batch_size, mode, previous, args.repeats, args.warmup)
+            for name in order:
+                results[name, length, mode] = group[name]
+                print(format_row(group[name], group.get("bert"), peak_gflops), flush=True)
+
+    if args.long_length:
+        print(f"\n### One training step at N={args.long_length}, batch 1 (budget {args.memory_budget_gib:g} GiB)\n")
+        print(TABLE_HEADER, flush=True)
+        for name in order:
+            measured = [results[name, n, "train"] for n in args.lengths if results[name, n, "train"].seconds]
+            previous = {name: measured[-1] if measured else None}
+            result = run_group([name], args, args.long_length, 1, "train", previous, repeats=0, warmup=1)[name]
+            if result.peak_bytes is not None and result.peak_bytes > args.memory_budget_gib * GIB:
+                result.skipped = f"measured {result.peak_bytes / GIB:.1f} GiB > --memory_budget_gib"
+            results[name, args.long_length, "long"] = result
+            print(format_row(result, None, peak_gflops), flush=True)
+
+    if args.mlm_length:
+        print(
+            f"\n### Perceiver MLM training step, N={args.mlm_length}, batch {args.mlm_batch_size}, vocab {args.vocab_size}\n"
+        )
+        mlm = mlm_steps(args)
+        print("| decoding | ms/step | peak MiB | time vs dense |\n|---|---|---|---|")
+        for name, label in (
+            ("mlm-sparse", f"sparse ({100 * args.mlm_probability:g}% labelled)"),
+            ("mlm-dense", "dense (every position)"),
+        ):
+            result = results[name, args.mlm_length, "train"] = mlm[name]
+            memory = f"{result.peak_bytes / MIB:,.0f}" if result.peak_bytes is not None else "n/a"
+            ratio = result.seconds / mlm["mlm-dense"].seconds
+            print(f"| {label} | {1000 * result.seconds:,.1f} | {memory} | {ratio:.2f}× |", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
