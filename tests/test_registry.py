@@ -1,0 +1,126 @@
+"""The experiment registry: rows from run summaries, GLUE cells, reruns, rebuilds, hand-written conclusions."""
+
+import json
+
+import pytest
+
+import experiment_registry
+from experiment_registry import COLUMNS, Registry, parse_glue_cell, rebuild_registry, record_run
+
+
+def pretraining_summary(run_id, date, task_loss=2.537, rank=5.07):
+    return {
+        "kind": "pretraining", "run_id": run_id, "date": date, "model_type": "perceiver_mlm",
+        "architecture": "H512 L6 C128", "encoder_layer_type": "perceiver", "objective": "mlm",
+        "pretraining_data": "Minipile (1x)", "machine": "Polonez", "epochs": 40.0, "concept_losses": "none",
+        "task_loss": task_loss, "effective_rank": rank, "concept_num": 128, "steps_per_second": 2.14,
+        "tokens_per_second": 1000.0, "wandb": "https://wandb.ai/x/y/runs/" + run_id, "git_commit": "54ee870",
+        "output_dir": "outputs/" + run_id,
+    }
+
+
+def glue_summary(checkpoint_run_id, task, display, metric, score, timestamp, from_scratch=False):
+    return {
+        "kind": "glue", "run_id": f"glue_{task}_{checkpoint_run_id}_{timestamp}", "date": "2026-02-09",
+        "timestamp": timestamp, "task": task, "task_display_name": display, "checkpoint_run_id": checkpoint_run_id,
+        "from_scratch": from_scratch, "architecture": "H512 L6 C128", "registry_metric": metric,
+        "registry_score": score, "machine": "Polonez", "git_commit": "abc1234",
+    }
+
+
+def save_run(folder, summary):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run_summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def table_rows(path):
+    return Registry(path).rows
+
+
+A, B = "perceiver_mlm_H512L6C128_20260208_211633", "perceiver_posonly_mlm_H512L6C128_20260209_102656"
+
+
+def test_two_runs_give_two_rows_in_the_seed_format(tmp_path):
+    registry = tmp_path / "registry.md"
+    record_run(save_run(tmp_path / "runs" / A, pretraining_summary(A, "2026-02-08")), registry)
+    record_run(save_run(tmp_path / "runs" / B, pretraining_summary(B, "2026-02-09", 2.64, 122.3)), registry)
+    text = registry.read_text()
+    assert "| " + " | ".join(COLUMNS) + " |" in text
+    rows = table_rows(registry)
+    assert [row["Run ID / Model Type"] for row in rows] == [f"`{A}`", f"`{B}`"]
+    assert rows[0]["Eff. Rank"] == "5.1 / 128 (4%)" and rows[1]["Eff. Rank"] == "122.3 / 128 (96%)"
+    assert rows[0]["Task Loss"] == "MLM 2.537" and rows[0]["Speed (Steps/s)"] == "2.14"
+    assert rows[0]["Git Tag"] == "`54ee870`" and rows[0]["WandB Link"].startswith("[Link](https://wandb.ai/")
+    assert rows[0]["Key GLUE Scores"] == "--" and rows[0]["Conclusion / Takeaway"] == ""
+
+
+def test_glue_runs_fill_their_checkpoint_row_and_scratch_gets_its_own(tmp_path):
+    registry = tmp_path / "registry.md"
+    record_run(save_run(tmp_path / "runs" / A, pretraining_summary(A, "2026-02-08")), registry)
+    record_run(save_run(tmp_path / "runs" / "g1", glue_summary(A, "mrpc", "MRPC", "f1", 0.8134, "20260209_1")), registry)
+    record_run(save_run(tmp_path / "runs" / "g2", glue_summary(A, "stsb", "STS-B", "pearson", 0.6271, "20260209_2")),
+               registry)
+    record_run(save_run(tmp_path / "runs" / "g3", glue_summary(A, "mrpc", "MRPC", "f1", 0.82, "20260209_3")), registry)
+    record_run(save_run(tmp_path / "runs" / "g4", glue_summary("scratch_H512L6C128", "mrpc", "MRPC", "f1", 0.7,
+                                                               "20260209_4", from_scratch=True)), registry)
+    rows = table_rows(registry)
+    assert len(rows) == 2
+    assert rows[0]["Key GLUE Scores"] == "**MRPC:** 82.0% <br> **STS-B:** 0.627"  # the rerun replaced 81.3%
+    assert parse_glue_cell(rows[1]["Key GLUE Scores"]) == {"MRPC": "70.0%"}
+    assert rows[1]["Pretraining Data"] == "none (random init)"
+
+
+def test_rebuild_gives_the_same_table_and_reruns_update_their_row(tmp_path):
+    runs, registry = tmp_path / "runs", tmp_path / "registry.md"
+    for folder, summary in [
+        (runs / A, pretraining_summary(A, "2026-02-08")),
+        (runs / B, pretraining_summary(B, "2026-02-09")),
+        (runs / "glue_a", glue_summary(A, "mrpc", "MRPC", "f1", 0.8134, "20260209_120000")),
+        (runs / "glue_s", glue_summary("scratch_H512L6C128", "rte", "RTE", "accuracy", 0.5, "20260209_130000", True)),
+    ]:
+        record_run(save_run(folder, summary), registry)
+    incremental = registry.read_text()
+    rebuild_registry(runs, tmp_path / "fresh.md")
+    assert (tmp_path / "fresh.md").read_text() == incremental
+    rebuild_registry(runs, registry)
+    assert registry.read_text() == incremental
+
+    save_run(runs / A, pretraining_summary(A, "2026-02-08", task_loss=2.4))  # the same run id, run again
+    record_run(runs / A, registry)
+    rows = table_rows(registry)
+    assert len(rows) == 3 and rows[0]["Task Loss"] == "MLM 2.400" and "**MRPC:** 81.3%" in rows[0]["Key GLUE Scores"]
+    rebuild_registry(runs, registry)
+    assert len(table_rows(registry)) == 3
+
+
+def test_conclusions_and_hand_written_rows_survive(tmp_path):
+    runs, registry = tmp_path / "runs", tmp_path / "registry.md"
+    record_run(save_run(runs / A, pretraining_summary(A, "2026-02-08")), registry)
+    seed_row = ("| 2026-01-17 | `weighted_mlm_H512L2C128_20260117_153544` | H512 L2 C128 | Minipile (1x) | Odra | 20 | "
+                "None | MLM 4.089 | -- | **MRPC:** 82.2% <br> **QQP:** 61.5% | -- | -- | — | Best F1 on MRPC at L2. |")
+    text = registry.read_text()
+    text = text.replace(f"| `54ee870` |  |", "| `54ee870` | Best L6 model \\| severe collapse. |")
+    text = text.replace("|---|\n", "|---|\n" + seed_row + "\n", 1)
+    registry.write_text("Notes above the table stay.\n\n" + text + "\nNotes below stay too.\n")
+    record_run(save_run(runs / A, pretraining_summary(A, "2026-02-08", task_loss=2.5)), registry)
+    rebuild_registry(runs, registry)
+    text = registry.read_text()
+    rows = table_rows(registry)
+    assert [r["Run ID / Model Type"].strip("`") for r in rows] == ["weighted_mlm_H512L2C128_20260117_153544", A]
+    assert rows[0]["Conclusion / Takeaway"] == "Best F1 on MRPC at L2."
+    assert rows[1]["Conclusion / Takeaway"] == "Best L6 model \\| severe collapse." and rows[1]["Task Loss"] == "MLM 2.500"
+    assert text.startswith("Notes above the table stay.") and text.endswith("Notes below stay too.\n")
+
+
+def test_cli_rebuild_and_bad_input(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    save_run(runs / A, pretraining_summary(A, "2026-02-08"))
+    experiment_registry.main(["rebuild", "--runs_dir", str(runs), "--registry", str(tmp_path / "r.md")])
+    assert f"`{A}`" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="is not a run folder"):
+        record_run(tmp_path, tmp_path / "r.md")
+    not_a_registry = tmp_path / "notes.md"
+    not_a_registry.write_text("# my notes\n")
+    with pytest.raises(ValueError, match="has no registry table"):
+        record_run(runs / A, not_a_registry)
