@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,15 +58,17 @@ from glue_data import (
     parse_task_names,
 )
 from hub_utils import check_push_to_hub
+from concept_training import ConceptLossCallback, ConceptTrainer, add_callback_first
+from huggingface_hub import upload_file
 from model_cards import write_model_card
 from modeling_concept_encoder import effective_rank, entropy_effective_rank, mean_concept_cosine
+from run_pretraining import git_commit, wandb_location
 
 logger = logging.getLogger(__name__)
 
 PAIR_ENCODINGS = ("separate", "concat")
 SEED_PROTOCOL_EPOCHS = {"qqp": 3, "qnli": 3, "mnli": 3, "sst2": 5}
 SEED_PROTOCOL = dict(max_seq_length=128, batch_size=96, learning_rate=1e-5, epochs=20)
-REPO_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -137,7 +138,7 @@ class DataTrainingArguments:
         metadata={"help": "The seed log's GLUE protocol: length 128, batch 96, lr 1e-5, 20 epochs (3 QQP/QNLI/MNLI, "
                           "5 SST-2), evaluation every epoch and the best dev epoch reported (labelled as such)."},
     )
-    registry: str = field(
+    registry_file: str = field(
         default="experiments/registry.md",
         metadata={"help": "Experiment registry to update with this run's score ('' to skip)."},
     )
@@ -327,25 +328,6 @@ def concept_diagnostics(trainer: Trainer, dataset) -> dict[str, float]:
     }
 
 
-def git_commit() -> str | None:
-    """Short commit of the code that ran (None outside a git checkout)."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def wandb_reference() -> str | None:
-    """The wandb run's URL, or its local folder for offline runs; None when wandb did not log this run."""
-    wandb = sys.modules.get("wandb")
-    run = getattr(wandb, "run", None) if wandb else None
-    if run is None:
-        return None
-    return run.url or run.dir
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # One task
 # ----------------------------------------------------------------------------------------------------------------------
@@ -412,7 +394,7 @@ def run_task(task: GlueTask, raw_datasets, tokenizer, model_args: ModelArguments
         collator = DataCollatorWithPadding(tokenizer)
     if training_args.push_to_hub:
         check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
-    trainer = Trainer(
+    trainer = ConceptTrainer(
         model=model,
         args=training_args,
         train_dataset=train_data if training_args.do_train else None,
@@ -421,6 +403,7 @@ def run_task(task: GlueTask, raw_datasets, tokenizer, model_args: ModelArguments
         data_collator=collator,
         compute_metrics=metrics_function(task),
     )
+    add_callback_first(trainer, ConceptLossCallback())  # loss parts per log, concept rank per evaluation
 
     metrics = {}
     if training_args.do_train:
@@ -460,9 +443,16 @@ def run_task(task: GlueTask, raw_datasets, tokenizer, model_args: ModelArguments
         glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
         write_model_card(training_args.output_dir, card_summary, glue_results, repo_id=training_args.hub_model_id)
         if training_args.push_to_hub:
-            trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
-    if data_args.registry:
-        record_run(training_args.output_dir, data_args.registry)
+            trainer.push_to_hub(commit_message="End of training")  # writes the Trainer's own card: ours goes up next
+            card = write_model_card(training_args.output_dir, card_summary, glue_results, repo_id=trainer.hub_model_id)
+            upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id=trainer.hub_model_id,
+                        token=training_args.hub_token, commit_message="Model card")
+    if data_args.registry_file:
+        record_run(training_args.output_dir, data_args.registry_file)
+    if "wandb" in training_args.report_to:
+        import wandb
+
+        wandb.finish()  # one wandb run per task
     return summary
 
 
@@ -498,7 +488,7 @@ def glue_summary(task, metrics, model, model_args, data_args, training_args, pai
         "selection": metrics["eval_selection"],
         "machine": socket.gethostname(),
         "git_commit": git_commit(),
-        "wandb": wandb_reference(),
+        "wandb": wandb_location(training_args),
         "output_dir": str(training_args.output_dir),
     }
 

@@ -35,7 +35,7 @@ def fine_tune(checkpoint, output_dir, data_dir, task, *extra):
         "--model_name_or_path", str(checkpoint), "--task_name", task, "--data_dir", str(data_dir / "glue"),
         "--output_dir", str(output_dir), "--max_train_samples", "32", "--max_eval_samples", "48",
         "--per_device_train_batch_size", "16", "--max_seq_length", "64", "--num_train_epochs", "1",
-        "--save_strategy", "no", "--registry", str(output_dir / "registry.md"), "--disable_tqdm", "true", *extra,
+        "--save_strategy", "no", "--registry_file", str(output_dir / "registry.md"), "--disable_tqdm", "true", *extra,
     ])
 
 
