@@ -189,8 +189,10 @@ def additive_key_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -
 class ConceptEncoderAttention(nn.Module):
     """Multi-head attention of queries over a context (self-attention when the context is the queries).
 
-    One fused `[3H, H]` input projection: self-attention projects q, k, v in one matmul; cross-attention uses its
-    first third on the queries and the rest on the context.
+    The q, k and v projections are the three row blocks of one `[3H, H]` parameter `qkv_proj`, applied as three
+    matmuls: queries and context differ in cross-attention, and separate outputs keep the backward pass free of the
+    stack-and-copy that splitting one fused output would cost on the N-token side. Heads are views
+    (`[batch, heads, len, head_dim]`), never copies, before `F.scaled_dot_product_attention`.
     """
 
     def __init__(self, config: ConceptEncoderConfig):
@@ -201,10 +203,12 @@ class ConceptEncoderAttention(nn.Module):
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def _heads(self, states: torch.Tensor, parts: int) -> torch.Tensor:
-        """`[batch, len, parts*hidden]` → `[parts, batch, heads, len, head_dim]`."""
-        batch, length, _ = states.shape
-        return states.view(batch, length, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def _project_heads(self, states: torch.Tensor, part: int) -> torch.Tensor:
+        """Projection `part` (0 = q, 1 = k, 2 = v) of `[batch, len, hidden]` → `[batch, heads, len, head_dim]`."""
+        hidden = states.shape[-1]
+        rows = slice(part * hidden, (part + 1) * hidden)
+        projected = F.linear(states, self.qkv_proj.weight[rows], self.qkv_proj.bias[rows])
+        return projected.view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(
         self,
@@ -213,13 +217,9 @@ class ConceptEncoderAttention(nn.Module):
         key_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hidden = hidden_states.shape[-1]
-        if context is None:
-            query, key, value = self._heads(self.qkv_proj(hidden_states), 3)
-        else:
-            weight, bias = self.qkv_proj.weight, self.qkv_proj.bias
-            (query,) = self._heads(F.linear(hidden_states, weight[:hidden], bias[:hidden]), 1)
-            key, value = self._heads(F.linear(context, weight[hidden:], bias[hidden:]), 2)
+        context = hidden_states if context is None else context
+        query = self._project_heads(hidden_states, 0)
+        key, value = self._project_heads(context, 1), self._project_heads(context, 2)
         dropout = self.dropout if self.training else 0.0
         if output_attentions:  # eager path: only here are the weights materialised
             scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
@@ -231,7 +231,7 @@ class ConceptEncoderAttention(nn.Module):
             weights = None
             attended = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout)
         batch, _, length, _ = attended.shape
-        attended = attended.transpose(1, 2).reshape(batch, length, hidden)  # [batch, len, hidden]
+        attended = attended.transpose(1, 2).reshape(batch, length, -1)  # [batch, len, hidden]
         return self.out_proj(attended), weights
 
 
@@ -507,7 +507,9 @@ class ConceptEncoderHeadModel(ConceptEncoderPreTrainedModel):
     """A shared encoder under a task head; combines the task loss with the configured concept losses.
 
     Kendall-Gal weighting learns one log-variance per term (task first, then `config.concept_losses`) in the
-    parameter `concept_loss_log_vars`; it is clamped to ±`concept_loss_log_var_limit` and must stay out of weight
+    parameter `concept_loss_log_vars`; it is soft-clamped to ±`concept_loss_log_var_limit` (limit·tanh(s/limit): the
+    same values near 0, and unlike a hard clamp the gradient never vanishes, so a weight at the edge can come back)
+    and must stay out of weight
     decay (the training scripts leave it out, like biases and norms).
     """
 
@@ -539,7 +541,7 @@ class ConceptEncoderHeadModel(ConceptEncoderPreTrainedModel):
             loss = task_loss + weight * sum(terms.values())
         else:
             limit = config.concept_loss_log_var_limit
-            log_vars = self.concept_loss_log_vars.clamp(-limit, limit)
+            log_vars = limit * torch.tanh(self.concept_loss_log_vars / limit)
             precisions = 0.5 * torch.exp(-log_vars)
             losses = torch.stack([task_loss, *terms.values()])
             loss = (precisions * losses + 0.5 * log_vars).sum()
