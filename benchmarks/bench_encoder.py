@@ -430,7 +430,10 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
         + ", ".join(f"{name} {parameter_count(name, args) / 1e6:.1f}M" for name in args.models)
         + f" (with {args.vocab_size}×{args.hidden_size} token and 512 position embeddings)"
     )
-    print(f"- median of {args.repeats} step(s) after {args.warmup} warm-up; peak memory = growth during the steps\n")
+    print(
+        f"- median of {args.repeats} interleaved step(s) after {args.warmup} warm-up; "
+        "peak memory = growth during the first warm-up step\n"
+    )
 
     results: dict[tuple[str, int, str], Result] = {}
     order = [name for name in MODELS if name in args.models]
