@@ -1,0 +1,688 @@
+#!/usr/bin/env python
+"""Pretrain a concept encoder with masked language modelling (MLM) or TSDAE denoising on the stock `Trainer`.
+
+Shaped like transformers' `examples/pytorch/language-modeling/run_mlm.py`: argument dataclasses parsed by
+`HfArgumentParser` (or one `.json` file as the only argument), `main()` reading top to bottom, resume from the last
+checkpoint, `all_results.json`. The output folder is a complete Hub repo (config with `auto_map`, weights, both code
+files, tokenizer, `training_args.bin`, `run_summary.json`, model card `README.md`), and so is every checkpoint.
+
+    python run_pretraining.py --model_type perceiver_posonly_mlm --objective tsdae --line_by_line \
+        --train_file ../shared/data/corpus/wikitext-2/train.txt --train_tokenizer_vocab_size 8000 \
+        --config_overrides "hidden_size=128,num_hidden_layers=2,concept_num=32,intermediate_size=256" \
+        --max_seq_length 128 --per_device_train_batch_size 32 --max_steps 500 --do_train --do_eval
+
+Several processes: `torchrun --nproc_per_node N run_pretraining.py ...` or `accelerate launch run_pretraining.py ...`
+(on a machine without GPUs add `--use_cpu`, which selects the gloo backend).
+"""
+
+import json
+import logging
+import math
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import chain
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from datasets import load_dataset
+from huggingface_hub import upload_file
+from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import ParallelMode
+
+from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
+from concept_training import ConceptLossCallback, ConceptTrainer, add_callback_first
+from configuration_concept_encoder import ConceptEncoderConfig
+from hub_utils import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
+from model_cards import write_model_card
+from modeling_concept_encoder import (
+    ConceptEncoderForMaskedLMPerceiver,
+    ConceptEncoderForMaskedLMPerceiverPosOnly,
+    ConceptEncoderForMaskedLMWeighted,
+)
+from tokenizer_training import ALGORITHMS, train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+MODEL_CLASSES = {
+    "weighted_mlm": ConceptEncoderForMaskedLMWeighted,
+    "perceiver_mlm": ConceptEncoderForMaskedLMPerceiver,
+    "perceiver_posonly_mlm": ConceptEncoderForMaskedLMPerceiverPosOnly,
+}
+OBJECTIVES = ("mlm", "tsdae")
+TSDAE_MODES = ("mask", "delete")
+DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
+FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
+RANK_DOCUMENTS = 320  # the seed measured the effective rank on 320 documents
+SIZE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "concept_num",
+    "max_position_embeddings",
+    "encoder_layer_type",
+)
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train, its sizes, its concept losses and its tokenizer."""
+
+    model_type: str = field(
+        default="perceiver_mlm", metadata={"help": f"MLM head to pretrain, one of {list(MODEL_CLASSES)}."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint folder or Hub id to continue from (sizes then come from it)."}
+    )
+    encoder_layer_type: str | None = field(
+        default=None, metadata={"help": "'perceiver' (static tokens) or 'bixt' (tokens read the concepts too)."}
+    )
+    hidden_size: int | None = field(default=None, metadata={"help": "Width of tokens and concepts (config: 512)."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Encoder layers (config: 6)."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Attention heads (config: 8)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Feed-forward width (config: 2048)."})
+    concept_num: int | None = field(default=None, metadata={"help": "Number of concepts C (config: 128)."})
+    max_position_embeddings: int | None = field(
+        default=None, metadata={"help": "Longest sequence the model accepts (config: 512)."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "ConceptEncoderConfig fields for a model trained from scratch, e.g. "
+            "'hidden_size=512,num_hidden_layers=6,concept_num=128' (values parsed as JSON, else kept as text)."
+        },
+    )
+    concept_losses: list[str] | None = field(
+        default=None, metadata={"help": "Concept regularisers, e.g. 'combined' or 'variance uniformity'."}
+    )
+    concept_loss_weighting: str | None = field(
+        default=None, metadata={"help": "'none' (only logged), 'fixed' or 'kendall_gal'."}
+    )
+    concept_loss_weight: float | None = field(default=None, metadata={"help": "Weight of 'fixed' weighting."})
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Tokenizer folder or Hub id; default: the checkpoint's own with --model_name_or_path, "
+            f"else {DEFAULT_TOKENIZER} (the seed's)."
+        },
+    )
+    train_tokenizer_vocab_size: int | None = field(
+        default=None,
+        metadata={"help": "Train a tokenizer of this vocabulary size on the training text instead (offline)."},
+    )
+    tokenizer_algorithm: str = field(
+        default="wordpiece", metadata={"help": f"Algorithm of a trained tokenizer, one of {list(ALGORITHMS)}."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub code of the tokenizer."})
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_CLASSES:
+            raise ValueError(f"--model_type {self.model_type!r} is unknown: choose one of {list(MODEL_CLASSES)}.")
+        if self.tokenizer_algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"--tokenizer_algorithm {self.tokenizer_algorithm!r} is unknown: choose one of {list(ALGORITHMS)}."
+            )
+        if self.train_tokenizer_vocab_size is not None and self.tokenizer_name is not None:
+            raise ValueError("Give either --tokenizer_name or --train_tokenizer_vocab_size, not both.")
+        sizes_given = [name for name in SIZE_FIELDS if getattr(self, name) is not None]
+        if self.model_name_or_path is not None and (sizes_given or self.config_overrides):
+            raise ValueError(
+                f"--model_name_or_path continues a checkpoint whose sizes are fixed: drop "
+                f"{['--' + name for name in sizes_given] or ['--config_overrides']}."
+            )
+        if self.model_name_or_path is not None and self.train_tokenizer_vocab_size is not None:
+            raise ValueError(
+                "--train_tokenizer_vocab_size builds a new vocabulary, which a checkpoint's embeddings do not match: "
+                "continue with the checkpoint's own tokenizer (drop the flag)."
+            )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Which text to train on, how to cut it, and the training objective."""
+
+    dataset_name: str | None = field(
+        default="JeanKaddour/minipile", metadata={"help": "Hub dataset (ignored when --train_file is given)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the Hub dataset."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the Hub dataset instead of downloading it."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local training text: .txt (one example per line), .csv or .json(l)."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation text, same formats."})
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "Share of the training data held out when there is no validation split."}
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per example; default the model's max_position_embeddings (capped by tokenizer)."},
+    )
+    line_by_line: bool = field(
+        default=False,
+        metadata={"help": "One example per line/document, truncated (TSDAE needs it); else packed into chunks."},
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached tokenised datasets."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many eval examples."})
+    objective: str = field(default="mlm", metadata={"help": f"Training objective, one of {list(OBJECTIVES)}."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "MLM: share of tokens to predict."})
+    deletion_prob: float = field(default=0.6, metadata={"help": "TSDAE: share of tokens deleted from the input."})
+    tsdae_mode: str = field(
+        default="mask",
+        metadata={"help": "TSDAE: 'mask' hides deleted tokens in place (the seed's), 'delete' removes them."},
+    )
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"--objective {self.objective!r} is unknown: choose one of {list(OBJECTIVES)}.")
+        if self.tsdae_mode not in TSDAE_MODES:
+            raise ValueError(f"--tsdae_mode {self.tsdae_mode!r} is unknown: choose one of {list(TSDAE_MODES)}.")
+        if self.objective == "tsdae" and not self.line_by_line:
+            raise ValueError(
+                "--objective tsdae reconstructs single sentences or documents: add --line_by_line (packed chunks "
+                "would make it reconstruct arbitrary spans that cross example boundaries)."
+            )
+        for name in ("train_file", "validation_file"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            extension = path.rsplit(".", 1)[-1]
+            if extension not in FILE_BUILDERS:
+                raise ValueError(f"--{name} {path}: unsupported extension, use one of {list(FILE_BUILDERS)}.")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--{name} {path} does not exist: give the path of a local text file.")
+            if not has_text(path):
+                raise ValueError(f"--{name} {path} is empty: it holds no text to train or evaluate on.")
+        if self.train_file is None and self.validation_file is not None:
+            raise ValueError("--validation_file needs --train_file (a Hub dataset brings its own validation split).")
+
+
+@dataclass
+class OutputArguments:
+    """What happens to the output folder: start over, and where the run is recorded."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in a non-empty output folder instead of resuming from it."}
+    )
+    registry_file: str = field(
+        default="experiments/registry.md", metadata={"help": "Experiment registry to add the run to; '' for none."}
+    )
+
+
+def has_text(path: str) -> bool:
+    """Whether the file holds any non-whitespace character (read in blocks: the files may be large)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while block := f.read(1 << 20):
+            if block.strip():
+                return True
+    return False
+
+
+def parse_config_overrides(overrides: str | None) -> dict:
+    """`"hidden_size=512,concept_num=128"` → `{"hidden_size": 512, "concept_num": 128}`, checked against the
+    ConceptEncoderConfig fields; values parse as JSON (numbers, true/false, null), anything else stays text."""
+    known = set(ConceptEncoderConfig().to_dict())
+    values = {}
+    for item in filter(None, (part.strip() for part in (overrides or "").split(","))):
+        key, separator, raw = item.partition("=")
+        key = key.strip()
+        if not separator:
+            raise ValueError(f"--config_overrides item {item!r} is not key=value (e.g. 'hidden_size=512').")
+        if key not in known:
+            raise ValueError(
+                f"--config_overrides key {key!r} is not a ConceptEncoderConfig field: known fields are "
+                f"{sorted(known)}."
+            )
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw.strip()
+    return values
+
+
+def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
+    """The checkpoint's config, or a new one from the size flags and `--config_overrides`; concept-loss flags given
+    on the command line apply to both. Validated now, before any data is read (vocabulary comes later)."""
+    concept_settings = {
+        name: getattr(model_args, name)
+        for name in ("concept_losses", "concept_loss_weighting", "concept_loss_weight")
+        if getattr(model_args, name) is not None
+    }
+    if model_args.model_name_or_path is not None:
+        config = ConceptEncoderConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        for name, value in concept_settings.items():
+            setattr(config, name, value)
+        config.validate_concept_encoder()
+        return config
+    values = {name: getattr(model_args, name) for name in SIZE_FIELDS if getattr(model_args, name) is not None}
+    overrides = parse_config_overrides(model_args.config_overrides)
+    both = sorted(values.keys() & overrides.keys())
+    if both:
+        raise ValueError(f"{both} given both as flags and in --config_overrides: give each once.")
+    return ConceptEncoderConfig(**values, **overrides, **concept_settings)
+
+
+def check_model_and_objective(model_type: str, objective: str):
+    """TSDAE reconstructs every token from the concepts alone, which only the PosOnly decoder does."""
+    if objective == "tsdae" and model_type != "perceiver_posonly_mlm":
+        raise ValueError(
+            f"--objective tsdae needs --model_type perceiver_posonly_mlm, not {model_type}: TSDAE's dense loss must "
+            "flow through the concepts. perceiver_mlm's decoder queries contain the input token itself (in 'mask' "
+            "mode the deleted token is still in input_ids: a shortcut that makes the loss trivial; in 'delete' mode "
+            "the input positions no longer line up with the labels), and weighted_mlm decodes each position with a "
+            "fixed, input-independent mixture of concepts built for sparse MLM on aligned positions."
+        )
+
+
+def check_hub_needs(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments):
+    """Fail within seconds, naming the local alternative, for every part of the run that needs an unreachable Hub."""
+    if training_args.push_to_hub:
+        check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
+    if data_args.train_file is None and not os.path.isdir(data_args.dataset_name or ""):
+        require_hub(
+            f"--dataset_name {data_args.dataset_name}",
+            "Give --train_file (and optionally --validation_file) with local .txt, .csv or .json text instead.",
+        )
+    tokenizer_source = tokenizer_source_of(model_args)
+    if tokenizer_source is not None and not os.path.isdir(tokenizer_source) and hub_unreachable_reason():
+        try:  # a tokenizer in the local cache needs no network
+            AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, local_files_only=True)
+        except OSError as error:
+            raise HubAccessError(
+                f"--tokenizer_name {tokenizer_source} is not in the local cache and needs the Hugging Face Hub, which "
+                f"cannot be reached: {hub_unreachable_reason()}. Give --train_tokenizer_vocab_size N to train a "
+                "tokenizer on the training text, or --tokenizer_name with a local tokenizer folder."
+            ) from error
+
+
+def tokenizer_source_of(model_args: ModelArguments) -> str | None:
+    """Where the tokenizer loads from, or None when it is trained on the training text."""
+    if model_args.train_tokenizer_vocab_size is not None:
+        return None
+    return model_args.tokenizer_name or model_args.model_name_or_path or DEFAULT_TOKENIZER
+
+
+def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: TrainingArguments) -> str:
+    """The seed's run name, `perceiver_mlm_H512L6C128_20260208_211633`; every process gets rank 0's timestamp."""
+    stamp = [datetime.now().strftime("%Y%m%d_%H%M%S")]
+    if training_args.world_size > 1:
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    return f"{model_type}_H{config.hidden_size}L{config.num_hidden_layers}C{config.concept_num}_{stamp[0]}"
+
+
+def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
+    """Train and validation text from local files or the Hub; without a validation split, the last
+    `validation_split_percentage` % of the training data is held out. Empty lines are dropped."""
+    if data_args.train_file is not None:
+        data_files = {"train": data_args.train_file}
+        if data_args.validation_file is not None:
+            data_files["validation"] = data_args.validation_file
+        builder = FILE_BUILDERS[data_args.train_file.rsplit(".", 1)[-1]]
+
+    def load(split=None):
+        if data_args.train_file is not None:
+            return load_dataset(builder, data_files=data_files, split=split, cache_dir=cache_dir)
+        return load_dataset(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            split=split,
+            cache_dir=cache_dir,
+            streaming=data_args.streaming,
+        )
+
+    raw = load()
+    if "validation" not in raw and data_args.validation_split_percentage > 0:
+        if data_args.streaming:
+            raise ValueError(
+                f"{data_args.dataset_name} has no validation split to stream: set --validation_split_percentage 0 "
+                "and leave out --do_eval, or use a dataset with one."
+            )
+        percentage = data_args.validation_split_percentage
+        raw = datasets.DatasetDict(
+            train=load(f"train[{percentage}%:]"), validation=load(f"train[:{percentage}%]")
+        )
+    return raw
+
+
+def text_column_of(raw: datasets.DatasetDict) -> str:
+    """`text` when present, else the first column (as run_mlm does)."""
+    columns = raw["train"].column_names
+    column = "text" if "text" in columns else columns[0]
+    logger.info(f"Training on column {column!r} of {columns}.")
+    return column
+
+
+def load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoint):
+    """The named tokenizer, or one trained on the training text (saved into the output folder by process 0; the
+    others load that copy). A resumed run reuses its checkpoint's tokenizer."""
+    source = tokenizer_source_of(model_args)
+    if source is None and resume_checkpoint is not None:
+        source = resume_checkpoint
+    if source is not None:
+        return AutoTokenizer.from_pretrained(
+            source, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
+        )
+    with training_args.main_process_first(local=False, desc="tokenizer training"):
+        if training_args.process_index != 0:  # training twice may permute the ids: every process uses rank 0's
+            return AutoTokenizer.from_pretrained(training_args.output_dir)
+        texts = (text for text in raw["train"][text_column] if text.strip())
+        tokenizer = train_tokenizer(texts, model_args.train_tokenizer_vocab_size, model_args.tokenizer_algorithm)
+        tokenizer.save_pretrained(training_args.output_dir)
+        logger.info(f"Trained a {model_args.tokenizer_algorithm} tokenizer of {len(tokenizer)} tokens.")
+        return tokenizer
+
+
+def tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, training_args):
+    """`datasets.map(batched=True)`: one truncated example per non-empty line (`--line_by_line`), or all text
+    concatenated and cut into `max_seq_length` chunks (the rest of the last chunk is dropped)."""
+    raw = raw.filter(lambda batch: [bool(text.strip()) for text in batch[text_column]], batched=True)
+    map_options = {} if data_args.streaming else dict(
+        num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache
+    )
+    columns = raw["train"].column_names
+
+    def tokenize(batch):
+        if data_args.line_by_line:
+            return tokenizer(batch[text_column], truncation=True, max_length=max_seq_length)
+        return tokenizer(batch[text_column])
+
+    def group_texts(batch):
+        concatenated = {key: list(chain(*batch[key])) for key in batch}
+        total = len(concatenated["input_ids"]) // max_seq_length * max_seq_length
+        return {
+            key: [values[i : i + max_seq_length] for i in range(0, total, max_seq_length)]
+            for key, values in concatenated.items()
+        }
+
+    with training_args.main_process_first(desc="dataset tokenisation"):
+        tokenized = raw.map(tokenize, batched=True, remove_columns=columns, **map_options)
+        if not data_args.line_by_line:
+            tokenized = tokenized.map(group_texts, batched=True, **map_options)
+    return tokenized
+
+
+def select(dataset, limit: int | None, streaming: bool):
+    """The first `limit` examples (all when None)."""
+    if limit is None:
+        return dataset
+    return dataset.take(limit) if streaming else dataset.select(range(min(limit, len(dataset))))
+
+
+def build_model(model_args: ModelArguments, config: ConceptEncoderConfig):
+    """A fresh model of `--model_type`, or the checkpoint loaded as that class (continuing, e.g., MLM with TSDAE)."""
+    model_class = MODEL_CLASSES[model_args.model_type]
+    if model_args.model_name_or_path is None:
+        return model_class(config)
+    if config.architectures and model_class.__name__ not in config.architectures:
+        logger.warning(f"Loading a {config.architectures} checkpoint as {model_class.__name__} (--model_type).")
+    config.architectures = [model_class.__name__]  # else the checkpoint's class would be loaded instead
+    return model_class.from_pretrained(model_args.model_name_or_path, config=config, cache_dir=model_args.cache_dir)
+
+
+def build_collator(data_args: DataTrainingArguments, tokenizer, max_seq_length: int):
+    """The objective's collator: masked positions (MLM) or token deletion with dense labels (TSDAE)."""
+    if data_args.objective == "tsdae":
+        return DataCollatorForTSDAE(
+            tokenizer, deletion_prob=data_args.deletion_prob, mode=data_args.tsdae_mode, max_length=max_seq_length
+        )
+    return DataCollatorForConceptMLM(tokenizer, mlm_probability=data_args.mlm_probability)
+
+
+def rank_batch(dataset, tokenizer) -> dict[str, torch.Tensor]:
+    """The first `RANK_DOCUMENTS` examples, padded and without noise: the fixed batch on which the concepts'
+    effective rank is measured at every evaluation and at the end."""
+    rows = [{"input_ids": example["input_ids"]} for example in dataset.take(RANK_DOCUMENTS)]
+    return tokenizer.pad(rows, return_tensors="pt")
+
+
+def concept_losses_text(config: ConceptEncoderConfig) -> str:
+    """The seed log's "Concept Losses" column: `none`, `combined + kendall_gal`, `combined + fixed=0.1`."""
+    if not config.concept_losses:
+        return "none"
+    names = " + ".join(config.concept_losses)
+    if config.concept_loss_weighting == "none":
+        return f"{names} (logged only)"
+    if config.concept_loss_weighting == "fixed":
+        return f"{names} + fixed={config.concept_loss_weight:g}"
+    return f"{names} + {config.concept_loss_weighting}"
+
+
+def data_name(data_args: DataTrainingArguments) -> str:
+    """The Hub dataset's name, or the training file as `folder/file` (e.g. `wikitext-2/train.txt`)."""
+    if data_args.train_file is None:
+        return data_args.dataset_name
+    path = Path(data_args.train_file).resolve()
+    return f"{path.parent.name}/{path.name}"
+
+
+def last_logged(log_history: list[dict], *keys: str):
+    """The most recent value logged under any of `keys`, or None."""
+    for entry in reversed(log_history):
+        for key in keys:
+            if key in entry:
+                return entry[key]
+    return None
+
+
+def git_commit() -> str:
+    """Short sha of the code that ran, or '' outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def wandb_location(training_args: TrainingArguments) -> str:
+    """The wandb run's URL, or its local folder for an offline run (sync it later with `wandb sync FOLDER`)."""
+    if "wandb" not in training_args.report_to:
+        return ""
+    import wandb
+
+    if wandb.run is None:
+        return ""
+    return wandb.run.url or str(Path(wandb.run.dir).parent)
+
+
+def main():
+    # 1. Arguments: flags or one .json file.
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, output_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, output_args, training_args = parser.parse_args_into_dataclasses()
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+
+    # 2. Everything that can be wrong with the arguments fails here, before any data or model is touched.
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise ValueError(
+            f"Launched as {os.environ['WORLD_SIZE']} processes, but the Trainer did not set up distributed training "
+            "(each process would train alone): on a machine without GPUs add --use_cpu (gloo backend)."
+        )
+    check_model_and_objective(model_args.model_type, data_args.objective)
+    config = build_config(model_args)
+    if data_args.max_seq_length is not None and data_args.max_seq_length > config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings="
+            f"{config.max_position_embeddings}: lower --max_seq_length, or (training from scratch) raise "
+            "--max_position_embeddings."
+        )
+    check_hub_needs(model_args, data_args, training_args)
+
+    # 3. Run name, output folder (the seed's form unless --output_dir is given) and the checkpoint to resume from.
+    if training_args.run_name is None:
+        training_args.run_name = run_name_of(model_args.model_type, config, training_args)
+    if training_args.output_dir == "trainer_output":  # transformers' default: --output_dir was not given
+        training_args.output_dir = os.path.join("outputs", training_args.run_name)
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir) and training_args.do_train and not output_args.overwrite_output_dir:
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        if last_checkpoint is None and os.listdir(training_args.output_dir):
+            raise ValueError(
+                f"Output folder {training_args.output_dir} exists, is not empty and holds no checkpoint: give "
+                "--overwrite_output_dir to train into it anyway, or another --output_dir."
+            )
+        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+            logger.info(f"Resuming from {last_checkpoint}; give --overwrite_output_dir to start over.")
+    resume_checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    logger.info(f"Run {training_args.run_name} → {training_args.output_dir}")
+    set_seed(training_args.seed)
+
+    # 4. Data and tokenizer.
+    raw = load_raw_datasets(data_args, model_args.cache_dir)
+    text_column = text_column_of(raw)
+    tokenizer = load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoint)
+    if tokenizer.pad_token is None or (data_args.objective == "mlm" and tokenizer.mask_token is None):
+        raise ValueError(
+            f"Tokenizer {tokenizer.name_or_path} lacks a pad or mask token: use --train_tokenizer_vocab_size or a "
+            "tokenizer with [PAD] and [MASK]."
+        )
+
+    # 5. Model: the vocabulary and special ids come from the tokenizer.
+    if model_args.model_name_or_path is not None and config.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"Tokenizer {tokenizer.name_or_path} has {len(tokenizer)} tokens, the checkpoint's vocabulary "
+            f"{config.vocab_size}: continue with the checkpoint's own tokenizer."
+        )
+    config.vocab_size = len(tokenizer)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.mask_token_id = tokenizer.mask_token_id
+    config.validate_concept_encoder()
+    model = build_model(model_args, config)
+    logger.info(f"{type(model).__name__}: {model.num_parameters():,} parameters")
+
+    max_seq_length = data_args.max_seq_length or min(config.max_position_embeddings, tokenizer.model_max_length)
+    tokenized = tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, training_args)
+    train_dataset = select(tokenized["train"], data_args.max_train_samples, data_args.streaming)
+    eval_dataset = None
+    if training_args.do_eval:
+        if "validation" not in tokenized:
+            raise ValueError("--do_eval needs validation data: give --validation_file or a validation split.")
+        eval_dataset = select(tokenized["validation"], data_args.max_eval_samples, data_args.streaming)
+
+    # 6. Trainer: the objective's collator, concept-loss logging, Kendall-Gal variances out of weight decay.
+    if training_args.include_num_input_tokens_seen == "no":
+        training_args.include_num_input_tokens_seen = "all"  # positions processed (padding included): tokens/s
+    trainer = ConceptTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset if training_args.do_train else None,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=build_collator(data_args, tokenizer, max_seq_length),
+    )
+    concept_callback = ConceptLossCallback(eval_batch=rank_batch(eval_dataset or train_dataset, tokenizer))
+    add_callback_first(trainer, concept_callback)  # before wandb, so the loss parts reach it
+
+    # 7. Train (resuming where a checkpoint exists), then evaluate.
+    all_metrics = {}
+    if training_args.do_train:
+        tokens_before = 0
+        if resume_checkpoint is not None:
+            tokens_before = TrainerState.load_from_json(
+                os.path.join(resume_checkpoint, "trainer_state.json")
+            ).num_input_tokens_seen
+        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
+        trainer.save_model()  # model, both .py files, tokenizer, training_args.bin
+        metrics = train_result.metrics
+        metrics["train_tokens_per_second"] = round(
+            (trainer.state.num_input_tokens_seen - tokens_before) / metrics["train_runtime"], 3
+        )
+        if not data_args.streaming:
+            metrics["train_samples"] = len(train_dataset)
+        if not training_args.do_eval:  # else the evaluation measures it on the same batch
+            metrics.update(concept_callback.concept_metrics(trainer.model, "train"))
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        all_metrics.update(metrics)
+    if training_args.do_eval:
+        metrics = trainer.evaluate()
+        metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 700.0))
+        if not data_args.streaming:
+            metrics["eval_samples"] = len(eval_dataset)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        all_metrics.update(metrics)
+
+    # 8. Run summary (the registry's row), model card, registry, Hub.
+    if trainer.is_world_process_zero() and training_args.do_train:
+        history = trainer.state.log_history
+        summary = {
+            "kind": "pretraining",
+            "run_id": training_args.run_name,
+            "date": datetime.now().strftime("%Y-%m-%d"),
+            "model_type": model_args.model_type,
+            "architecture": f"H{config.hidden_size} L{config.num_hidden_layers} C{config.concept_num}",
+            "encoder_layer_type": config.encoder_layer_type,
+            "objective": data_args.objective,
+            "pretraining_data": data_name(data_args),
+            "machine": socket.gethostname(),
+            "epochs": trainer.state.epoch,
+            "concept_losses": concept_losses_text(config),
+            "task_loss": all_metrics.get("eval_loss", last_logged(history, "task_loss", "loss")),
+            "effective_rank": all_metrics.get(
+                "eval_concept_effective_rank", all_metrics.get("train_concept_effective_rank")
+            ),
+            "concept_num": config.concept_num,
+            "steps_per_second": all_metrics["train_steps_per_second"],
+            "tokens_per_second": all_metrics["train_tokens_per_second"],
+            "wandb": wandb_location(training_args),
+            "git_commit": git_commit(),
+            "output_dir": os.path.abspath(training_args.output_dir),
+        }
+        with open(os.path.join(training_args.output_dir, "run_summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+        write_model_card(training_args.output_dir, summary, repo_id=training_args.hub_model_id)
+        if output_args.registry_file:
+            from experiment_registry import record_run
+
+            record_run(training_args.output_dir, output_args.registry_file)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="End of training")  # writes the Trainer's own card: ours goes up next
+        if trainer.is_world_process_zero() and training_args.do_train:
+            card = write_model_card(training_args.output_dir, summary, repo_id=trainer.hub_model_id)
+            upload_file(
+                path_or_fileobj=card,
+                path_in_repo="README.md",
+                repo_id=trainer.hub_model_id,
+                token=training_args.hub_token,
+                commit_message="Model card",
+            )
+    if "wandb" in training_args.report_to:
+        import wandb
+
+        wandb.finish()
+    return all_metrics
+
+
+if __name__ == "__main__":
+    main()

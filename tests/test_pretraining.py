@@ -1,0 +1,383 @@
+"""run_pretraining.py end to end on real WikiText-2 text with tiny models: complete Hub folders for every model type,
+objective and layer type, loading in a fresh process, exact resume, two processes, wandb offline, and clear errors
+for bad input."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from safetensors.torch import load_file
+
+import hub_utils
+import run_pretraining
+from collators import DataCollatorForTSDAE
+from hub_utils import HubAccessError
+from model_cards import write_model_card
+from tokenizer_training import train_tokenizer
+from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
+from transformers import AutoTokenizer
+
+SUMMARY_KEYS = {
+    "kind", "run_id", "date", "model_type", "architecture", "encoder_layer_type", "objective", "pretraining_data",
+    "machine", "epochs", "concept_losses", "task_loss", "effective_rank", "concept_num", "steps_per_second",
+    "tokens_per_second", "wandb", "git_commit", "output_dir",
+}  # fmt: skip
+HUB_FILES = [
+    "config.json", "model.safetensors", "configuration_concept_encoder.py", "modeling_concept_encoder.py",
+    "tokenizer.json", "tokenizer_config.json", "training_args.bin",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, data_dir):
+    """The first 300 lines of WikiText-2 train and 80 of valid, as local text files."""
+    folder = tmp_path_factory.mktemp("wikitext")
+    for split, lines in (("train", 300), ("valid", 80)):
+        with open(data_dir / "corpus" / "wikitext-2" / f"{split}.txt", encoding="utf-8") as f:
+            (folder / f"{split}.txt").write_text("".join(next(f) for _ in range(lines)), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory, corpus):
+    """One trained tokenizer for runs that must match exactly (training one twice may permute its ids)."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    lines = [line for line in (corpus / "train.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+    train_tokenizer(lines, vocab_size=200).save_pretrained(folder)
+    return folder
+
+
+def tiny_args(corpus, output_dir, **overrides) -> dict:
+    """Arguments of a tiny run (hidden 32, one layer, 8 concepts, 200-token tokenizer, 4 steps)."""
+    args = dict(
+        train_file=str(corpus / "train.txt"),
+        validation_file=str(corpus / "valid.txt"),
+        train_tokenizer_vocab_size=200,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        concept_num=8,
+        max_position_embeddings=64,
+        max_seq_length=64,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        max_eval_samples=16,
+        max_steps=4,
+        logging_steps=2,
+        save_steps=4,
+        do_train=True,
+        do_eval=True,
+        report_to="none",
+        registry_file="",
+        output_dir=str(output_dir),
+    )
+    args.update(overrides)
+    return args
+
+
+def argv_of(args: dict) -> list[str]:
+    """`{"do_train": True, "max_steps": 4}` → `["--do_train", "--max_steps", "4"]`."""
+    argv = []
+    for key, value in args.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is not False:
+            argv += [f"--{key}", *(value if isinstance(value, list) else [str(value)])]
+    return argv
+
+
+def run_main(monkeypatch, args: dict) -> dict:
+    args = {key: value for key, value in args.items() if value is not None}
+    monkeypatch.setattr(sys, "argv", ["run_pretraining.py", *argv_of(args)])
+    return run_pretraining.main()
+
+
+@pytest.mark.parametrize(
+    "model_type, objective, layer_type, extra",
+    [
+        ("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "mask"}),
+        ("perceiver_posonly_mlm", "tsdae", "bixt", {"tsdae_mode": "delete"}),
+        ("perceiver_mlm", "mlm", "bixt", {"concept_losses": ["combined"], "concept_loss_weighting": "kendall_gal"}),
+        ("weighted_mlm", "mlm", "perceiver", {}),
+        ("perceiver_posonly_mlm", "mlm", "bixt", {}),
+    ],
+)
+def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_type, objective, layer_type, extra):
+    output_dir = tmp_path / "run"
+    args = tiny_args(
+        corpus, output_dir, model_type=model_type, objective=objective, encoder_layer_type=layer_type,
+        line_by_line=objective == "tsdae", registry_file=str(tmp_path / "registry.md"), **extra,
+    )  # fmt: skip
+    if model_type == "weighted_mlm":  # one run through the single-.json-file form
+        json_file = tmp_path / "args.json"
+        json_file.write_text(json.dumps(args))
+        monkeypatch.setattr(sys, "argv", ["run_pretraining.py", str(json_file)])
+        metrics = run_pretraining.main()
+    else:
+        metrics = run_main(monkeypatch, args)
+
+    for folder in (output_dir, output_dir / "checkpoint-4"):  # the checkpoint both resumes and loads
+        missing = [name for name in HUB_FILES if not (folder / name).is_file()]
+        assert not missing, f"{folder} lacks {missing}"
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForMaskedLM"].endswith(run_pretraining.MODEL_CLASSES[model_type].__name__)
+    assert config["encoder_layer_type"] == layer_type and config["vocab_size"] == len(
+        AutoTokenizer.from_pretrained(output_dir)
+    )
+
+    summary = json.loads((output_dir / "run_summary.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["run_id"].startswith(f"{model_type}_H32L1C8_") and summary["architecture"] == "H32 L1 C8"
+    assert summary["task_loss"] == metrics["eval_loss"] > 0
+    assert 1.0 <= summary["effective_rank"] <= 8.0
+    assert summary["steps_per_second"] > 0 and summary["tokens_per_second"] > 0
+    assert summary["pretraining_data"] == f"{corpus.name}/train.txt"
+    all_results = json.loads((output_dir / "all_results.json").read_text())
+    assert {"train_steps_per_second", "train_tokens_per_second", "eval_loss"} <= set(all_results)
+
+    card = (output_dir / "README.md").read_text()
+    assert "trust_remote_code=True" in card and summary["run_id"] in card
+    assert f"{summary['effective_rank']:.1f} / 8" in card
+    assert summary["run_id"] in (tmp_path / "registry.md").read_text()
+    if "concept_losses" in extra:
+        assert summary["concept_losses"] == "combined + kendall_gal"
+        logged = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        assert any("concept_loss/combined" in entry and "loss_weight/task" in entry for entry in logged)
+
+
+# Runs in a fresh process where this repository cannot be imported: loads the run folder through the Auto class and
+# writes the loss on the fixed batch.
+LOADER = textwrap.dedent(
+    """
+    import importlib.util, os, sys
+
+    folder, repo = sys.argv[1], os.path.realpath(sys.argv[2])
+    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
+    assert importlib.util.find_spec("modeling_concept_encoder") is None, "the repository is importable"
+
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    with torch.no_grad():
+        loss = model(**torch.load(os.path.join(folder, "..", "batch.pt"))).loss
+    print(type(model).__name__, repr(loss.item()))
+    """
+)
+
+
+def test_run_folder_loads_with_trust_remote_code_in_a_fresh_process(monkeypatch, tmp_path, corpus):
+    output_dir = tmp_path / "run"
+    args = tiny_args(
+        corpus, output_dir, model_type="perceiver_posonly_mlm", objective="tsdae", line_by_line=True,
+        encoder_layer_type="bixt",
+    )  # fmt: skip
+    run_main(monkeypatch, args)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    torch.manual_seed(0)
+    lines = (corpus / "valid.txt").read_text(encoding="utf-8").splitlines()
+    features = [tokenizer(line, truncation=True, max_length=64) for line in lines if line.strip()][:8]
+    batch = DataCollatorForTSDAE(tokenizer, max_length=64)(features)
+    torch.save(batch, tmp_path / "batch.pt")
+    model = ConceptEncoderForMaskedLMPerceiverPosOnly.from_pretrained(output_dir).eval()
+    with torch.no_grad():
+        expected = model(**batch).loss.item()
+
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(output_dir), str(REPO_ROOT)],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, loss = result.stdout.split()[-2:]
+    assert name == "ConceptEncoderForMaskedLMPerceiverPosOnly"
+    assert float(loss) == expected
+
+
+class Interruption(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_path, corpus, tokenizer_dir):
+    """A 10-step run killed right after its step-5 checkpoint and started again (the last checkpoint is found
+    automatically) ends exactly like an uninterrupted 10-step run, dropout and random masking included.
+
+    The checkpoint falls on an epoch boundary (20 examples, batch 4): resuming inside an epoch is not bit-exact with
+    random collators in transformers 5 (the Trainer draws the first resumed batch before restoring the RNG state,
+    transformers issue #39215)."""
+    common = dict(model_type="perceiver_mlm", max_steps=10, save_steps=5, logging_steps=1, seed=3,
+                  max_train_samples=20, train_tokenizer_vocab_size=None, tokenizer_name=str(tokenizer_dir))  # fmt: skip
+    uninterrupted = run_main(monkeypatch, tiny_args(corpus, tmp_path / "whole", **common))
+
+    class InterruptAfterStep5(run_pretraining.ConceptLossCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise Interruption("killed after the step-5 checkpoint")
+
+    monkeypatch.setattr(run_pretraining, "ConceptLossCallback", InterruptAfterStep5)
+    with pytest.raises(Interruption):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "resumed", **common))
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint-*")) == ["checkpoint-5"]
+    monkeypatch.undo()
+    resumed = run_main(monkeypatch, tiny_args(corpus, tmp_path / "resumed", **common))
+
+    history = {}
+    for name in ("whole", "resumed"):
+        state = json.loads((tmp_path / name / "trainer_state.json").read_text())
+        history[name] = [(entry["step"], entry["loss"]) for entry in state["log_history"] if "loss" in entry]
+    assert history["resumed"] == history["whole"] and len(history["whole"]) == 10
+    assert resumed["eval_loss"] == uninterrupted["eval_loss"]
+    whole, again = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert whole.keys() == again.keys() and all(torch.equal(whole[key], again[key]) for key in whole)
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path, corpus):
+    """Two gloo processes train 2 steps into one seed-named folder (rank 0's timestamp) with one checkpoint."""
+    args = tiny_args(corpus, tmp_path / "unused", max_steps=2, save_steps=2, do_eval=False, logging_steps=1)
+    del args["output_dir"]  # the default: outputs/<run name>, which both processes must agree on
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO_ROOT / "run_pretraining.py"), *argv_of(args), "--use_cpu"]  # fmt: skip
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (run_dir,) = (tmp_path / "outputs").iterdir()
+    assert run_dir.name.startswith("perceiver_mlm_H32L1C8_")
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-2"]
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    assert summary["run_id"] == run_dir.name
+
+
+def read_wandb_run(path) -> list:
+    """The records of an offline run's `.wandb` file: a LevelDB-style log (7-byte file header, 32 KiB blocks,
+    records split into FULL/FIRST/MIDDLE/LAST chunks with a 7-byte header) of wandb `Record` protobufs. wandb 0.31
+    ships no Python reader (the Go core writes the file), so the test reads the format itself."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a wandb run file"
+    records, pending, position, block = [], b"", 7, 32768
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # a block's tail too short for a header is padding
+            position += block - position % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if kind == 0:  # zero fill up to the end of the block
+            position += block - position % block
+            continue
+        if position + 7 + length > len(data):  # a record still being written
+            break
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a record is complete
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def test_wandb_offline_run_holds_loss_components_and_effective_rank(monkeypatch, tmp_path, corpus):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_PROJECT", "concept-encoder-tests")
+    args = tiny_args(corpus, tmp_path / "run", report_to="wandb", concept_losses=["variance", "uniformity"],
+                     concept_loss_weighting="fixed")  # fmt: skip
+    run_main(monkeypatch, args)
+    summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    (run_folder,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert summary["wandb"] == str(run_folder)
+
+    run_file = next(run_folder.glob("run-*.wandb"))
+    deadline = time.monotonic() + 30
+    while not any(record.HasField("exit") for record in read_wandb_run(run_file)):  # wandb.finish() returns
+        assert time.monotonic() < deadline, f"{run_file} was never completed"  # before its writer has flushed
+        time.sleep(0.2)
+    history, config = {}, {}
+    for record in read_wandb_run(run_file):
+        if record.HasField("history"):
+            history.update({"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in record.history.item})
+        if record.HasField("config"):
+            config.update({item.key: item.value_json for item in record.config.update})
+    for key in ("train/task_loss", "train/concept_loss/variance", "train/concept_loss/uniformity",
+                "train/loss_weight/variance", "train/loss_weight/task", "eval/loss", "eval/concept_effective_rank"):  # fmt: skip
+        assert key in history, f"{key} not logged to the offline run: {sorted(history)}"
+    assert history["eval/concept_effective_rank"] == summary["effective_rank"]
+    assert history["train/loss_weight/variance"] == pytest.approx(0.1)
+    assert json.loads(config["concept_num"]) == 8 and json.loads(config["run_name"]) == summary["run_id"]
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        ({"train_file": "missing.txt"}, FileNotFoundError, "--train_file missing.txt does not exist"),
+        ({"train_file": "EMPTY"}, ValueError, "is empty"),
+        ({"model_type": "bert_mlm"}, ValueError, "choose one of \\['weighted_mlm', 'perceiver_mlm', 'perceiver_posonly"),
+        ({"max_seq_length": 128}, ValueError, "--max_seq_length 128 exceeds the model's max_position_embeddings=64"),
+        ({"objective": "tsdae", "line_by_line": True}, ValueError, "needs --model_type perceiver_posonly_mlm"),
+        ({"objective": "tsdae", "model_type": "perceiver_posonly_mlm"}, ValueError, "add --line_by_line"),
+        ({"config_overrides": "hidden_sise=64"}, ValueError, "'hidden_sise' is not a ConceptEncoderConfig field"),
+        ({"train_file": None, "validation_file": None}, HubAccessError, "--dataset_name JeanKaddour/minipile .* --train_file"),
+        ({"train_tokenizer_vocab_size": None}, HubAccessError, "answerdotai/ModernBERT-base .* --train_tokenizer_vocab_size"),
+        ({"push_to_hub": True, "hub_model_id": "me/model"}, HubAccessError, "--push_to_hub .* HF_HUB_OFFLINE=1"),
+    ],
+)  # fmt: skip
+def test_bad_input_fails_fast_with_a_clear_message(monkeypatch, tmp_path, corpus, overrides, error, message):
+    if overrides.get("train_file") == "EMPTY":
+        overrides["train_file"] = str(tmp_path / "empty.txt")
+        (tmp_path / "empty.txt").write_text("\n  \n")
+    args = tiny_args(corpus, tmp_path / "run", **overrides)
+    start = time.monotonic()
+    with pytest.raises(error, match=message):
+        run_main(monkeypatch, args)
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "run").exists()
+
+
+def test_push_to_hub_fails_fast_when_the_hub_does_not_answer(monkeypatch, tmp_path, corpus):
+    """Without HF_HUB_OFFLINE the reachability check asks the endpoint (here a closed local port) once."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub_utils.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_utils.constants, "ENDPOINT", "http://127.0.0.1:9")
+    hub_utils.hub_unreachable_reason.cache_clear()
+    try:
+        start = time.monotonic()
+        with pytest.raises(HubAccessError, match="--push_to_hub .* http://127.0.0.1:9 gave no answer"):
+            run_main(monkeypatch, tiny_args(corpus, tmp_path / "run", push_to_hub=True, hub_model_id="me/model"))
+        assert time.monotonic() - start < 6
+    finally:
+        hub_utils.hub_unreachable_reason.cache_clear()
+
+
+def test_config_overrides_parse_typed_values_and_clash_with_flags():
+    assert run_pretraining.parse_config_overrides("hidden_size=64, concept_num=16,hidden_act=gelu,tie_word_embeddings=false") == {
+        "hidden_size": 64, "concept_num": 16, "hidden_act": "gelu", "tie_word_embeddings": False,
+    }  # fmt: skip
+    arguments = run_pretraining.ModelArguments(hidden_size=64, config_overrides="hidden_size=128")
+    with pytest.raises(ValueError, match="given both as flags and in --config_overrides"):
+        run_pretraining.build_config(arguments)
+    with pytest.raises(ValueError, match="hidden_size=30 is not divisible"):
+        run_pretraining.build_config(run_pretraining.ModelArguments(config_overrides="hidden_size=30"))
+
+
+def test_model_card_has_a_glue_table_when_given(tmp_path):
+    from conftest import tiny_config
+
+    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).save_pretrained(tmp_path)
+    summary = {"run_id": "perceiver_posonly_mlm_H32L2C8_20260101_000000", "objective": "tsdae", "effective_rank": 3.25}
+    card = open(write_model_card(tmp_path, summary, {"mrpc": {"accuracy": 0.8125, "f1": 0.85}, "stsb": 0.5})).read()
+    assert "| mrpc | accuracy | 0.8125 |" in card and "| stsb | score | 0.5 |" in card
+    assert "3.2 / 8 (41%)" in card and "ConceptEncoderForMaskedLMPerceiverPosOnly" in card
+    parameters = sum(p.numel() for p in ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).parameters())
+    assert f"{parameters:,}" in card
