@@ -45,7 +45,8 @@ def hub_unreachable_reason() -> str | None:
     probe.join(REACHABILITY_TIMEOUT_S + 0.5)
     if answer.get("ok"):
         return None
-    return f"{constants.ENDPOINT} gave no answer within {REACHABILITY_TIMEOUT_S:.0f} s ({answer.get('error', 'timeout')})"
+    error = answer.get("error", "timeout")
+    return f"{constants.ENDPOINT} gave no answer within {REACHABILITY_TIMEOUT_S:.0f} s ({error})"
 
 
 def require_hub(what: str, instead: str):

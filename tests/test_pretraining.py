@@ -204,6 +204,28 @@ def test_run_folder_loads_with_trust_remote_code_in_a_fresh_process(monkeypatch,
     assert float(loss) == expected
 
 
+def test_continue_from_a_checkpoint_with_another_head_and_objective(monkeypatch, tmp_path, corpus):
+    """MLM pretraining continued as TSDAE: the encoder and tokenizer come from the checkpoint (learning rate 0 keeps
+    them as loaded), the PosOnly head is built on top, sizes cannot be changed."""
+    run_main(monkeypatch, tiny_args(corpus, tmp_path / "mlm", model_type="perceiver_mlm", max_steps=2, save_steps=2))
+    sizes = dict.fromkeys(run_pretraining.SIZE_FIELDS[:-1])
+    args = tiny_args(
+        corpus, tmp_path / "tsdae", model_type="perceiver_posonly_mlm", objective="tsdae", line_by_line=True,
+        model_name_or_path=str(tmp_path / "mlm"), train_tokenizer_vocab_size=None, learning_rate=0.0, max_steps=2,
+        save_steps=2, **sizes,
+    )  # fmt: skip
+    run_main(monkeypatch, args)
+    config = json.loads((tmp_path / "tsdae" / "config.json").read_text())
+    assert config["architectures"] == ["ConceptEncoderForMaskedLMPerceiverPosOnly"]
+    before, after = (load_file(tmp_path / name / "model.safetensors") for name in ("mlm", "tsdae"))
+    encoder = [key for key in before if key.startswith("encoder.")]
+    assert encoder and all(torch.equal(before[key], after[key]) for key in encoder)
+    vocabularies = [AutoTokenizer.from_pretrained(tmp_path / name).get_vocab() for name in ("mlm", "tsdae")]
+    assert vocabularies[0] == vocabularies[1]
+    with pytest.raises(ValueError, match="continues a checkpoint whose sizes are fixed: drop \\['--hidden_size'\\]"):
+        run_main(monkeypatch, {**args, "hidden_size": 64})
+
+
 class Interruption(RuntimeError):
     pass
 
@@ -237,7 +259,7 @@ def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_p
         history[name] = [(entry["step"], entry["loss"]) for entry in state["log_history"] if "loss" in entry]
     assert history["resumed"] == history["whole"] and len(history["whole"]) == 10
     assert resumed["eval_loss"] == uninterrupted["eval_loss"]
-    whole, again = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    whole, again = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "resumed"))
     assert whole.keys() == again.keys() and all(torch.equal(whole[key], again[key]) for key in whole)
 
 
@@ -307,11 +329,13 @@ def test_wandb_offline_run_holds_loss_components_and_effective_rank(monkeypatch,
     history, config = {}, {}
     for record in read_wandb_run(run_file):
         if record.HasField("history"):
-            history.update({"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in record.history.item})
+            for item in record.history.item:
+                history["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
         if record.HasField("config"):
             config.update({item.key: item.value_json for item in record.config.update})
     for key in ("train/task_loss", "train/concept_loss/variance", "train/concept_loss/uniformity",
-                "train/loss_weight/variance", "train/loss_weight/task", "eval/loss", "eval/concept_effective_rank"):  # fmt: skip
+                "train/loss_weight/variance", "train/loss_weight/task", "eval/loss",
+                "eval/concept_effective_rank"):  # fmt: skip
         assert key in history, f"{key} not logged to the offline run: {sorted(history)}"
     assert history["eval/concept_effective_rank"] == summary["effective_rank"]
     assert history["train/loss_weight/variance"] == pytest.approx(0.1)
@@ -323,14 +347,19 @@ def test_wandb_offline_run_holds_loss_components_and_effective_rank(monkeypatch,
     [
         ({"train_file": "missing.txt"}, FileNotFoundError, "--train_file missing.txt does not exist"),
         ({"train_file": "EMPTY"}, ValueError, "is empty"),
-        ({"model_type": "bert_mlm"}, ValueError, "choose one of \\['weighted_mlm', 'perceiver_mlm', 'perceiver_posonly"),
+        ({"model_type": "bert_mlm"}, ValueError, "one of \\['weighted_mlm', 'perceiver_mlm', 'perceiver_posonly"),
         ({"max_seq_length": 128}, ValueError, "--max_seq_length 128 exceeds the model's max_position_embeddings=64"),
         ({"objective": "tsdae", "line_by_line": True}, ValueError, "needs --model_type perceiver_posonly_mlm"),
         ({"objective": "tsdae", "model_type": "perceiver_posonly_mlm"}, ValueError, "add --line_by_line"),
         ({"config_overrides": "hidden_sise=64"}, ValueError, "'hidden_sise' is not a ConceptEncoderConfig field"),
-        ({"train_file": None, "validation_file": None}, HubAccessError, "--dataset_name JeanKaddour/minipile .* --train_file"),
-        ({"train_tokenizer_vocab_size": None}, HubAccessError, "answerdotai/ModernBERT-base .* --train_tokenizer_vocab_size"),
+        ({"train_file": None, "validation_file": None}, HubAccessError,
+         "--dataset_name JeanKaddour/minipile .* --train_file"),
+        ({"train_tokenizer_vocab_size": None}, HubAccessError,
+         "answerdotai/ModernBERT-base .* --train_tokenizer_vocab_size"),
         ({"push_to_hub": True, "hub_model_id": "me/model"}, HubAccessError, "--push_to_hub .* HF_HUB_OFFLINE=1"),
+        ({"model_name_or_path": "me/concept-encoder", "train_tokenizer_vocab_size": None,
+          **dict.fromkeys(run_pretraining.SIZE_FIELDS[:-1])}, HubAccessError,
+         "--model_name_or_path me/concept-encoder"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_fast_with_a_clear_message(monkeypatch, tmp_path, corpus, overrides, error, message):
@@ -361,7 +390,8 @@ def test_push_to_hub_fails_fast_when_the_hub_does_not_answer(monkeypatch, tmp_pa
 
 
 def test_config_overrides_parse_typed_values_and_clash_with_flags():
-    assert run_pretraining.parse_config_overrides("hidden_size=64, concept_num=16,hidden_act=gelu,tie_word_embeddings=false") == {
+    overrides = "hidden_size=64, concept_num=16,hidden_act=gelu,tie_word_embeddings=false"
+    assert run_pretraining.parse_config_overrides(overrides) == {
         "hidden_size": 64, "concept_num": 16, "hidden_act": "gelu", "tie_word_embeddings": False,
     }  # fmt: skip
     arguments = run_pretraining.ModelArguments(hidden_size=64, config_overrides="hidden_size=128")
