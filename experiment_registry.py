@@ -35,7 +35,18 @@ COLUMNS = [
 RUN_ID, GLUE, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", "Conclusion / Takeaway"
 MISSING = "--"
 SUMMARY_FILE = "run_summary.json"
-GLUE_ORDER = ["MRPC", "QQP", "MNLI-m", "STS-B", "PAWS", "CoLA", "SST-2", "QNLI", "RTE", "WNLI"]  # the seed's order first
+GLUE_ORDER = [
+    "MRPC",
+    "QQP",
+    "MNLI-m",
+    "STS-B",
+    "PAWS",
+    "CoLA",
+    "SST-2",
+    "QNLI",
+    "RTE",
+    "WNLI",
+]  # the seed's order first
 PERCENT_METRICS = {"accuracy", "f1"}
 HEADER_TEXT = (
     "# Experiment registry\n\n"
@@ -212,8 +223,10 @@ def add_glue_result(registry: Registry, summary: dict):
 def read_summary(run_dir: str | Path) -> dict:
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a run folder (run_pretraining.py/run_glue.py "
-                                "write it at the end of a run).")
+        raise FileNotFoundError(
+            f"{path} not found: {run_dir} is not a run folder (run_pretraining.py/run_glue.py "
+            "write it at the end of a run)."
+        )
     summary = json.loads(path.read_text(encoding="utf-8"))
     if summary.get("kind") not in ("pretraining", "glue"):
         raise ValueError(f"{path}: 'kind' must be 'pretraining' or 'glue', found {summary.get('kind')!r}.")

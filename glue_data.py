@@ -38,14 +38,14 @@ class GlueTask:
     name: str
     display_name: str
     folder: str
-    hub_path: str
-    hub_name: str
     hub_columns: tuple[str, str | None]
     tsv_columns: tuple
     label_names: tuple[str, ...] | None
-    tsv_labels: tuple[str, ...] | None
-    metrics: tuple[str, ...]
-    registry_metric: str
+    tsv_labels: tuple[str, ...] | None = ("0", "1")
+    metrics: tuple[str, ...] = ("accuracy",)
+    registry_metric: str = "accuracy"
+    hub_path: str = "nyu-mll/glue"
+    hub_name: str | None = None  # the task's name when None
     validation_files: tuple[tuple[str, str], ...] = (("validation", "dev.tsv"),)
     tsv_header: bool = True
 
@@ -71,52 +71,34 @@ class GlueTask:
         return "combined_score" if len(self.metrics) > 1 else self.metrics[0]
 
 
-def _binary(name, display, folder, hub_columns, tsv_columns, label_names, metrics=("accuracy",), registry=None, **kw):
-    return GlueTask(
-        name=name,
-        display_name=display,
-        folder=folder,
-        hub_path="nyu-mll/glue",
-        hub_name=name,
-        hub_columns=hub_columns,
-        tsv_columns=tsv_columns,
-        label_names=label_names,
-        tsv_labels=kw.pop("tsv_labels", ("0", "1")),
-        metrics=metrics,
-        registry_metric=registry or metrics[0],
-        **kw,
-    )
-
-
+PAIR = ("sentence1", "sentence2")
 ENTAILMENT = ("entailment", "not_entailment")
-TASKS: dict[str, GlueTask] = {
-    task.name: task
-    for task in (
-        _binary("cola", "CoLA", "CoLA", ("sentence", None), (3, None, 1), ("unacceptable", "acceptable"),
-                metrics=("matthews_correlation",), tsv_header=False),
-        _binary("sst2", "SST-2", "SST-2", ("sentence", None), ("sentence", None, "label"), ("negative", "positive")),
-        _binary("mrpc", "MRPC", "MRPC", ("sentence1", "sentence2"), ("#1 String", "#2 String", "Quality"),
-                ("not_equivalent", "equivalent"), metrics=("accuracy", "f1"), registry="f1"),
-        _binary("qqp", "QQP", "QQP", ("question1", "question2"), ("question1", "question2", "is_duplicate"),
-                ("not_duplicate", "duplicate"), metrics=("accuracy", "f1"), registry="f1"),
-        GlueTask("stsb", "STS-B", "STS-B", "nyu-mll/glue", "stsb", ("sentence1", "sentence2"),
-                 ("sentence1", "sentence2", -1), None, None, ("pearson", "spearmanr"), "pearson"),
-        GlueTask("mnli", "MNLI-m", "MNLI", "nyu-mll/glue", "mnli", ("premise", "hypothesis"),
-                 ("sentence1", "sentence2", "gold_label"), ("entailment", "neutral", "contradiction"),
-                 ("entailment", "neutral", "contradiction"), ("accuracy",), "accuracy",
-                 validation_files=(("validation_matched", "dev_matched.tsv"),
-                                   ("validation_mismatched", "dev_mismatched.tsv"))),
-        _binary("qnli", "QNLI", "QNLI", ("question", "sentence"), ("question", "sentence", "label"), ENTAILMENT,
-                tsv_labels=ENTAILMENT),
-        _binary("rte", "RTE", "RTE", ("sentence1", "sentence2"), ("sentence1", "sentence2", "label"), ENTAILMENT,
-                tsv_labels=ENTAILMENT),
-        _binary("wnli", "WNLI", "WNLI", ("sentence1", "sentence2"), ("sentence1", "sentence2", "label"),
-                ("not_entailment", "entailment")),
-        GlueTask("paws", "PAWS", "paws", "google-research-datasets/paws", "labeled_final", ("sentence1", "sentence2"),
-                 ("sentence1", "sentence2", "label"), ("not_paraphrase", "paraphrase"), ("0", "1"), ("accuracy",),
-                 "accuracy"),
-    )
-}
+NLI = ("entailment", "neutral", "contradiction")
+# fmt: off
+TASKS: dict[str, GlueTask] = {task.name: task for task in (
+    GlueTask("cola", "CoLA", "CoLA", ("sentence", None), tsv_columns=(3, None, 1), tsv_header=False,
+             label_names=("unacceptable", "acceptable"), metrics=("matthews_correlation",),
+             registry_metric="matthews_correlation"),
+    GlueTask("sst2", "SST-2", "SST-2", ("sentence", None), tsv_columns=("sentence", None, "label"),
+             label_names=("negative", "positive")),
+    GlueTask("mrpc", "MRPC", "MRPC", PAIR, tsv_columns=("#1 String", "#2 String", "Quality"),
+             label_names=("not_equivalent", "equivalent"), metrics=("accuracy", "f1"), registry_metric="f1"),
+    GlueTask("qqp", "QQP", "QQP", ("question1", "question2"), tsv_columns=("question1", "question2", "is_duplicate"),
+             label_names=("not_duplicate", "duplicate"), metrics=("accuracy", "f1"), registry_metric="f1"),
+    GlueTask("stsb", "STS-B", "STS-B", PAIR, tsv_columns=(*PAIR, -1), label_names=None, tsv_labels=None,
+             metrics=("pearson", "spearmanr"), registry_metric="pearson"),
+    GlueTask("mnli", "MNLI-m", "MNLI", ("premise", "hypothesis"), tsv_columns=(*PAIR, "gold_label"),
+             label_names=NLI, tsv_labels=NLI,
+             validation_files=(("validation_matched", "dev_matched.tsv"),
+                               ("validation_mismatched", "dev_mismatched.tsv"))),
+    GlueTask("qnli", "QNLI", "QNLI", ("question", "sentence"), tsv_columns=("question", "sentence", "label"),
+             label_names=ENTAILMENT, tsv_labels=ENTAILMENT),
+    GlueTask("rte", "RTE", "RTE", PAIR, tsv_columns=(*PAIR, "label"), label_names=ENTAILMENT, tsv_labels=ENTAILMENT),
+    GlueTask("wnli", "WNLI", "WNLI", PAIR, tsv_columns=(*PAIR, "label"), label_names=("not_entailment", "entailment")),
+    GlueTask("paws", "PAWS", "paws", PAIR, tsv_columns=(*PAIR, "label"), label_names=("not_paraphrase", "paraphrase"),
+             hub_path="google-research-datasets/paws", hub_name="labeled_final"),
+)}
+# fmt: on
 
 
 def get_task(name: str) -> GlueTask:
@@ -255,12 +237,13 @@ def load_glue_dir(data_dir: str, task: GlueTask) -> DatasetDict:
 
 def load_glue_hub(task: GlueTask, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
     """`task` from the Hub, after a reachability check that fails within seconds when offline."""
+    hub_name = task.hub_name or task.name
     require_hub(
-        f"Loading {task.name} from the Hub ({task.hub_path}, {task.hub_name})",
+        f"Loading {task.name} from the Hub ({task.hub_path}, {hub_name})",
         "Use the local files instead: --data_dir DIR with the classic GLUE layout (e.g. ../shared/data/glue) or "
         "--train_file/--validation_file.",
     )
-    raw = load_dataset(task.hub_path, task.hub_name, cache_dir=cache_dir, token=token)
+    raw = load_dataset(task.hub_path, hub_name, cache_dir=cache_dir, token=token)
     first, second = task.hub_columns
     splits = {}
     for split in ["train", *task.validation_splits]:
@@ -319,10 +302,11 @@ def infer_label_task(labels: list) -> GlueTask:
     except ValueError:
         numbers = None
     if numbers is not None and any(not n.is_integer() for n in numbers):
-        return GlueTask("custom", "Custom", "", "", "", ("sentence1", "sentence2"), (), None, None, ("mse",), "mse")
+        return GlueTask(
+            "custom", "Custom", "", PAIR, (), label_names=None, tsv_labels=None, metrics=("mse",), registry_metric="mse"
+        )
     names = sorted(set(values), key=lambda v: (float(v), v) if numbers is not None else (0, v))
-    return GlueTask("custom", "Custom", "", "", "", ("sentence1", "sentence2"), (), tuple(names), tuple(names),
-                    ("accuracy",), "accuracy")
+    return GlueTask("custom", "Custom", "", PAIR, (), label_names=tuple(names), tsv_labels=tuple(names))
 
 
 def load_files(
@@ -347,8 +331,10 @@ def load_files(
     if second is None and task.is_pair:
         task = replace(task, hub_columns=(task.hub_columns[0], None))
     if second is not None and not task.is_pair:
-        raise ValueError(f"Task {task.name} takes one sentence, but {train_file} has two text columns: set "
-                         f"--sentence1_key (found {first!r} and {second!r}).")
+        raise ValueError(
+            f"Task {task.name} takes one sentence, but {train_file} has two text columns: set "
+            f"--sentence1_key (found {first!r} and {second!r})."
+        )
     splits = {}
     for split, path in (("train", train_file), ("validation", validation_file)):
         data = raw[split]

@@ -89,13 +89,17 @@ class ModelArguments:
     )
     from_scratch: bool = field(
         default=False,
-        metadata={"help": "Random initialisation with the checkpoint's (or --config_name's) size and tokenizer: "
-                          "the baseline a pretrained checkpoint must beat."},
+        metadata={
+            "help": "Random initialisation with the checkpoint's (or --config_name's) size and tokenizer: "
+            "the baseline a pretrained checkpoint must beat."
+        },
     )
     pair_encoding: str | None = field(
         default=None,
-        metadata={"help": "Sentence pairs: 'separate' (each side encoded alone, the default) or 'concat' "
-                          "([A; SEP; B], the seed's; the default under --seed_protocol)."},
+        metadata={
+            "help": "Sentence pairs: 'separate' (each side encoded alone, the default) or 'concat' "
+            "([A; SEP; B], the seed's; the default under --seed_protocol)."
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
     model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
@@ -135,8 +139,10 @@ class DataTrainingArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
     seed_protocol: bool = field(
         default=False,
-        metadata={"help": "The seed log's GLUE protocol: length 128, batch 96, lr 1e-5, 20 epochs (3 QQP/QNLI/MNLI, "
-                          "5 SST-2), evaluation every epoch and the best dev epoch reported (labelled as such)."},
+        metadata={
+            "help": "The seed log's GLUE protocol: length 128, batch 96, lr 1e-5, 20 epochs (3 QQP/QNLI/MNLI, "
+            "5 SST-2), evaluation every epoch and the best dev epoch reported (labelled as such)."
+        },
     )
     registry_file: str = field(
         default="experiments/registry.md",
@@ -154,8 +160,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
     if model_args.pair_encoding not in (None, *PAIR_ENCODINGS):
         raise ValueError(f"--pair_encoding {model_args.pair_encoding!r}: choose one of {list(PAIR_ENCODINGS)}.")
     if not model_args.model_name_or_path and not (model_args.from_scratch and model_args.config_name):
-        raise ValueError("Give --model_name_or_path (a concept-encoder checkpoint), or --from_scratch with "
-                         "--config_name and --tokenizer_name.")
+        raise ValueError(
+            "Give --model_name_or_path (a concept-encoder checkpoint), or --from_scratch with "
+            "--config_name and --tokenizer_name."
+        )
     if model_args.from_scratch and not (model_args.tokenizer_name or model_args.model_name_or_path):
         raise ValueError("--from_scratch needs a tokenizer: --tokenizer_name, or --model_name_or_path to borrow one.")
     if not data_args.task_name and not (data_args.train_file and data_args.validation_file):
@@ -167,8 +175,14 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
 def load_task_data(task: GlueTask | None, data_args: DataTrainingArguments, model_args: ModelArguments):
     """`(DatasetDict, task)` from the files, the GLUE folder or the Hub, in that order of preference."""
     if data_args.train_file or data_args.validation_file:
-        return load_files(task, data_args.train_file, data_args.validation_file, data_args.sentence1_key,
-                          data_args.sentence2_key, data_args.label_key)
+        return load_files(
+            task,
+            data_args.train_file,
+            data_args.validation_file,
+            data_args.sentence1_key,
+            data_args.sentence2_key,
+            data_args.label_key,
+        )
     if data_args.data_dir:
         return load_glue_dir(data_args.data_dir, task), task
     return load_glue_hub(task, model_args.cache_dir, model_args.token), task
@@ -196,8 +210,11 @@ def concept_class(name: str, model_args: ModelArguments):
     module = "configuration_concept_encoder" if name == "ConceptEncoderConfig" else "modeling_concept_encoder"
     if model_args.trust_remote_code and model_args.model_name_or_path:
         return get_class_from_dynamic_module(
-            f"{module}.{name}", model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision, token=model_args.token,
+            f"{module}.{name}",
+            model_args.model_name_or_path,
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            token=model_args.token,
         )
     return ConceptEncoderConfig if name == "ConceptEncoderConfig" else getattr(modeling_concept_encoder, name)
 
@@ -243,8 +260,11 @@ def build_model(task: GlueTask, pair_encoding: str, model_args: ModelArguments):
     if model_args.from_scratch:
         return model_class(config)
     return model_class.from_pretrained(
-        model_args.model_name_or_path, config=config, cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision, token=model_args.token,
+        model_args.model_name_or_path,
+        config=config,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
     )
 
@@ -267,8 +287,10 @@ def checkpoint_summary(model_args: ModelArguments, config) -> dict:
     path = Path(model_args.model_name_or_path) / "run_summary.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    return {"run_id": Path(model_args.model_name_or_path).name or model_args.model_name_or_path,
-            "architecture": architecture_of(config)}
+    return {
+        "run_id": Path(model_args.model_name_or_path).name or model_args.model_name_or_path,
+        "architecture": architecture_of(config),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -279,8 +301,9 @@ def checkpoint_summary(model_args: ModelArguments, config) -> dict:
 def tokenize_dataset(dataset, tokenizer, task: GlueTask, separate: bool, max_length: int, pad: bool):
     """Text → `input_ids/attention_mask` (`[A; SEP; B]` for concatenated pairs), plus `input_ids_b/attention_mask_b`
     for separate pairs; the text columns are dropped and `label` stays."""
-    options = dict(truncation=True, max_length=max_length, padding="max_length" if pad else False,
-                   return_token_type_ids=False)
+    options = dict(
+        truncation=True, max_length=max_length, padding="max_length" if pad else False, return_token_type_ids=False
+    )
 
     def encode(batch):
         if task.is_pair and separate:
@@ -333,8 +356,9 @@ def concept_diagnostics(trainer: Trainer, dataset) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def task_training_args(args: TrainingArguments, task: GlueTask, data_args: DataTrainingArguments, output_dir: str,
-                       separate: bool) -> TrainingArguments:
+def task_training_args(
+    args: TrainingArguments, task: GlueTask, data_args: DataTrainingArguments, output_dir: str, separate: bool
+) -> TrainingArguments:
     """The run's TrainingArguments for one task: its own output folder, pair batches' label name, and the seed
     protocol's settings when asked."""
     changes = dict(output_dir=output_dir)
@@ -356,8 +380,14 @@ def task_training_args(args: TrainingArguments, task: GlueTask, data_args: DataT
     return dataclasses.replace(args, **changes)
 
 
-def run_task(task: GlueTask, raw_datasets, tokenizer, model_args: ModelArguments, data_args: DataTrainingArguments,
-             training_args: TrainingArguments) -> dict:
+def run_task(
+    task: GlueTask,
+    raw_datasets,
+    tokenizer,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+) -> dict:
     """Fine-tune and score one task; writes the result files, `run_summary.json`, the model card and the registry
     row. Returns the run summary."""
     pair_encoding = resolve_pair_encoding(model_args, data_args)
@@ -372,16 +402,20 @@ def run_task(task: GlueTask, raw_datasets, tokenizer, model_args: ModelArguments
             "or less."
         )
     if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                         f"{model.config.vocab_size}: use the checkpoint's own tokenizer.")
-    train_data, eval_splits = raw_datasets["train"], {s: raw_datasets[s] for s in task.validation_splits
-                                                      if s in raw_datasets} or {"validation": raw_datasets["validation"]}
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+            f"{model.config.vocab_size}: use the checkpoint's own tokenizer."
+        )
+    train_data, eval_splits = raw_datasets["train"], {
+        s: raw_datasets[s] for s in task.validation_splits if s in raw_datasets
+    } or {"validation": raw_datasets["validation"]}
     if data_args.max_train_samples is not None:
         train_data = train_data.select(range(min(data_args.max_train_samples, len(train_data))))
     if data_args.max_eval_samples is not None:
         eval_splits = {s: d.select(range(min(data_args.max_eval_samples, len(d)))) for s, d in eval_splits.items()}
-    encode = dict(tokenizer=tokenizer, task=task, separate=separate, max_length=max_length,
-                  pad=data_args.pad_to_max_length)
+    encode = dict(
+        tokenizer=tokenizer, task=task, separate=separate, max_length=max_length, pad=data_args.pad_to_max_length
+    )
     train_data = tokenize_dataset(train_data, **encode)
     eval_splits = {split: tokenize_dataset(data, **encode) for split, data in eval_splits.items()}
     first_eval = next(iter(eval_splits.values()))
@@ -445,8 +479,13 @@ def run_task(task: GlueTask, raw_datasets, tokenizer, model_args: ModelArguments
         if training_args.push_to_hub:
             trainer.push_to_hub(commit_message="End of training")  # writes the Trainer's own card: ours goes up next
             card = write_model_card(training_args.output_dir, card_summary, glue_results, repo_id=trainer.hub_model_id)
-            upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id=trainer.hub_model_id,
-                        token=training_args.hub_token, commit_message="Model card")
+            upload_file(
+                path_or_fileobj=card,
+                path_in_repo="README.md",
+                repo_id=trainer.hub_model_id,
+                token=training_args.hub_token,
+                commit_message="Model card",
+            )
     if data_args.registry_file:
         record_run(training_args.output_dir, data_args.registry_file)
     if "wandb" in training_args.report_to:
@@ -500,13 +539,27 @@ def glue_summary(task, metrics, model, model_args, data_args, training_args, pai
 
 def summary_table(summaries: list[dict]) -> str:
     """One Markdown table over the tasks of a multi-task run."""
-    lines = ["| Task | Scores (dev) | Eff. rank (dev) | Train samples | Epochs | Selection |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| Task | Scores (dev) | Eff. rank (dev) | Train samples | Epochs | Selection |",
+        "|---|---|---|---|---|---|",
+    ]
     for summary in summaries:
         scores = ", ".join(
-            f"{key[len('eval_'):]} {value:.4f}" for key, value in summary["metrics"].items()
-            if isinstance(value, float) and not key.startswith(("eval_loss", "eval_runtime", "eval_samples",
-                                                                 "eval_steps", "eval_effective", "eval_entropy",
-                                                                 "eval_mean_concept", "eval_epoch"))
+            f"{key[len('eval_'):]} {value:.4f}"
+            for key, value in summary["metrics"].items()
+            if isinstance(value, float)
+            and not key.startswith(
+                (
+                    "eval_loss",
+                    "eval_runtime",
+                    "eval_samples",
+                    "eval_steps",
+                    "eval_effective",
+                    "eval_entropy",
+                    "eval_mean_concept",
+                    "eval_epoch",
+                )
+            )
         )
         lines.append(
             f"| {summary['task_display_name']} | {scores} | {summary['effective_rank']:.2f} | "
@@ -528,8 +581,11 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     if data_args.seed_protocol:
         data_args = dataclasses.replace(data_args, max_seq_length=SEED_PROTOCOL["max_seq_length"])
     tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision, token=model_args.token, trust_remote_code=model_args.trust_remote_code,
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
     )
     summaries = []
     for raw_datasets, task in loaded:
@@ -553,11 +609,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
+    torch.set_flush_denormal(True)  # on CPU, denormal floats slowed training of small models ~5-10x (measured)
     return run(model_args, data_args, training_args)
 
 

@@ -31,12 +31,35 @@ def checkpoint(tmp_path_factory, tokenizer):
 
 def fine_tune(checkpoint, output_dir, data_dir, task, *extra):
     """A few optimiser steps of run_glue.py on 32 training and 48 dev examples."""
-    return run_glue.main([
-        "--model_name_or_path", str(checkpoint), "--task_name", task, "--data_dir", str(data_dir / "glue"),
-        "--output_dir", str(output_dir), "--max_train_samples", "32", "--max_eval_samples", "48",
-        "--per_device_train_batch_size", "16", "--max_seq_length", "64", "--num_train_epochs", "1",
-        "--save_strategy", "no", "--registry_file", str(output_dir / "registry.md"), "--disable_tqdm", "true", *extra,
-    ])
+    return run_glue.main(
+        [
+            "--model_name_or_path",
+            str(checkpoint),
+            "--task_name",
+            task,
+            "--data_dir",
+            str(data_dir / "glue"),
+            "--output_dir",
+            str(output_dir),
+            "--max_train_samples",
+            "32",
+            "--max_eval_samples",
+            "48",
+            "--per_device_train_batch_size",
+            "16",
+            "--max_seq_length",
+            "64",
+            "--num_train_epochs",
+            "1",
+            "--save_strategy",
+            "no",
+            "--registry_file",
+            str(output_dir / "registry.md"),
+            "--disable_tqdm",
+            "true",
+            *extra,
+        ]
+    )
 
 
 def results(folder):
@@ -119,10 +142,14 @@ def test_metrics_match_scikit_learn_and_scipy():
 
 def test_trainer_metrics_take_argmax_or_score():
     logits = np.array([[2.0, -1.0], [0.1, 0.3], [-1.0, 1.0]])
-    metrics = run_glue.metrics_function(TASKS["mrpc"])(EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 0])))
+    metrics = run_glue.metrics_function(TASKS["mrpc"])(
+        EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 0]))
+    )
     assert metrics["accuracy"] == pytest.approx(2 / 3) and metrics["f1"] == pytest.approx(2 / 3)
     scores = np.array([[0.5], [4.0], [2.0]])
-    metrics = run_glue.metrics_function(TASKS["stsb"])(EvalPrediction(predictions=scores, label_ids=np.array([1.0, 5.0, 2.5])))
+    metrics = run_glue.metrics_function(TASKS["stsb"])(
+        EvalPrediction(predictions=scores, label_ids=np.array([1.0, 5.0, 2.5]))
+    )
     assert metrics["spearmanr"] == pytest.approx(1.0)
 
 
@@ -133,7 +160,9 @@ def test_trainer_metrics_take_argmax_or_score():
 
 def test_mrpc_and_stsb_separate_pairs_write_results_summary_card_and_registry(checkpoint, data_dir, tmp_path):
     summaries = fine_tune(checkpoint, tmp_path, data_dir, "mrpc,stsb")
-    assert [s["task"] for s in summaries] == ["mrpc", "stsb"] and {s["pair_encoding"] for s in summaries} == {"separate"}
+    assert [s["task"] for s in summaries] == ["mrpc", "stsb"] and {s["pair_encoding"] for s in summaries} == {
+        "separate"
+    }
     mrpc, stsb = results(tmp_path / "mrpc"), results(tmp_path / "stsb")
     for name in ("eval_accuracy", "eval_f1", "eval_combined_score"):
         assert 0.0 <= mrpc[name] <= 1.0
@@ -151,8 +180,8 @@ def test_mrpc_and_stsb_separate_pairs_write_results_summary_card_and_registry(ch
     assert registry.count("`tiny_posonly`") == 1  # both tasks fill the checkpoint's one row
 
 
-def test_mrpc_concat_pairs(checkpoint, data_dir, tmp_path):
-    (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "mrpc", "--pair_encoding", "concat")
+def test_mrpc_concat_pairs_with_the_checkpoint_code(checkpoint, data_dir, tmp_path):
+    (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "mrpc", "--pair_encoding", "concat", "--trust_remote_code")
     assert summary["pair_encoding"] == "concat"
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architectures"] == ["ConceptEncoderForSequenceClassificationPerceiver"]
@@ -230,5 +259,36 @@ def test_checkpoint_that_is_not_a_concept_encoder(tmp_path, data_dir):
     bert = tmp_path / "bert"
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(bert)
     with pytest.raises(ValueError, match="is a 'bert' checkpoint, not a concept encoder"):
-        run_glue.main(["--model_name_or_path", str(bert), "--task_name", "rte", "--data_dir", str(data_dir / "glue"),
-                       "--output_dir", str(tmp_path / "out")])
+        run_glue.main(
+            [
+                "--model_name_or_path",
+                str(bert),
+                "--task_name",
+                "rte",
+                "--data_dir",
+                str(data_dir / "glue"),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ]
+        )
+
+
+def test_seed_protocol_settings_and_best_epoch_label(tokenizer, data_dir, tmp_path):
+    checkpoint = tmp_path / "positions_128"  # the protocol's max length is 128
+    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128, num_hidden_layers=1)
+    ConceptEncoderForMaskedLMPerceiverPosOnly(config).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "rte", "--seed_protocol")
+    assert summary["pair_encoding"] == "concat" and summary["seed_protocol"]
+    assert summary["selection"] == "best epoch on dev (seed protocol)" and summary["epochs"] == 20
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["best_metric"] == max(
+        entry["eval_accuracy"] for entry in state["log_history"] if "eval_accuracy" in entry
+    )
+    assert results(tmp_path)["eval_accuracy"] == state["best_metric"]  # the reported score is the best epoch's
+    data_args = run_glue.DataTrainingArguments(task_name="qqp", seed_protocol=True)
+    args = run_glue.task_training_args(
+        run_glue.TrainingArguments(output_dir=str(tmp_path)), TASKS["qqp"], data_args, str(tmp_path), separate=False
+    )
+    assert (args.per_device_train_batch_size, args.learning_rate, args.num_train_epochs) == (96, 1e-5, 3)
+    assert args.metric_for_best_model == "combined_score" and args.load_best_model_at_end

@@ -10,21 +10,43 @@ from experiment_registry import COLUMNS, Registry, parse_glue_cell, rebuild_regi
 
 def pretraining_summary(run_id, date, task_loss=2.537, rank=5.07):
     return {
-        "kind": "pretraining", "run_id": run_id, "date": date, "model_type": "perceiver_mlm",
-        "architecture": "H512 L6 C128", "encoder_layer_type": "perceiver", "objective": "mlm",
-        "pretraining_data": "Minipile (1x)", "machine": "Polonez", "epochs": 40.0, "concept_losses": "none",
-        "task_loss": task_loss, "effective_rank": rank, "concept_num": 128, "steps_per_second": 2.14,
-        "tokens_per_second": 1000.0, "wandb": "https://wandb.ai/x/y/runs/" + run_id, "git_commit": "54ee870",
+        "kind": "pretraining",
+        "run_id": run_id,
+        "date": date,
+        "model_type": "perceiver_mlm",
+        "architecture": "H512 L6 C128",
+        "encoder_layer_type": "perceiver",
+        "objective": "mlm",
+        "pretraining_data": "Minipile (1x)",
+        "machine": "Polonez",
+        "epochs": 40.0,
+        "concept_losses": "none",
+        "task_loss": task_loss,
+        "effective_rank": rank,
+        "concept_num": 128,
+        "steps_per_second": 2.14,
+        "tokens_per_second": 1000.0,
+        "wandb": "https://wandb.ai/x/y/runs/" + run_id,
+        "git_commit": "54ee870",
         "output_dir": "outputs/" + run_id,
     }
 
 
 def glue_summary(checkpoint_run_id, task, display, metric, score, timestamp, from_scratch=False):
     return {
-        "kind": "glue", "run_id": f"glue_{task}_{checkpoint_run_id}_{timestamp}", "date": "2026-02-09",
-        "timestamp": timestamp, "task": task, "task_display_name": display, "checkpoint_run_id": checkpoint_run_id,
-        "from_scratch": from_scratch, "architecture": "H512 L6 C128", "registry_metric": metric,
-        "registry_score": score, "machine": "Polonez", "git_commit": "abc1234",
+        "kind": "glue",
+        "run_id": f"glue_{task}_{checkpoint_run_id}_{timestamp}",
+        "date": "2026-02-09",
+        "timestamp": timestamp,
+        "task": task,
+        "task_display_name": display,
+        "checkpoint_run_id": checkpoint_run_id,
+        "from_scratch": from_scratch,
+        "architecture": "H512 L6 C128",
+        "registry_metric": metric,
+        "registry_score": score,
+        "machine": "Polonez",
+        "git_commit": "abc1234",
     }
 
 
@@ -58,12 +80,20 @@ def test_two_runs_give_two_rows_in_the_seed_format(tmp_path):
 def test_glue_runs_fill_their_checkpoint_row_and_scratch_gets_its_own(tmp_path):
     registry = tmp_path / "registry.md"
     record_run(save_run(tmp_path / "runs" / A, pretraining_summary(A, "2026-02-08")), registry)
-    record_run(save_run(tmp_path / "runs" / "g1", glue_summary(A, "mrpc", "MRPC", "f1", 0.8134, "20260209_1")), registry)
-    record_run(save_run(tmp_path / "runs" / "g2", glue_summary(A, "stsb", "STS-B", "pearson", 0.6271, "20260209_2")),
-               registry)
+    record_run(
+        save_run(tmp_path / "runs" / "g1", glue_summary(A, "mrpc", "MRPC", "f1", 0.8134, "20260209_1")), registry
+    )
+    record_run(
+        save_run(tmp_path / "runs" / "g2", glue_summary(A, "stsb", "STS-B", "pearson", 0.6271, "20260209_2")), registry
+    )
     record_run(save_run(tmp_path / "runs" / "g3", glue_summary(A, "mrpc", "MRPC", "f1", 0.82, "20260209_3")), registry)
-    record_run(save_run(tmp_path / "runs" / "g4", glue_summary("scratch_H512L6C128", "mrpc", "MRPC", "f1", 0.7,
-                                                               "20260209_4", from_scratch=True)), registry)
+    record_run(
+        save_run(
+            tmp_path / "runs" / "g4",
+            glue_summary("scratch_H512L6C128", "mrpc", "MRPC", "f1", 0.7, "20260209_4", from_scratch=True),
+        ),
+        registry,
+    )
     rows = table_rows(registry)
     assert len(rows) == 2
     assert rows[0]["Key GLUE Scores"] == "**MRPC:** 82.0% <br> **STS-B:** 0.627"  # the rerun replaced 81.3%
@@ -97,8 +127,10 @@ def test_rebuild_gives_the_same_table_and_reruns_update_their_row(tmp_path):
 def test_conclusions_and_hand_written_rows_survive(tmp_path):
     runs, registry = tmp_path / "runs", tmp_path / "registry.md"
     record_run(save_run(runs / A, pretraining_summary(A, "2026-02-08")), registry)
-    seed_row = ("| 2026-01-17 | `weighted_mlm_H512L2C128_20260117_153544` | H512 L2 C128 | Minipile (1x) | Odra | 20 | "
-                "None | MLM 4.089 | -- | **MRPC:** 82.2% <br> **QQP:** 61.5% | -- | -- | — | Best F1 on MRPC at L2. |")
+    seed_row = (
+        "| 2026-01-17 | `weighted_mlm_H512L2C128_20260117_153544` | H512 L2 C128 | Minipile (1x) | Odra | 20 | "
+        "None | MLM 4.089 | -- | **MRPC:** 82.2% <br> **QQP:** 61.5% | -- | -- | — | Best F1 on MRPC at L2. |"
+    )
     text = registry.read_text()
     text = text.replace(f"| `54ee870` |  |", "| `54ee870` | Best L6 model \\| severe collapse. |")
     text = text.replace("|---|\n", "|---|\n" + seed_row + "\n", 1)
@@ -109,7 +141,9 @@ def test_conclusions_and_hand_written_rows_survive(tmp_path):
     rows = table_rows(registry)
     assert [r["Run ID / Model Type"].strip("`") for r in rows] == ["weighted_mlm_H512L2C128_20260117_153544", A]
     assert rows[0]["Conclusion / Takeaway"] == "Best F1 on MRPC at L2."
-    assert rows[1]["Conclusion / Takeaway"] == "Best L6 model \\| severe collapse." and rows[1]["Task Loss"] == "MLM 2.500"
+    assert (
+        rows[1]["Conclusion / Takeaway"] == "Best L6 model \\| severe collapse." and rows[1]["Task Loss"] == "MLM 2.500"
+    )
     assert text.startswith("Notes above the table stay.") and text.endswith("Notes below stay too.\n")
 
 
