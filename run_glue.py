@@ -515,6 +515,11 @@ def glue_summary(task, metrics, model, model_args, data_args, training_args, pai
         "architecture": architecture_of(model.config),
         "concept_num": model.config.concept_num,
         "metrics": {key: value for key, value in metrics.items() if key.startswith("eval_")},
+        "scores": {  # the task's GLUE metrics (MNLI: "_mm" for mismatched)
+            key[len("eval_") :]: value
+            for key, value in metrics.items()
+            if key.removeprefix("eval_").removesuffix("_mm") in (*task.metrics, "combined_score")
+        },
         "registry_metric": task.registry_metric,
         "registry_score": metrics[f"eval_{task.registry_metric}"],
         "main_metric": main_metric,
@@ -544,23 +549,7 @@ def summary_table(summaries: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for summary in summaries:
-        scores = ", ".join(
-            f"{key[len('eval_'):]} {value:.4f}"
-            for key, value in summary["metrics"].items()
-            if isinstance(value, float)
-            and not key.startswith(
-                (
-                    "eval_loss",
-                    "eval_runtime",
-                    "eval_samples",
-                    "eval_steps",
-                    "eval_effective",
-                    "eval_entropy",
-                    "eval_mean_concept",
-                    "eval_epoch",
-                )
-            )
-        )
+        scores = ", ".join(f"{name} {value:.4f}" for name, value in summary["scores"].items())
         lines.append(
             f"| {summary['task_display_name']} | {scores} | {summary['effective_rank']:.2f} | "
             f"{summary['train_samples'] or '--'} | {summary['epochs'] or '--'} | {summary['selection']} |"

@@ -43,8 +43,8 @@ def parse_args() -> argparse.Namespace:
         "--data_dir", default=os.environ.get("CONCEPT_ENCODER_DATA", str(REPO.parent / "shared" / "data"))
     )
     parser.add_argument("--output_dir", default="outputs/demo", help="each demo run gets a timestamped folder here")
-    parser.add_argument("--pretrain_steps", type=int, default=500)
-    parser.add_argument("--glue_epochs", type=float, default=1.0)
+    parser.add_argument("--pretrain_steps", type=int, default=800)
+    parser.add_argument("--glue_epochs", type=float, default=2.0)
     parser.add_argument("--max_train_samples", type=int, default=None, help="per GLUE task (default: all)")
     return parser.parse_args()
 
