@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = "mrpc,stsb,rte"
+RUN_FLAGS = ["--save_strategy", "no", "--logging_steps", "50", "--disable_tqdm", "true", "--seed", "42"]  # every run
 MODEL_SIZE = [
     "--hidden_size",
     "128",
@@ -81,14 +82,7 @@ def glue_command(checkpoint: Path, output_dir: Path, data_dir: Path, registry: P
         "20",
         "--num_train_epochs",
         str(args.glue_epochs),
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "50",
-        "--disable_tqdm",
-        "true",
-        "--seed",
-        "42",
+        *RUN_FLAGS,
         "--registry_file",
         str(registry),
         *extra,
@@ -152,14 +146,7 @@ def main():
             "256",
             "--do_train",
             "--do_eval",
-            "--save_strategy",
-            "no",
-            "--logging_steps",
-            "50",
-            "--disable_tqdm",
-            "true",
-            "--seed",
-            "42",
+            *RUN_FLAGS,
             "--output_dir",
             str(checkpoint),
             "--registry_file",
