@@ -509,8 +509,7 @@ class ConceptEncoderHeadModel(ConceptEncoderPreTrainedModel):
     Kendall-Gal weighting learns one log-variance per term (task first, then `config.concept_losses`) in the
     parameter `concept_loss_log_vars`; it is soft-clamped to ±`concept_loss_log_var_limit` (limit·tanh(s/limit): the
     same values near 0, and unlike a hard clamp the gradient never vanishes, so a weight at the edge can come back)
-    and must stay out of weight
-    decay (the training scripts leave it out, like biases and norms).
+    and must stay out of weight decay (the training scripts leave it out, like biases and norms).
     """
 
     def __init__(self, config: ConceptEncoderConfig):
