@@ -53,6 +53,7 @@ def reference(tmp_path_factory):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("reference_modeling_concept_encoder", path)
     module = importlib.util.module_from_spec(spec)
+    module.__package__ = "reference"  # a packaged copy leaves the Auto classes to the current module (see its end)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
