@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
-    torch.set_flush_denormal(True)  # on CPU, denormal floats slowed training of small models ~5-10x (measured)
+    torch.set_flush_denormal(True)  # CPU: MRPC fine-tuning ~1.09x faster with denormals flushed (same loss)
     return run(model_args, data_args, training_args)
 
 

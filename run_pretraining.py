@@ -581,7 +581,7 @@ def main():
     os.makedirs(training_args.output_dir, exist_ok=True)
     logger.info(f"Run {training_args.run_name} → {training_args.output_dir}")
     set_seed(training_args.seed)
-    torch.set_flush_denormal(True)  # on CPU, denormal floats slowed training of small models ~5-10x (measured)
+    torch.set_flush_denormal(True)  # CPU: the demo TSDAE run is ~1.14x faster with denormals flushed (same loss)
 
     # 4. Data and tokenizer.
     raw = load_raw_datasets(data_args, model_args.cache_dir)

@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as the training scripts do: CPU denormals in softmax tails slow every model
+    torch.set_flush_denormal(True)  # as the training scripts do, so the benchmark times what they run
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     peak_gflops = matmul_peak_gflops(args.device, dtype)
