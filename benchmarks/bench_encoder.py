@@ -237,17 +237,25 @@ class Result:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def concept_config(args: BenchmarkArguments, layer_type: str, length: int) -> ConceptEncoderConfig:
-    return ConceptEncoderConfig(
+def shared_sizes(args: BenchmarkArguments, length: int) -> dict:
+    """The config fields every model of the comparison takes alike: same width, depth, heads, vocabulary and
+    positions, dropout off."""
+    return dict(
         vocab_size=args.vocab_size,
         hidden_size=args.hidden_size,
         num_hidden_layers=args.num_hidden_layers,
         num_attention_heads=args.num_attention_heads,
-        intermediate_size=args.intermediate_size,
-        concept_num=args.concept_num,
         max_position_embeddings=length,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
+    )
+
+
+def concept_config(args: BenchmarkArguments, layer_type: str, length: int) -> ConceptEncoderConfig:
+    return ConceptEncoderConfig(
+        **shared_sizes(args, length),
+        intermediate_size=args.intermediate_size,
+        concept_num=args.concept_num,
         encoder_layer_type=layer_type,
     )
 
@@ -255,15 +263,7 @@ def concept_config(args: BenchmarkArguments, layer_type: str, length: int) -> Co
 def build_encoder(model: str, args: BenchmarkArguments, length: int) -> torch.nn.Module:
     if model == "bert":
         config = BertConfig(
-            vocab_size=args.vocab_size,
-            hidden_size=args.hidden_size,
-            num_hidden_layers=args.num_hidden_layers,
-            num_attention_heads=args.num_attention_heads,
-            intermediate_size=args.bert_intermediate_size,
-            max_position_embeddings=length,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            attn_implementation="sdpa",
+            **shared_sizes(args, length), intermediate_size=args.bert_intermediate_size, attn_implementation="sdpa"
         )
         encoder = BertModel(config, add_pooling_layer=False)
     else:
