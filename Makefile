@@ -3,10 +3,14 @@ PYTHON ?= python3
 export CONCEPT_ENCODER_DATA ?= $(abspath ../shared/data)
 OFFLINE = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
 
-.PHONY: install test test-slow demo
+.PHONY: install lint test test-slow demo
 
 install:
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[test]"
+
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 test: install
 	$(OFFLINE) $(PYTHON) -m pytest -m "not slow" -q

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from huggingface_hub import upload_file
 from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -47,9 +48,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_concept_encoder
 from collators import DataCollatorForSentencePairs
-from configuration_concept_encoder import ConceptEncoderConfig
-from experiment_registry import record_run
-from glue_data import (
+from concept_encoder_training.diagnostics import effective_rank, entropy_effective_rank, mean_concept_cosine
+from concept_encoder_training.glue import (
     GlueTask,
     compute_glue_metrics,
     load_files,
@@ -57,12 +57,12 @@ from glue_data import (
     load_glue_hub,
     parse_task_names,
 )
-from hub_utils import check_push_to_hub
-from concept_training import ConceptLossCallback, ConceptTrainer, add_callback_first
-from huggingface_hub import upload_file
+from concept_encoder_training.hub import check_push_to_hub
+from concept_encoder_training.registry import record_run
+from concept_encoder_training.run_info import git_commit, wandb_location
+from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
+from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import write_model_card
-from modeling_concept_encoder import effective_rank, entropy_effective_rank, mean_concept_cosine
-from run_pretraining import git_commit, wandb_location
 
 logger = logging.getLogger(__name__)
 
@@ -406,9 +406,11 @@ def run_task(
             f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
             f"{model.config.vocab_size}: use the checkpoint's own tokenizer."
         )
-    train_data, eval_splits = raw_datasets["train"], {
-        s: raw_datasets[s] for s in task.validation_splits if s in raw_datasets
-    } or {"validation": raw_datasets["validation"]}
+    train_data, eval_splits = (
+        raw_datasets["train"],
+        {s: raw_datasets[s] for s in task.validation_splits if s in raw_datasets}
+        or {"validation": raw_datasets["validation"]},
+    )
     if data_args.max_train_samples is not None:
         train_data = train_data.select(range(min(data_args.max_train_samples, len(train_data))))
     if data_args.max_eval_samples is not None:

@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,16 +37,17 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
 from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
-from concept_training import ConceptLossCallback, ConceptTrainer, add_callback_first
+from concept_encoder_training.hub import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
+from concept_encoder_training.run_info import git_commit, wandb_location
+from concept_encoder_training.tokenizer import ALGORITHMS, train_tokenizer
+from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
-from hub_utils import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
 from model_cards import write_model_card
 from modeling_concept_encoder import (
     ConceptEncoderForMaskedLMPerceiver,
     ConceptEncoderForMaskedLMPerceiverPosOnly,
     ConceptEncoderForMaskedLMWeighted,
 )
-from tokenizer_training import ALGORITHMS, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +240,7 @@ def parse_config_overrides(overrides: str | None) -> dict:
             raise ValueError(f"--config_overrides item {item!r} is not key=value (e.g. 'hidden_size=512').")
         if key not in known:
             raise ValueError(
-                f"--config_overrides key {key!r} is not a ConceptEncoderConfig field: known fields are "
-                f"{sorted(known)}."
+                f"--config_overrides key {key!r} is not a ConceptEncoderConfig field: known fields are {sorted(known)}."
             )
         try:
             values[key] = json.loads(raw)
@@ -369,9 +368,7 @@ def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -
                 "and leave out --do_eval, or use a dataset with one."
             )
         percentage = data_args.validation_split_percentage
-        raw = datasets.DatasetDict(
-            train=load(f"train[{percentage}%:]"), validation=load(f"train[:{percentage}%]")
-        )
+        raw = datasets.DatasetDict(train=load(f"train[{percentage}%:]"), validation=load(f"train[:{percentage}%]"))
     return raw
 
 
@@ -407,8 +404,10 @@ def tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, tr
     """`datasets.map(batched=True)`: one truncated example per non-empty line (`--line_by_line`), or all text
     concatenated and cut into `max_seq_length` chunks (the rest of the last chunk is dropped)."""
     raw = raw.filter(lambda batch: [bool(text.strip()) for text in batch[text_column]], batched=True)
-    map_options = {} if data_args.streaming else dict(
-        num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache
+    map_options = (
+        {}
+        if data_args.streaming
+        else dict(num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache)
     )
     columns = raw["train"].column_names
 
@@ -493,32 +492,6 @@ def last_logged(log_history: list[dict], *keys: str):
             if key in entry:
                 return entry[key]
     return None
-
-
-def git_commit() -> str:
-    """Short sha of the code that ran, or '' outside a git checkout."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""
-
-
-def wandb_location(training_args: TrainingArguments) -> str:
-    """The wandb run's URL, or its local folder for an offline run (sync it later with `wandb sync FOLDER`)."""
-    if "wandb" not in training_args.report_to:
-        return ""
-    import wandb
-
-    if wandb.run is None:
-        return ""
-    return wandb.run.url or str(Path(wandb.run.dir).parent)
 
 
 def main():
@@ -690,7 +663,7 @@ def main():
             json.dump(summary, f, indent=2)
         write_model_card(training_args.output_dir, summary, repo_id=training_args.hub_model_id)
         if output_args.registry_file:
-            from experiment_registry import record_run
+            from concept_encoder_training.registry import record_run
 
             record_run(training_args.output_dir, output_args.registry_file)
     if training_args.push_to_hub:

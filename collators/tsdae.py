@@ -64,9 +64,7 @@ class DataCollatorForTSDAE:
             return self.tokenizer.pad(rows, return_tensors="pt")
         if all("text" in feature for feature in features):
             texts = [feature["text"] for feature in features]
-            return self.tokenizer(
-                texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-            )
+            return self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         raise ValueError(
             f"DataCollatorForTSDAE: features need 'input_ids' (pre-tokenized) or 'text' (raw); got keys "
             f"{sorted(features[0])}. With raw text, set remove_unused_columns=False in TrainingArguments."

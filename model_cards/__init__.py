@@ -14,7 +14,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 
-from modeling_concept_encoder import format_effective_rank
+from concept_encoder_training.diagnostics import format_effective_rank
 
 TEMPLATE_PATH = Path(__file__).with_name("concept_encoder.md")
 OBJECTIVES = {

@@ -148,8 +148,9 @@ def test_sentence_pair_sides_are_padded_independently(tokenizer, wikitext_lines)
     features = []
     for a, b, label in zip(texts_a, texts_b, [0, 1, 1, 0]):
         side_a, side_b = tokenizer(a, truncation=True, max_length=40), tokenizer(b)
-        features.append({**side_a, "input_ids_b": side_b["input_ids"], "attention_mask_b": side_b["attention_mask"],
-                         "label": label})
+        features.append(
+            {**side_a, "input_ids_b": side_b["input_ids"], "attention_mask_b": side_b["attention_mask"], "label": label}
+        )
     batch = DataCollatorForSentencePairs(tokenizer)(features)
     for suffix in ("", "_b"):
         lengths = [len(feature["input_ids" + suffix]) for feature in features]

@@ -6,14 +6,16 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLMPerceiver,
-    concept_loss_terms,
-    covariance_loss,
+from concept_encoder_training.diagnostics import (
     effective_rank,
     entropy_effective_rank,
     format_effective_rank,
     mean_concept_cosine,
+)
+from modeling_concept_encoder import (
+    ConceptEncoderForMaskedLMPerceiver,
+    concept_loss_terms,
+    covariance_loss,
     orthogonality_loss,
     soft_orthogonality_loss,
     uniformity_loss,
@@ -122,7 +124,9 @@ def test_fixed_weighting_adds_weighted_terms():
     expected = output.task_loss + 0.25 * (terms["orthogonality"] + terms["vicreg"])
     assert output.loss.item() == pytest.approx(expected.item())
     assert {name: weight.item() for name, weight in output.loss_weights.items()} == {
-        "task": 1.0, "orthogonality": 0.25, "vicreg": 0.25
+        "task": 1.0,
+        "orthogonality": 0.25,
+        "vicreg": 0.25,
     }
     assert terms["orthogonality"].requires_grad
 

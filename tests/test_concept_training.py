@@ -8,12 +8,18 @@ from conftest import tiny_config
 from transformers import TrainerCallback, TrainingArguments
 
 from collators import DataCollatorForConceptMLM
-from concept_training import ConceptLossCallback, ConceptTrainer, add_callback_first
+from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver
 
 LOSSES = ["orthogonality", "vicreg"]
-COMPONENTS = ["task_loss", "concept_loss/orthogonality", "concept_loss/vicreg",
-              "loss_weight/task", "loss_weight/orthogonality", "loss_weight/vicreg"]
+COMPONENTS = [
+    "task_loss",
+    "concept_loss/orthogonality",
+    "concept_loss/vicreg",
+    "loss_weight/task",
+    "loss_weight/orthogonality",
+    "loss_weight/vicreg",
+]
 EVAL_METRICS = ["eval_concept_effective_rank", "eval_concept_entropy_effective_rank", "eval_concept_mean_cosine"]
 
 
@@ -36,9 +42,20 @@ def tiny_mlm(tokenizer, **overrides) -> ConceptEncoderForMaskedLMPerceiver:
 
 def arguments(output_dir, **overrides) -> TrainingArguments:
     values = dict(
-        output_dir=str(output_dir), max_steps=5, per_device_train_batch_size=8, per_device_eval_batch_size=8,
-        learning_rate=1e-3, weight_decay=0.01, logging_steps=1, eval_strategy="steps", eval_steps=5,
-        save_strategy="steps", save_steps=5, disable_tqdm=True, use_cpu=True, seed=0,
+        output_dir=str(output_dir),
+        max_steps=5,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=5,
+        save_strategy="steps",
+        save_steps=5,
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
     )
     values.update(overrides)
     return TrainingArguments(**values)
@@ -114,5 +131,7 @@ def test_concept_trainer_keeps_log_variances_out_of_weight_decay(tokenizer, mlm_
     decayed = trainer.get_decay_parameter_names(model)
     assert "concept_loss_log_vars" not in decayed and "encoder.concepts" in decayed
     trainer.create_optimizer()
-    group = next(g for g in trainer.optimizer.param_groups if any(p is model.concept_loss_log_vars for p in g["params"]))
+    group = next(
+        g for g in trainer.optimizer.param_groups if any(p is model.concept_loss_log_vars for p in g["params"])
+    )
     assert group["weight_decay"] == 0.0

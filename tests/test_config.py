@@ -30,8 +30,17 @@ def test_config_round_trips_through_json(tmp_path):
     )
     config.save_pretrained(tmp_path)
     loaded = ConceptEncoderConfig.from_pretrained(tmp_path)
-    for field in ("encoder_layer_type", "decoder_query", "classifier_pooling", "concept_losses",
-                  "concept_loss_weighting", "hidden_size", "concept_num", "vocab_size", "mask_token_id"):
+    for field in (
+        "encoder_layer_type",
+        "decoder_query",
+        "classifier_pooling",
+        "concept_losses",
+        "concept_loss_weighting",
+        "hidden_size",
+        "concept_num",
+        "vocab_size",
+        "mask_token_id",
+    ):
         assert getattr(loaded, field) == getattr(config, field), field
 
 
@@ -49,8 +58,7 @@ INVALID = [
     (dict(encoder_layer_type="transformer"), "encoder_layer_type", "bixt"),
     (dict(decoder_query="token"), "decoder_query", "token_and_position"),
     (dict(classifier_pooling="cls"), "classifier_pooling", "weighted"),
-    (dict(concept_losses=["orthogonality"], concept_loss_weighting="learned"), "concept_loss_weighting",
-     "kendall_gal"),
+    (dict(concept_losses=["orthogonality"], concept_loss_weighting="learned"), "concept_loss_weighting", "kendall_gal"),
     (dict(concept_losses=["orthogonal"]), "concept_losses", "soft_orthogonality"),
     (dict(concept_losses=["variance", "variance"]), "concept_losses", "repeat"),
     (dict(concept_loss_weighting="fixed"), "concept_loss_weighting", "concept_losses"),
@@ -67,7 +75,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize("overrides, field, allowed", INVALID, ids=[f"{case[1]}={list(case[0].values())[-1]!r}" for case in INVALID])
+@pytest.mark.parametrize(
+    "overrides, field, allowed", INVALID, ids=[f"{case[1]}={list(case[0].values())[-1]!r}" for case in INVALID]
+)
 def test_bad_values_raise_naming_the_field(overrides, field, allowed):
     with pytest.raises(ValueError) as error:
         tiny_config(**overrides)
@@ -76,5 +86,11 @@ def test_bad_values_raise_naming_the_field(overrides, field, allowed):
 
 
 def test_valid_edge_values_are_accepted():
-    tiny_config(hidden_dropout_prob=0.0, concept_loss_weight=0.0, concept_losses=["combined"],
-                concept_loss_weighting="fixed", classifier_dropout=None, mask_token_id=None)
+    tiny_config(
+        hidden_dropout_prob=0.0,
+        concept_loss_weight=0.0,
+        concept_losses=["combined"],
+        concept_loss_weighting="fixed",
+        classifier_dropout=None,
+        mask_token_id=None,
+    )

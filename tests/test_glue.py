@@ -1,4 +1,4 @@
-"""run_glue.py and glue_data.py: loaders on the real GLUE files, metrics against scikit-learn/scipy, short fine-tuning
+"""run_glue.py and concept_encoder_training/glue.py: loaders on the real GLUE files, metrics against scikit-learn/scipy, short fine-tuning
 runs of tiny checkpoints, and the error messages of bad input."""
 
 import json
@@ -12,8 +12,16 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import BertConfig, EvalPrediction
 
 import run_glue
-from glue_data import TASKS, compute_glue_metrics, get_task, load_files, load_glue_dir, load_glue_hub, read_glue_tsv
-from hub_utils import HubAccessError
+from concept_encoder_training.glue import (
+    TASKS,
+    compute_glue_metrics,
+    get_task,
+    load_files,
+    load_glue_dir,
+    load_glue_hub,
+    read_glue_tsv,
+)
+from concept_encoder_training.hub import HubAccessError
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
 
 DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "qnli": 5463, "wnli": 71}

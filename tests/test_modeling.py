@@ -109,8 +109,12 @@ def test_forward_shapes_loss_and_gradients(model_class, layer_type):
     "num_labels, problem_type, labels, reference",
     [
         (1, None, torch.tensor([0.5, -1.0, 2.0]), lambda logits, y: F.mse_loss(logits.squeeze(-1), y)),
-        (3, "multi_label_classification", torch.tensor([[1.0, 0, 1], [0, 0, 0], [0, 1, 0]]),
-         F.binary_cross_entropy_with_logits),
+        (
+            3,
+            "multi_label_classification",
+            torch.tensor([[1.0, 0, 1], [0, 0, 0], [0, 1, 0]]),
+            F.binary_cross_entropy_with_logits,
+        ),
         (3, None, torch.tensor([2, 0, 1]), F.cross_entropy),
     ],
     ids=["regression", "multi_label", "single_label"],
@@ -136,7 +140,9 @@ def test_encoder_hidden_states_and_attentions(layer_type):
     assert output.cross_attentions[0].shape == (BATCH, heads, concepts, SEQ)
     # padded keys get no attention; the eager path (weights requested) matches the SDPA path
     padded = inputs["attention_mask"] == 0
-    assert output.cross_attentions[-1].permute(0, 2, 3, 1)[padded[:, None, :].expand(-1, concepts, -1)].abs().max() < 1e-6
+    assert (
+        output.cross_attentions[-1].permute(0, 2, 3, 1)[padded[:, None, :].expand(-1, concepts, -1)].abs().max() < 1e-6
+    )
     torch.testing.assert_close(output.last_hidden_state, model(**inputs).last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
@@ -219,8 +225,9 @@ def test_token_queries_refuse_labels_longer_than_the_input():
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(layer_type):
-    model = build(ConceptEncoderForMaskedLMPerceiver, layer_type, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0).train()
+    model = build(
+        ConceptEncoderForMaskedLMPerceiver, layer_type, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    ).train()
     inputs = make_inputs(ConceptEncoderForMaskedLMPerceiver, with_labels=True)
     layer_calls = []
     # a pre-hook inside the checkpointed layer: the recomputation stops early, before post-hooks of its last block
@@ -258,8 +265,9 @@ def test_lm_head_tying_survives_save_and_load(model_class, tied, tmp_path):
 
 @pytest.mark.parametrize("model_class", MLM_CLASSES, ids=lambda c: c.__name__)
 def test_fill_mask_pipeline(model_class, tokenizer):
-    config = tiny_config(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = tiny_config(
+        vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     model = model_class(config).eval()
     fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer)
     predictions = fill_mask(f"the {tokenizer.mask_token} of the city", top_k=3)
@@ -270,8 +278,9 @@ def test_fill_mask_pipeline(model_class, tokenizer):
 
 def test_kendall_gal_log_variances_learn_and_round_trip(tmp_path):
     losses = ["orthogonality", "uniformity"]
-    model = build(ConceptEncoderForMaskedLMPerceiver, "bixt", concept_losses=losses,
-                  concept_loss_weighting="kendall_gal").train()
+    model = build(
+        ConceptEncoderForMaskedLMPerceiver, "bixt", concept_losses=losses, concept_loss_weighting="kendall_gal"
+    ).train()
     with torch.no_grad():
         model.concept_loss_log_vars.copy_(torch.tensor([0.3, -0.2, 0.7]))
     output = model(**make_inputs(ConceptEncoderForMaskedLMPerceiver, with_labels=True))

@@ -14,15 +14,15 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
-import hub_utils
 import run_pretraining
 from collators import DataCollatorForTSDAE
-from hub_utils import HubAccessError
+from concept_encoder_training import hub as hub_utils
+from concept_encoder_training.hub import HubAccessError
+from concept_encoder_training.tokenizer import train_tokenizer
 from model_cards import write_model_card
-from tokenizer_training import train_tokenizer
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
-from transformers import AutoTokenizer
 
 SUMMARY_KEYS = {
     "kind", "run_id", "date", "model_type", "architecture", "encoder_layer_type", "objective", "pretraining_data",

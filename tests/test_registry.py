@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-import experiment_registry
-from experiment_registry import COLUMNS, Registry, parse_glue_cell, rebuild_registry, record_run
+from concept_encoder_training import registry as experiment_registry
+from concept_encoder_training.registry import COLUMNS, Registry, parse_glue_cell, rebuild_registry, record_run
 
 
 def pretraining_summary(run_id, date, task_loss=2.537, rank=5.07):
@@ -132,7 +132,7 @@ def test_conclusions_and_hand_written_rows_survive(tmp_path):
         "None | MLM 4.089 | -- | **MRPC:** 82.2% <br> **QQP:** 61.5% | -- | -- | — | Best F1 on MRPC at L2. |"
     )
     text = registry.read_text()
-    text = text.replace(f"| `54ee870` |  |", "| `54ee870` | Best L6 model \\| severe collapse. |")
+    text = text.replace("| `54ee870` |  |", "| `54ee870` | Best L6 model \\| severe collapse. |")
     text = text.replace("|---|\n", "|---|\n" + seed_row + "\n", 1)
     registry.write_text("Notes above the table stay.\n\n" + text + "\nNotes below stay too.\n")
     record_run(save_run(runs / A, pretraining_summary(A, "2026-02-08", task_loss=2.5)), registry)

@@ -62,8 +62,13 @@ LOADER = textwrap.dedent(
 
 
 def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
-    layer_types = {"mlm": "bixt", "weighted": "perceiver", "posonly": "perceiver", "classifier": "bixt",
-                   "pair": "perceiver"}
+    layer_types = {
+        "mlm": "bixt",
+        "weighted": "perceiver",
+        "posonly": "perceiver",
+        "classifier": "bixt",
+        "pair": "perceiver",
+    }
     classes = {
         "mlm": ConceptEncoderForMaskedLMPerceiver,
         "weighted": ConceptEncoderForMaskedLMWeighted,
@@ -80,8 +85,12 @@ def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
 
     input_ids = torch.randint(5, 200, (2, 9))
     attention_mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3])
-    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, input_ids_b=input_ids[:, :5].flip(0),
-                  attention_mask_b=torch.ones(2, 5, dtype=torch.long))
+    inputs = dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        input_ids_b=input_ids[:, :5].flip(0),
+        attention_mask_b=torch.ones(2, 5, dtype=torch.long),
+    )
     torch.save(inputs, tmp_path / "inputs.pt")
     with torch.no_grad():
         expected = {
@@ -113,17 +122,27 @@ def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
     expected["finetune_encoder"] = expected["mlm_encoder"]
 
     for folder in classes:  # a complete Hub repo: both code files and an auto_map naming every Auto class
-        assert {"config.json", "model.safetensors", "configuration_concept_encoder.py",
-                "modeling_concept_encoder.py"} <= {path.name for path in (tmp_path / folder).iterdir()}
+        assert {
+            "config.json",
+            "model.safetensors",
+            "configuration_concept_encoder.py",
+            "modeling_concept_encoder.py",
+        } <= {path.name for path in (tmp_path / folder).iterdir()}
         auto_map = json.loads((tmp_path / folder / "config.json").read_text())["auto_map"]
-        assert {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"} <= set(auto_map)
+        assert {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"} <= set(
+            auto_map
+        )
 
     (tmp_path / "loader.py").write_text(LOADER)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
     run = subprocess.run(
         [sys.executable, str(tmp_path / "loader.py"), str(tmp_path), str(REPO_ROOT), json.dumps(loads)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
 

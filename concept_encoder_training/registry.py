@@ -6,7 +6,7 @@ has none, e.g. a random-init `scratch_...` baseline). The table can always be re
 are never lost or duplicated; a rerun of the same run id updates its row; hand-written "Conclusion / Takeaway" cells
 and rows without a run folder (e.g. the seed's) survive every update and rebuild.
 
-CLI: `python experiment_registry.py rebuild --runs_dir outputs --registry experiments/registry.md`
+CLI: `python -m concept_encoder_training.registry rebuild --runs_dir outputs --registry experiments/registry.md`
 """
 
 import argparse
@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from modeling_concept_encoder import format_effective_rank
+from concept_encoder_training.diagnostics import format_effective_rank
 
 COLUMNS = [
     "Date",
@@ -51,7 +51,7 @@ PERCENT_METRICS = {"accuracy", "f1"}
 HEADER_TEXT = (
     "# Experiment registry\n\n"
     "One row per pretraining run (or random-init baseline); GLUE runs fill their checkpoint's row. Rebuilt from the "
-    "run folders with `python experiment_registry.py rebuild --runs_dir outputs --registry experiments/registry.md`; "
+    "run folders with `python -m concept_encoder_training.registry rebuild --runs_dir outputs --registry experiments/registry.md`; "
     "the Conclusion column is yours and survives rebuilds.\n\n"
 )
 

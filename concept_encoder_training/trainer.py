@@ -5,7 +5,7 @@ log-variances."""
 import torch
 from transformers import Trainer, TrainerCallback
 
-from modeling_concept_encoder import effective_rank, entropy_effective_rank, mean_concept_cosine
+from concept_encoder_training.diagnostics import effective_rank, entropy_effective_rank, mean_concept_cosine
 
 LOG_VARS_NAME = "concept_loss_log_vars"
 ENCODER_INPUTS = ("input_ids", "attention_mask")

@@ -21,7 +21,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dat
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
-from hub_utils import require_hub
+from concept_encoder_training.hub import require_hub
 
 STSB_RANGE = (0.0, 5.0)
 

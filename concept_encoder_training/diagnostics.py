@@ -1,0 +1,35 @@
+"""Concept diagnostics the training scripts log; the model itself never calls them, so they do not ship to the Hub."""
+
+import torch
+
+from modeling_concept_encoder import _off_diagonal_cosines
+
+
+@torch.no_grad()
+def effective_rank(concepts: torch.Tensor) -> float:
+    """The seed log's "Eff. Rank": mean the concept states over the batch to one `[C, H]` matrix, then
+    (sum of singular values) / (largest singular value). Identical concepts give 1, C orthonormal ones give C."""
+    matrix = concepts.float().reshape(-1, *concepts.shape[-2:]).mean(dim=0)
+    singular_values = torch.linalg.svdvals(matrix)
+    return (singular_values.sum() / singular_values.max()).item()
+
+
+@torch.no_grad()
+def entropy_effective_rank(concepts: torch.Tensor) -> float:
+    """Roy & Vetterli effective rank: exp of the entropy of the normalised singular values of each example's
+    `[C, H]` concept matrix, averaged over the batch."""
+    singular_values = torch.linalg.svdvals(concepts.float().reshape(-1, *concepts.shape[-2:]))  # [batch, min(C, H)]
+    p = singular_values / singular_values.sum(dim=-1, keepdim=True)
+    entropy = -(p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))).sum(dim=-1)
+    return torch.exp(entropy).mean().item()
+
+
+@torch.no_grad()
+def mean_concept_cosine(concepts: torch.Tensor) -> float:
+    """Mean absolute cosine between distinct concepts of the same example (0 = orthogonal, 1 = collapsed)."""
+    return _off_diagonal_cosines(concepts.float().reshape(-1, *concepts.shape[-2:])).abs().mean().item()
+
+
+def format_effective_rank(rank: float, concept_num: int) -> str:
+    """The seed log's text form, e.g. `5.1 / 128 (4%)`."""
+    return f"{rank:.1f} / {concept_num} ({100 * rank / concept_num:.0f}%)"

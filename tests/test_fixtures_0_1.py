@@ -1,0 +1,36 @@
+"""Checkpoints written by concept-encoder 0.1.0 (`../shared/fixtures/concept_encoder_0.1/`): whatever the modeling code
+becomes, each loads through the Auto class a user would pick and gives the outputs stored beside it."""
+
+import json
+
+import pytest
+import torch
+from conftest import data_root
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+import modeling_concept_encoder  # noqa: F401  (registers the Auto classes)
+
+FIXTURES = data_root().parent / "fixtures" / "concept_encoder_0.1"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+OUTPUT_KEYS = ("logits", "concept_states")
+
+
+def auto_class_of(class_name: str):
+    if class_name == "ConceptEncoderModel":
+        return AutoModel
+    return AutoModelForMaskedLM if "MaskedLM" in class_name else AutoModelForSequenceClassification
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_0_1_checkpoint_loads_to_its_stored_outputs(name):
+    folder = FIXTURES / name
+    model = auto_class_of(MANIFEST[name]["class"]).from_pretrained(folder).eval()
+    assert type(model).__name__ == MANIFEST[name]["class"]
+    io = load_file(folder / "io.safetensors")
+    inputs = {key: value for key, value in io.items() if key not in OUTPUT_KEYS}
+    (output_key,) = [key for key in OUTPUT_KEYS if key in io]
+    with torch.no_grad():
+        outputs = model(**inputs)
+    got = outputs.last_hidden_state if output_key == "concept_states" else outputs.logits
+    torch.testing.assert_close(got, io[output_key], atol=1e-6, rtol=1e-5)
