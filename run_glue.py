@@ -19,11 +19,9 @@ Example (offline, shared data):
 """
 
 import dataclasses
-import datetime
 import json
 import logging
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from huggingface_hub import upload_file
 from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     EvalPrediction,
     HfArgumentParser,
     PretrainedConfig,
-    Trainer,
     TrainingArguments,
     default_data_collator,
     set_seed,
@@ -48,7 +44,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_concept_encoder
 from collators import DataCollatorForSentencePairs
-from concept_encoder_training.diagnostics import effective_rank, entropy_effective_rank, mean_concept_cosine
+from concept_encoder_training.config_flags import apply_config_overrides
 from concept_encoder_training.glue import (
     GlueTask,
     compute_glue_metrics,
@@ -59,10 +55,16 @@ from concept_encoder_training.glue import (
 )
 from concept_encoder_training.hub import check_push_to_hub
 from concept_encoder_training.registry import record_run
-from concept_encoder_training.run_info import git_commit, wandb_location
+from concept_encoder_training.run_info import (
+    SUMMARY_FILE,
+    architecture_of,
+    run_id,
+    run_summary,
+    timestamp,
+    write_run_summary,
+)
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
-from model_cards import write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +206,20 @@ def checkpoint_config_dict(model_args: ModelArguments) -> dict:
     return config_dict
 
 
+def check_sizes(max_seq_length: int, tokenizer_size: int, config: ConceptEncoderConfig):
+    """The inputs must fit the model: sequence length within its positions, token ids within its vocabulary."""
+    if max_seq_length > config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length {max_seq_length} exceeds the model's max_position_embeddings "
+            f"({config.max_position_embeddings}): pass --max_seq_length {config.max_position_embeddings} or less."
+        )
+    if tokenizer_size > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {tokenizer_size} tokens but the model's vocab_size is {config.vocab_size}: use the "
+            "checkpoint's own tokenizer."
+        )
+
+
 def concept_class(name: str, model_args: ModelArguments):
     """A class of `modeling_concept_encoder` (or `configuration_...`): the installed one, or with
     `--trust_remote_code` the checkpoint's own copy."""
@@ -219,11 +235,12 @@ def concept_class(name: str, model_args: ModelArguments):
     return ConceptEncoderConfig if name == "ConceptEncoderConfig" else getattr(modeling_concept_encoder, name)
 
 
-def build_config(task: GlueTask, model_args: ModelArguments) -> ConceptEncoderConfig:
-    """The checkpoint's config with the task's labels and any `--config_overrides`."""
-    config_dict = checkpoint_config_dict(model_args)
-    config_dict.pop("architectures", None)  # the fine-tuned head is chosen here, not by the pretraining head
-    if task.is_regression:
+def build_config(config_dict: dict, model_args: ModelArguments, task: GlueTask | None = None) -> ConceptEncoderConfig:
+    """The checkpoint's config (`config_dict`, read once) with any `--config_overrides` and the task's labels."""
+    config_dict = {key: value for key, value in config_dict.items() if key != "architectures"}  # head chosen here
+    if task is None:
+        labels = {}
+    elif task.is_regression:
         labels = dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
     else:
         labels = dict(
@@ -232,12 +249,10 @@ def build_config(task: GlueTask, model_args: ModelArguments) -> ConceptEncoderCo
             id2label=dict(enumerate(task.label_names)),
             label2id={label: i for i, label in enumerate(task.label_names)},
         )
-    config_dict.update(labels, finetuning_task=task.name)
+    if task is not None:
+        config_dict.update(labels, finetuning_task=task.name)
     config = concept_class("ConceptEncoderConfig", model_args).from_dict(config_dict)
-    if model_args.config_overrides:
-        config.update_from_string(model_args.config_overrides)
-        config.validate_concept_encoder()
-    return config
+    return apply_config_overrides(config, model_args.config_overrides)
 
 
 def resolve_pair_encoding(model_args: ModelArguments, data_args: DataTrainingArguments) -> str:
@@ -252,10 +267,9 @@ def classifier_name(task: GlueTask, pair_encoding: str) -> str:
     return "ConceptEncoderForSequenceClassificationPerceiver"
 
 
-def build_model(task: GlueTask, pair_encoding: str, model_args: ModelArguments):
-    """The classifier: encoder weights from the checkpoint and a new head (transformers reports it as newly
-    initialised), or everything random with `--from_scratch`."""
-    config = build_config(task, model_args)
+def build_model(task: GlueTask, pair_encoding: str, config: ConceptEncoderConfig, model_args: ModelArguments):
+    """The classifier of `config`: encoder weights from the checkpoint and a new head (transformers reports it as
+    newly initialised), or everything random with `--from_scratch`."""
     model_class = concept_class(classifier_name(task, pair_encoding), model_args)
     if model_args.from_scratch:
         return model_class(config)
@@ -269,22 +283,18 @@ def build_model(task: GlueTask, pair_encoding: str, model_args: ModelArguments):
     )
 
 
-def architecture_of(config) -> str:
-    return f"H{config.hidden_size} L{config.num_hidden_layers} C{config.concept_num}"
-
-
 def checkpoint_summary(model_args: ModelArguments, config) -> dict:
     """The checkpoint's `run_summary.json` (run id, pretraining data, ...) when it has one; for `--from_scratch` a
     `scratch_H.._L.._C..` id, otherwise the checkpoint's folder name."""
     if model_args.from_scratch:
         return {
-            "run_id": "scratch_" + architecture_of(config).replace(" ", ""),
+            "run_id": run_id("scratch", architecture_of(config)),
             "model_type": "random init",
             "pretraining_data": "none (random init)",
             "architecture": architecture_of(config),
             "objective": None,
         }
-    path = Path(model_args.model_name_or_path) / "run_summary.json"
+    path = Path(model_args.model_name_or_path) / SUMMARY_FILE
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     return {
@@ -327,30 +337,6 @@ def metrics_function(task: GlueTask):
     return compute_metrics
 
 
-@torch.no_grad()
-def concept_diagnostics(trainer: Trainer, dataset) -> dict[str, float]:
-    """Concept health on the dev set: the seed's effective rank of the concept states averaged over every example
-    (both sides of separately encoded pairs), the per-example entropy effective rank and the mean concept cosine."""
-    model = trainer.model.eval()
-    total, count, entropy_sum, cosine_sum = None, 0, 0.0, 0.0
-    for batch in trainer.get_eval_dataloader(dataset):
-        sides = [("input_ids", "attention_mask")]
-        if "input_ids_b" in batch:
-            sides.append(("input_ids_b", "attention_mask_b"))
-        for ids, mask in sides:
-            concepts = model.encoder(batch[ids].to(model.device), batch[mask].to(model.device)).last_hidden_state
-            size = concepts.shape[0]
-            total = concepts.float().sum(dim=0) if total is None else total + concepts.float().sum(dim=0)  # [C, H]
-            count += size
-            entropy_sum += entropy_effective_rank(concepts) * size
-            cosine_sum += mean_concept_cosine(concepts) * size
-    return {
-        "effective_rank": effective_rank(total / count),
-        "entropy_effective_rank": entropy_sum / count,
-        "mean_concept_cosine": cosine_sum / count,
-    }
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # One task
 # ----------------------------------------------------------------------------------------------------------------------
@@ -384,6 +370,7 @@ def run_task(
     task: GlueTask,
     raw_datasets,
     tokenizer,
+    config_dict: dict,
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
     training_args: TrainingArguments,
@@ -393,19 +380,8 @@ def run_task(
     pair_encoding = resolve_pair_encoding(model_args, data_args)
     separate = task.is_pair and pair_encoding == "separate"
     set_seed(training_args.seed)
-    model = build_model(task, pair_encoding, model_args)
+    model = build_model(task, pair_encoding, build_config(config_dict, model_args, task), model_args)
     max_length = data_args.max_seq_length
-    if max_length > model.config.max_position_embeddings:
-        raise ValueError(
-            f"--max_seq_length {max_length} exceeds the model's max_position_embeddings "
-            f"({model.config.max_position_embeddings}): pass --max_seq_length {model.config.max_position_embeddings} "
-            "or less."
-        )
-    if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-            f"{model.config.vocab_size}: use the checkpoint's own tokenizer."
-        )
     train_data, eval_splits = (
         raw_datasets["train"],
         {s: raw_datasets[s] for s in task.validation_splits if s in raw_datasets}
@@ -428,8 +404,6 @@ def run_task(
         collator = default_data_collator
     else:
         collator = DataCollatorWithPadding(tokenizer)
-    if training_args.push_to_hub:
-        check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
     trainer = ConceptTrainer(
         model=model,
         args=training_args,
@@ -439,7 +413,7 @@ def run_task(
         data_collator=collator,
         compute_metrics=metrics_function(task),
     )
-    add_callback_first(trainer, ConceptLossCallback())  # loss parts per log, concept rank per evaluation
+    add_callback_first(trainer, ConceptLossCallback())  # loss parts per log, concept diagnostics on the dev set
 
     metrics = {}
     if training_args.do_train:
@@ -464,7 +438,6 @@ def run_task(
         eval_metrics[f"eval_samples{suffix}"] = len(data)
     if task.name == "mnli" and "eval_accuracy_mm" in eval_metrics:
         eval_metrics["eval_combined_score"] = (eval_metrics["eval_accuracy"] + eval_metrics["eval_accuracy_mm"]) / 2
-    eval_metrics.update({f"eval_{key}": value for key, value in concept_diagnostics(trainer, first_eval).items()})
     eval_metrics["eval_selection"] = (
         "best epoch on dev (seed protocol)" if data_args.seed_protocol and training_args.do_train else "final model"
     )
@@ -472,22 +445,15 @@ def run_task(
     trainer.save_metrics("eval", eval_metrics)
     metrics.update(eval_metrics)
 
-    summary = glue_summary(task, metrics, model, model_args, data_args, training_args, pair_encoding)
-    Path(training_args.output_dir, "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    checkpoint = checkpoint_summary(model_args, model.config)
+    summary = glue_summary(task, metrics, model.config, checkpoint["run_id"], model_args, data_args, training_args)
+    write_run_summary(training_args.output_dir, summary)
     if training_args.do_train:
-        card_summary = {**checkpoint_summary(model_args, model.config), "run_id": summary["run_id"]}
-        glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
-        write_model_card(training_args.output_dir, card_summary, glue_results, repo_id=training_args.hub_model_id)
+        trainer.card_summary = {**checkpoint, "run_id": summary["run_id"]}
+        trainer.card_glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
+        trainer.create_model_card()
         if training_args.push_to_hub:
-            trainer.push_to_hub(commit_message="End of training")  # writes the Trainer's own card: ours goes up next
-            card = write_model_card(training_args.output_dir, card_summary, glue_results, repo_id=trainer.hub_model_id)
-            upload_file(
-                path_or_fileobj=card,
-                path_in_repo="README.md",
-                repo_id=trainer.hub_model_id,
-                token=training_args.hub_token,
-                commit_message="Model card",
-            )
+            trainer.push_to_hub(commit_message="End of training")  # weights and our model card in one commit
     if data_args.registry_file:
         record_run(training_args.output_dir, data_args.registry_file)
     if "wandb" in training_args.report_to:
@@ -497,46 +463,40 @@ def run_task(
     return summary
 
 
-def glue_summary(task, metrics, model, model_args, data_args, training_args, pair_encoding) -> dict:
+def glue_summary(task, metrics, config, checkpoint_id, model_args, data_args, training_args) -> dict:
     """The GLUE run's `run_summary.json` (read by the experiment registry)."""
-    now = datetime.datetime.now()
-    checkpoint = checkpoint_summary(model_args, model.config)
-    checkpoint_id = checkpoint["run_id"]
+    stamp = timestamp()
+    pair_encoding = resolve_pair_encoding(model_args, data_args)
     main_metric = "combined_score" if task.name == "mnli" else task.best_metric  # MNLI: mean of matched, mismatched
-    return {
-        "kind": "glue",
-        "run_id": f"glue_{task.name}_{checkpoint_id}_{now:%Y%m%d_%H%M%S}",
-        "date": f"{now:%Y-%m-%d}",
-        "timestamp": f"{now:%Y%m%d_%H%M%S}",
-        "task": task.name,
-        "task_display_name": task.display_name,
-        "checkpoint_run_id": checkpoint_id,
-        "checkpoint": model_args.model_name_or_path,
-        "from_scratch": model_args.from_scratch,
-        "pair_encoding": pair_encoding if task.is_pair else "single",
-        "architecture": architecture_of(model.config),
-        "concept_num": model.config.concept_num,
-        "metrics": {key: value for key, value in metrics.items() if key.startswith("eval_")},
-        "scores": {  # the task's GLUE metrics (MNLI: "_mm" for mismatched)
+    return run_summary(
+        "glue",
+        run_id("glue", task.name, checkpoint_id, stamp),
+        config,
+        training_args,
+        timestamp=stamp,
+        task=task.name,
+        task_display_name=task.display_name,
+        checkpoint_run_id=checkpoint_id,
+        checkpoint=model_args.model_name_or_path,
+        from_scratch=model_args.from_scratch,
+        pair_encoding=pair_encoding if task.is_pair else "single",
+        metrics={key: value for key, value in metrics.items() if key.startswith("eval_")},
+        scores={  # the task's GLUE metrics (MNLI: "_mm" for mismatched)
             key[len("eval_") :]: value
             for key, value in metrics.items()
             if key.removeprefix("eval_").removesuffix("_mm") in (*task.metrics, "combined_score")
         },
-        "registry_metric": task.registry_metric,
-        "registry_score": metrics[f"eval_{task.registry_metric}"],
-        "main_metric": main_metric,
-        "main_score": metrics.get(f"eval_{main_metric}"),
-        "effective_rank": metrics["eval_effective_rank"],
-        "steps_per_second": metrics.get("train_steps_per_second"),
-        "epochs": metrics.get("epoch"),
-        "train_samples": metrics.get("train_samples"),
-        "seed_protocol": data_args.seed_protocol,
-        "selection": metrics["eval_selection"],
-        "machine": socket.gethostname(),
-        "git_commit": git_commit(),
-        "wandb": wandb_location(training_args),
-        "output_dir": str(training_args.output_dir),
-    }
+        registry_metric=task.registry_metric,
+        registry_score=metrics[f"eval_{task.registry_metric}"],
+        main_metric=main_metric,
+        main_score=metrics.get(f"eval_{main_metric}"),
+        effective_rank=metrics["eval_concept_effective_rank"],
+        steps_per_second=metrics.get("train_steps_per_second"),
+        epochs=metrics.get("epoch"),
+        train_samples=metrics.get("train_samples"),
+        seed_protocol=data_args.seed_protocol,
+        selection=metrics["eval_selection"],
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -561,16 +521,19 @@ def summary_table(summaries: list[dict]) -> str:
 
 def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> list[dict]:
     """Every requested task (all data loaded and checked before the first one trains); returns their summaries."""
+    # Everything that can be checked is checked here, once, before any data is read.
     check_arguments(model_args, data_args)
-    checkpoint_config_dict(model_args)  # a checkpoint that is not a concept encoder fails before any data is read
     if not (training_args.do_train or training_args.do_eval):
         training_args = dataclasses.replace(training_args, do_train=True, do_eval=True)
     tasks = parse_task_names(data_args.task_name) if data_args.task_name else [None]
     if len(tasks) > 1 and (data_args.train_file or data_args.validation_file):
         raise ValueError("--train_file/--validation_file hold one task: give a single --task_name.")
-    loaded = [load_task_data(task, data_args, model_args) for task in tasks]
     if data_args.seed_protocol:
         data_args = dataclasses.replace(data_args, max_seq_length=SEED_PROTOCOL["max_seq_length"])
+    if training_args.push_to_hub:
+        check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
+    config_dict = checkpoint_config_dict(model_args)  # the one read of the checkpoint's config
+    config = build_config(config_dict, model_args)  # with --config_overrides, validated
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
         cache_dir=model_args.cache_dir,
@@ -578,6 +541,9 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         token=model_args.token,
         trust_remote_code=model_args.trust_remote_code,
     )
+    check_sizes(data_args.max_seq_length, len(tokenizer), config)
+
+    loaded = [load_task_data(task, data_args, model_args) for task in tasks]
     summaries = []
     for raw_datasets, task in loaded:
         output_dir = training_args.output_dir if len(tasks) == 1 else os.path.join(training_args.output_dir, task.name)
@@ -585,7 +551,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         args = task_training_args(training_args, task, data_args, output_dir, separate)
         if len(tasks) > 1 and args.hub_model_id:
             args = dataclasses.replace(args, hub_model_id=f"{training_args.hub_model_id}-{task.name}")
-        summaries.append(run_task(task, raw_datasets, tokenizer, model_args, data_args, args))
+        summaries.append(run_task(task, raw_datasets, tokenizer, config_dict, model_args, data_args, args))
     if len(tasks) > 1:
         table = summary_table(summaries)
         Path(training_args.output_dir, "glue_summary.md").write_text(table, encoding="utf-8")

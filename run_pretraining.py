@@ -15,14 +15,11 @@ Several processes: `torchrun --nproc_per_node N run_pretraining.py ...` or `acce
 (on a machine without GPUs add `--use_cpu`, which selects the gloo backend).
 """
 
-import json
 import logging
 import math
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import chain
 from pathlib import Path
 
@@ -30,19 +27,24 @@ import datasets
 import torch
 import transformers
 from datasets import load_dataset
-from huggingface_hub import upload_file
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
 from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
+from collators.tsdae import TSDAE_MODES
+from concept_encoder_training.config_flags import (
+    apply_config_overrides,
+    config_field,
+    given_config_flags,
+    override_items,
+)
 from concept_encoder_training.hub import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
-from concept_encoder_training.run_info import git_commit, wandb_location
+from concept_encoder_training.run_info import architecture_of, run_id, run_summary, timestamp, write_run_summary
 from concept_encoder_training.tokenizer import ALGORITHMS, train_tokenizer
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
-from model_cards import write_model_card
 from modeling_concept_encoder import (
     ConceptEncoderForMaskedLMPerceiver,
     ConceptEncoderForMaskedLMPerceiverPosOnly,
@@ -57,19 +59,9 @@ MODEL_CLASSES = {
     "perceiver_posonly_mlm": ConceptEncoderForMaskedLMPerceiverPosOnly,
 }
 OBJECTIVES = ("mlm", "tsdae")
-TSDAE_MODES = ("mask", "delete")
 DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
 FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
 RANK_DOCUMENTS = 320  # the seed measured the effective rank on 320 documents
-SIZE_FIELDS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "concept_num",
-    "max_position_embeddings",
-    "encoder_layer_type",
-)
 
 
 @dataclass
@@ -82,22 +74,18 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Checkpoint folder or Hub id to continue from (sizes then come from it)."}
     )
-    encoder_layer_type: str | None = field(
-        default=None, metadata={"help": "'perceiver' (static tokens) or 'bixt' (tokens read the concepts too)."}
-    )
-    hidden_size: int | None = field(default=None, metadata={"help": "Width of tokens and concepts (config: 512)."})
-    num_hidden_layers: int | None = field(default=None, metadata={"help": "Encoder layers (config: 6)."})
-    num_attention_heads: int | None = field(default=None, metadata={"help": "Attention heads (config: 8)."})
-    intermediate_size: int | None = field(default=None, metadata={"help": "Feed-forward width (config: 2048)."})
-    concept_num: int | None = field(default=None, metadata={"help": "Number of concepts C (config: 128)."})
-    max_position_embeddings: int | None = field(
-        default=None, metadata={"help": "Longest sequence the model accepts (config: 512)."}
-    )
+    encoder_layer_type: str | None = config_field("encoder_layer_type")
+    hidden_size: int | None = config_field("hidden_size")
+    num_hidden_layers: int | None = config_field("num_hidden_layers")
+    num_attention_heads: int | None = config_field("num_attention_heads")
+    intermediate_size: int | None = config_field("intermediate_size")
+    concept_num: int | None = config_field("concept_num")
+    max_position_embeddings: int | None = config_field("max_position_embeddings")
     config_overrides: str | None = field(
         default=None,
         metadata={
-            "help": "ConceptEncoderConfig fields for a model trained from scratch, e.g. "
-            "'hidden_size=512,num_hidden_layers=6,concept_num=128' (values parsed as JSON, else kept as text)."
+            "help": "Other ConceptEncoderConfig fields for a model trained from scratch, e.g. "
+            "'hidden_dropout_prob=0.0,decoder_query=position' (PretrainedConfig.update_from_string)."
         },
     )
     concept_losses: list[str] | None = field(
@@ -133,7 +121,7 @@ class ModelArguments:
             )
         if self.train_tokenizer_vocab_size is not None and self.tokenizer_name is not None:
             raise ValueError("Give either --tokenizer_name or --train_tokenizer_vocab_size, not both.")
-        sizes_given = [name for name in SIZE_FIELDS if getattr(self, name) is not None]
+        sizes_given = list(given_config_flags(self))
         if self.model_name_or_path is not None and (sizes_given or self.config_overrides):
             raise ValueError(
                 f"--model_name_or_path continues a checkpoint whose sizes are fixed: drop "
@@ -228,27 +216,6 @@ def has_text(path: str) -> bool:
     return False
 
 
-def parse_config_overrides(overrides: str | None) -> dict:
-    """`"hidden_size=512,concept_num=128"` → `{"hidden_size": 512, "concept_num": 128}`, checked against the
-    ConceptEncoderConfig fields; values parse as JSON (numbers, true/false, null), anything else stays text."""
-    known = set(ConceptEncoderConfig().to_dict())
-    values = {}
-    for item in filter(None, (part.strip() for part in (overrides or "").split(","))):
-        key, separator, raw = item.partition("=")
-        key = key.strip()
-        if not separator:
-            raise ValueError(f"--config_overrides item {item!r} is not key=value (e.g. 'hidden_size=512').")
-        if key not in known:
-            raise ValueError(
-                f"--config_overrides key {key!r} is not a ConceptEncoderConfig field: known fields are {sorted(known)}."
-            )
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw.strip()
-    return values
-
-
 def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
     """The checkpoint's config, or a new one from the size flags and `--config_overrides`; concept-loss flags given
     on the command line apply to both. Validated now, before any data is read (vocabulary comes later)."""
@@ -263,12 +230,12 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
             setattr(config, name, value)
         config.validate_concept_encoder()
         return config
-    values = {name: getattr(model_args, name) for name in SIZE_FIELDS if getattr(model_args, name) is not None}
-    overrides = parse_config_overrides(model_args.config_overrides)
-    both = sorted(values.keys() & overrides.keys())
+    sizes = given_config_flags(model_args)
+    config = ConceptEncoderConfig(**sizes, **concept_settings)
+    both = sorted(sizes.keys() & override_items(model_args.config_overrides, config).keys())
     if both:
         raise ValueError(f"{both} given both as flags and in --config_overrides: give each once.")
-    return ConceptEncoderConfig(**values, **overrides, **concept_settings)
+    return apply_config_overrides(config, model_args.config_overrides)
 
 
 def check_model_and_objective(model_type: str, objective: str):
@@ -334,10 +301,10 @@ def tokenizer_source_of(model_args: ModelArguments) -> str | None:
 
 def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: TrainingArguments) -> str:
     """The seed's run name, `perceiver_mlm_H512L6C128_20260208_211633`; every process gets rank 0's timestamp."""
-    stamp = [datetime.now().strftime("%Y%m%d_%H%M%S")]
+    stamp = [timestamp()]
     if training_args.world_size > 1:
         torch.distributed.broadcast_object_list(stamp, src=0)
-    return f"{model_type}_H{config.hidden_size}L{config.num_hidden_layers}C{config.concept_num}_{stamp[0]}"
+    return run_id(model_type, architecture_of(config), stamp[0])
 
 
 def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
@@ -475,6 +442,17 @@ def concept_losses_text(config: ConceptEncoderConfig) -> str:
     if config.concept_loss_weighting == "fixed":
         return f"{names} + fixed={config.concept_loss_weight:g}"
     return f"{names} + {config.concept_loss_weighting}"
+
+
+def objective_settings(data_args: DataTrainingArguments) -> dict:
+    """The objective's own settings, so that runs differing only in them (a mask and a delete TSDAE run) are told
+    apart; the other objective's settings are None."""
+    tsdae = data_args.objective == "tsdae"
+    return {
+        "mlm_probability": None if tsdae else data_args.mlm_probability,
+        "deletion_prob": data_args.deletion_prob if tsdae else None,
+        "tsdae_mode": data_args.tsdae_mode if tsdae else None,
+    }
 
 
 def data_name(data_args: DataTrainingArguments) -> str:
@@ -636,47 +614,34 @@ def main():
     # 8. Run summary (the registry's row), model card, registry, Hub.
     if trainer.is_world_process_zero() and training_args.do_train:
         history = trainer.state.log_history
-        summary = {
-            "kind": "pretraining",
-            "run_id": training_args.run_name,
-            "date": datetime.now().strftime("%Y-%m-%d"),
-            "model_type": model_args.model_type,
-            "architecture": f"H{config.hidden_size} L{config.num_hidden_layers} C{config.concept_num}",
-            "encoder_layer_type": config.encoder_layer_type,
-            "objective": data_args.objective,
-            "pretraining_data": data_name(data_args),
-            "machine": socket.gethostname(),
-            "epochs": trainer.state.epoch,
-            "concept_losses": concept_losses_text(config),
-            "task_loss": all_metrics.get("eval_loss", last_logged(history, "task_loss", "loss")),
-            "effective_rank": all_metrics.get(
+        summary = run_summary(
+            "pretraining",
+            training_args.run_name,
+            config,
+            training_args,
+            model_type=model_args.model_type,
+            encoder_layer_type=config.encoder_layer_type,
+            objective=data_args.objective,
+            **objective_settings(data_args),
+            pretraining_data=data_name(data_args),
+            epochs=trainer.state.epoch,
+            concept_losses=concept_losses_text(config),
+            task_loss=all_metrics.get("eval_loss", last_logged(history, "task_loss", "loss")),
+            effective_rank=all_metrics.get(
                 "eval_concept_effective_rank", all_metrics.get("train_concept_effective_rank")
             ),
-            "concept_num": config.concept_num,
-            "steps_per_second": all_metrics["train_steps_per_second"],
-            "tokens_per_second": all_metrics["train_tokens_per_second"],
-            "wandb": wandb_location(training_args),
-            "git_commit": git_commit(),
-            "output_dir": os.path.abspath(training_args.output_dir),
-        }
-        with open(os.path.join(training_args.output_dir, "run_summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-        write_model_card(training_args.output_dir, summary, repo_id=training_args.hub_model_id)
+            steps_per_second=all_metrics["train_steps_per_second"],
+            tokens_per_second=all_metrics["train_tokens_per_second"],
+        )
+        write_run_summary(training_args.output_dir, summary)
+        trainer.card_summary = summary
+        trainer.create_model_card()
         if output_args.registry_file:
             from concept_encoder_training.registry import record_run
 
             record_run(training_args.output_dir, output_args.registry_file)
     if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="End of training")  # writes the Trainer's own card: ours goes up next
-        if trainer.is_world_process_zero() and training_args.do_train:
-            card = write_model_card(training_args.output_dir, summary, repo_id=trainer.hub_model_id)
-            upload_file(
-                path_or_fileobj=card,
-                path_in_repo="README.md",
-                repo_id=trainer.hub_model_id,
-                token=training_args.hub_token,
-                commit_message="Model card",
-            )
+        trainer.push_to_hub(commit_message="End of training")  # weights and our model card in one commit
     if "wandb" in training_args.report_to:
         import wandb
 

@@ -3,7 +3,8 @@
 import torch
 from transformers import PreTrainedTokenizerBase
 
-IGNORE_INDEX = -100
+from modeling_concept_encoder import IGNORE_INDEX
+
 TSDAE_MODES = ("mask", "delete")
 
 

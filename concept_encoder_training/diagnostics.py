@@ -30,6 +30,35 @@ def mean_concept_cosine(concepts: torch.Tensor) -> float:
     return _off_diagonal_cosines(concepts.float().reshape(-1, *concepts.shape[-2:])).abs().mean().item()
 
 
+class ConceptStatistics:
+    """The three diagnostics above over any number of batches, as if the batches were one: the seed's effective rank
+    of the mean `[C, H]` concept matrix of every example seen, and the per-example means of the entropy effective
+    rank and the mean concept cosine."""
+
+    def __init__(self):
+        self.total, self.count, self.entropy_sum, self.cosine_sum = None, 0, 0.0, 0.0
+
+    @torch.no_grad()
+    def add(self, concepts: torch.Tensor) -> None:
+        """Add one batch of concept states `[batch, C, H]`."""
+        concepts = concepts.float()
+        size = concepts.shape[0]
+        self.total = concepts.sum(dim=0) if self.total is None else self.total + concepts.sum(dim=0)  # [C, H]
+        self.count += size
+        self.entropy_sum += entropy_effective_rank(concepts) * size
+        self.cosine_sum += mean_concept_cosine(concepts) * size
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """`{prefix}_concept_effective_rank`, `{prefix}_concept_entropy_effective_rank`, `{prefix}_concept_mean_cosine`."""
+        if not self.count:
+            raise ValueError("ConceptStatistics: no concepts were added (the evaluation data is empty).")
+        return {
+            f"{prefix}_concept_effective_rank": effective_rank(self.total / self.count),
+            f"{prefix}_concept_entropy_effective_rank": self.entropy_sum / self.count,
+            f"{prefix}_concept_mean_cosine": self.cosine_sum / self.count,
+        }
+
+
 def format_effective_rank(rank: float, concept_num: int) -> str:
     """The seed log's text form, e.g. `5.1 / 128 (4%)`."""
     return f"{rank:.1f} / {concept_num} ({100 * rank / concept_num:.0f}%)"

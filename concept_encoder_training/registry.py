@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from concept_encoder_training.diagnostics import format_effective_rank
+from concept_encoder_training.run_info import SUMMARY_FILE
 
 COLUMNS = [
     "Date",
@@ -34,7 +35,6 @@ COLUMNS = [
 ]
 RUN_ID, GLUE, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", "Conclusion / Takeaway"
 MISSING = "--"
-SUMMARY_FILE = "run_summary.json"
 GLUE_ORDER = [
     "MRPC",
     "QQP",
@@ -155,11 +155,23 @@ def _link(target: str | None) -> str:
     return f"[Link]({target})" if target.startswith("http") else f"`{target}`"
 
 
+def objective_text(summary: dict) -> str:
+    """The objective with its settings, e.g. `TSDAE (delete, deletion 0.6)` or `MLM (masking 0.15)`; summaries
+    written before the settings were recorded give the objective alone."""
+    objective = (summary.get("objective") or "").upper()
+    settings = [summary["tsdae_mode"]] if summary.get("tsdae_mode") else []
+    if summary.get("deletion_prob") is not None:
+        settings.append(f"deletion {summary['deletion_prob']:g}")
+    if summary.get("mlm_probability") is not None:
+        settings.append(f"masking {summary['mlm_probability']:g}")
+    return f"{objective} ({', '.join(settings)})" if settings else objective
+
+
 def pretraining_row(summary: dict) -> dict:
     """The registry row of a pretraining run summary."""
     rank, concept_num = summary.get("effective_rank"), summary.get("concept_num")
     loss = summary.get("task_loss")
-    objective = (summary.get("objective") or "").upper()
+    objective = objective_text(summary)
     return {
         "Date": _cell(summary.get("date")),
         RUN_ID: f"`{summary['run_id']}`",

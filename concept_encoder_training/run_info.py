@@ -1,9 +1,33 @@
-"""Run metadata both scripts record: the code's git commit and the wandb run's location."""
+"""Run metadata both scripts record: the `H.. L.. C..` architecture string, run ids, the fields every
+`run_summary.json` shares (date, machine, git commit, wandb location, output folder) and the file itself."""
 
+import json
+import os
+import socket
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
-from transformers import TrainingArguments
+from transformers import PretrainedConfig, TrainingArguments
+
+SUMMARY_FILE = "run_summary.json"
+TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
+
+
+def architecture_of(config: PretrainedConfig) -> str:
+    """The seed log's "Architecture" cell, e.g. `H512 L6 C128` (width, layers, concepts)."""
+    return f"H{config.hidden_size} L{config.num_hidden_layers} C{config.concept_num}"
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """`20260208_211633`: the time part of run ids."""
+    return (moment or datetime.now()).strftime(TIMESTAMP_FORMAT)
+
+
+def run_id(*parts: str) -> str:
+    """The seed's run-id form: parts joined by `_`, architecture strings without spaces, e.g.
+    `run_id("perceiver_mlm", "H512 L6 C128", "20260208_211633")` → `perceiver_mlm_H512L6C128_20260208_211633`."""
+    return "_".join(part.replace(" ", "") for part in parts)
 
 
 def git_commit() -> str:
@@ -30,3 +54,27 @@ def wandb_location(training_args: TrainingArguments) -> str:
     if wandb.run is None:
         return ""
     return wandb.run.url or str(Path(wandb.run.dir).parent)
+
+
+def run_summary(kind: str, run_id: str, config: PretrainedConfig, training_args: TrainingArguments, **fields) -> dict:
+    """A `run_summary.json` (the experiment registry's schema): the fields every run records, then the kind's own
+    `fields`. `date` is today's; `architecture` and `concept_num` come from `config`."""
+    return {
+        "kind": kind,
+        "run_id": run_id,
+        "date": datetime.now().strftime("%Y-%m-%d"),
+        "architecture": architecture_of(config),
+        "concept_num": config.concept_num,
+        **fields,
+        "machine": socket.gethostname(),
+        "wandb": wandb_location(training_args),
+        "git_commit": git_commit(),
+        "output_dir": os.path.abspath(training_args.output_dir),
+    }
+
+
+def write_run_summary(output_dir: str | Path, summary: dict) -> Path:
+    """Write `output_dir/run_summary.json` and return its path."""
+    path = Path(output_dir, SUMMARY_FILE)
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,26 +1,43 @@
 """Training helpers for concept encoders under the stock `Trainer`: loss-component logging, concept diagnostics at
-evaluation, a warm-up of the fixed concept-loss weight, and weight-decay groups that spare the Kendall-Gal
-log-variances."""
+evaluation, a warm-up of the fixed concept-loss weight, weight-decay groups that spare the Kendall-Gal
+log-variances, and our model card in `push_to_hub`'s one commit."""
 
 import torch
 from transformers import Trainer, TrainerCallback
 
-from concept_encoder_training.diagnostics import effective_rank, entropy_effective_rank, mean_concept_cosine
+from concept_encoder_training.diagnostics import ConceptStatistics
+from model_cards import write_model_card
 
 LOG_VARS_NAME = "concept_loss_log_vars"
-ENCODER_INPUTS = ("input_ids", "attention_mask")
+ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))  # sentence pairs: both sides
 
 
 class ConceptTrainer(Trainer):
-    """The stock `Trainer`, except that the Kendall-Gal log-variances (`concept_loss_log_vars`) get no weight decay.
+    """The stock `Trainer`, except for two things.
 
-    Weight decay pulls parameters towards 0; for a log-variance sᵢ that means pulling every weight ½·exp(−sᵢ) back to
-    ½ regardless of the data, a bias the uncertainty weighting is meant to learn away (Kendall & Gal treat sᵢ as free
-    parameters), so they join biases and norms in the no-decay group.
+    - The Kendall-Gal log-variances (`concept_loss_log_vars`) get no weight decay. Weight decay pulls parameters
+      towards 0; for a log-variance sᵢ that means pulling every weight ½·exp(−sᵢ) back to ½ regardless of the data, a
+      bias the uncertainty weighting is meant to learn away (Kendall & Gal treat sᵢ as free parameters), so they join
+      biases and norms in the no-decay group.
+    - `create_model_card` writes our card (`model_cards`, from `card_summary`, the run's `run_summary.json`, and the
+      optional `card_glue_results`) instead of the Trainer's draft. `push_to_hub` calls it before it uploads the
+      output folder, so the card goes up with the weights in one commit (as TRL's trainers do).
     """
+
+    card_summary: dict | None = None
+    card_glue_results: dict | None = None
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]
+
+    def create_model_card(self, **kwargs) -> None:
+        """`output_dir/README.md` from `card_summary`, with the Hub id in its loading snippet; the Trainer's draft
+        (taking `kwargs`: language, tags, ...) when no summary was set, e.g. a push without training."""
+        if self.card_summary is None:
+            return super().create_model_card(**kwargs)
+        if self.is_world_process_zero():
+            repo_id = self.hub_model_id or self.args.hub_model_id
+            write_model_card(self.args.output_dir, self.card_summary, self.card_glue_results, repo_id=repo_id)
 
 
 def add_callback_first(trainer: Trainer, callback: TrainerCallback) -> None:
@@ -39,10 +56,10 @@ class ConceptLossCallback(TrainerCallback):
       included), of `task_loss`, each concept term as `concept_loss/<name>` and each weight as `loss_weight/<name>`
       (`loss_weight/task` too). They are read from the model outputs by a forward hook registered in
       `on_train_begin`, since the Trainer only keeps `loss`.
-    - Every evaluation: on one fixed batch, the concepts' effective rank in the seed's form
-      (`eval_concept_effective_rank`), in the entropy form (`eval_concept_entropy_effective_rank`) and their mean
-      absolute cosine (`eval_concept_mean_cosine`). The batch is `eval_batch` (a dict with `input_ids` and
-      `attention_mask`) or else the first batch of the evaluation dataloader, taken once and kept.
+    - Every evaluation: the concepts' effective rank in the seed's form (`eval_concept_effective_rank`), in the
+      entropy form (`eval_concept_entropy_effective_rank`) and their mean absolute cosine (`eval_concept_mean_cosine`),
+      measured on `eval_batch` (a dict with `input_ids` and `attention_mask`; pretraining's fixed 320 documents) or,
+      without one, on the whole evaluation dataloader (GLUE's dev set, both sides of separately encoded pairs).
     - Optionally (`warmup_steps > 0`, `fixed` weighting only) the fixed concept-loss weight rises linearly from
       w/warmup_steps to w = `config.concept_loss_weight` over the first `warmup_steps` optimizer steps. The scaled
       value is set in the config at `on_step_begin` and the target restored at `on_step_end`, before the Trainer
@@ -118,19 +135,22 @@ class ConceptLossCallback(TrainerCallback):
     # ---- evaluation: concept diagnostics ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def concept_metrics(self, model: torch.nn.Module, prefix: str = "eval") -> dict[str, float]:
-        """Effective rank (seed and entropy forms) and mean cosine of the concepts of the fixed evaluation batch."""
+    def concept_metrics(self, model: torch.nn.Module, prefix: str = "eval", batches=None) -> dict[str, float]:
+        """Effective rank (seed and entropy forms) and mean cosine of the concepts of `batches` (an iterable of
+        batches, e.g. a dataloader; default: the fixed `eval_batch`), both sides of sentence-pair batches included."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        inputs = {key: value.to(device) for key, value in self.eval_batch.items() if key in ENCODER_INPUTS}
-        concepts = model.base_model(**inputs).last_hidden_state  # [batch, concepts, hidden]
+        statistics = ConceptStatistics()
+        for batch in [self.eval_batch] if batches is None else batches:
+            for ids, mask in ENCODER_SIDES:
+                if ids in batch:
+                    inputs = {"input_ids": batch[ids].to(device)}
+                    if mask in batch:
+                        inputs["attention_mask"] = batch[mask].to(device)
+                    statistics.add(model.base_model(**inputs).last_hidden_state)  # [batch, concepts, hidden]
         model.train(was_training)
-        return {
-            f"{prefix}_concept_effective_rank": effective_rank(concepts),
-            f"{prefix}_concept_entropy_effective_rank": entropy_effective_rank(concepts),
-            f"{prefix}_concept_mean_cosine": mean_concept_cosine(concepts),
-        }
+        return statistics.metrics(prefix)
 
     def on_log(self, args, state, control, logs=None, model=None, eval_dataloader=None, **kwargs):
         """Training logs (they carry `loss`) get the loss parts; evaluation logs (`<prefix>_runtime`) the concept
@@ -140,11 +160,10 @@ class ConceptLossCallback(TrainerCallback):
             added = self._training_means()
         prefixes = [key[: -len("_runtime")] for key in logs if key.endswith("_runtime") and key != "train_runtime"]
         if prefixes:
-            if self.eval_batch is None:
-                if eval_dataloader is None:
-                    raise ValueError("ConceptLossCallback: no eval_batch given and the Trainer has no eval dataloader.")
-                self.eval_batch = next(iter(eval_dataloader))
-            self._eval_metrics = self.concept_metrics(model, prefixes[0])
+            if self.eval_batch is None and eval_dataloader is None:
+                raise ValueError("ConceptLossCallback: no eval_batch given and the Trainer has no eval dataloader.")
+            batches = None if self.eval_batch is not None else eval_dataloader
+            self._eval_metrics = self.concept_metrics(model, prefixes[0], batches)
             added = self._eval_metrics
         logs.update(added)
         if state.log_history:

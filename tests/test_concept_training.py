@@ -1,9 +1,12 @@
 """ConceptLossCallback and ConceptTrainer in short real Trainer runs on a tiny MLM model."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
+import transformers.trainer
 from conftest import tiny_config
 from transformers import TrainerCallback, TrainingArguments
 
@@ -135,3 +138,33 @@ def test_concept_trainer_keeps_log_variances_out_of_weight_decay(tokenizer, mlm_
         g for g in trainer.optimizer.param_groups if any(p is model.concept_loss_log_vars for p in g["params"])
     )
     assert group["weight_decay"] == 0.0
+
+
+def test_push_to_hub_uploads_our_model_card_with_the_weights_in_one_commit(tokenizer, tmp_path, monkeypatch):
+    """`push_to_hub` calls `create_model_card` before its one `upload_folder`: the folder it uploads must already
+    hold our card (not the Trainer's draft). The Hub is replaced by a recorder of upload_folder calls."""
+    commits = []
+
+    class RecordingApi:
+        def upload_folder(self, folder_path, **kwargs):
+            files = sorted(os.listdir(folder_path))
+            commits.append({"files": files, "card": Path(folder_path, "README.md").read_text(), **kwargs})
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", RecordingApi)
+    args = arguments(tmp_path, eval_strategy="no")
+    trainer = ConceptTrainer(model=tiny_mlm(tokenizer), args=args, processing_class=tokenizer)
+    trainer.hub_model_id = "me/tiny-concept-encoder"  # what init_hf_repo sets when push_to_hub=True
+    trainer.card_summary = {
+        "run_id": "perceiver_mlm_H32L2C8_20260101_000000",
+        "objective": "mlm",
+        "effective_rank": 3.25,
+    }
+    trainer.push_to_hub(commit_message="End of training")
+
+    (commit,) = commits
+    assert commit["repo_id"] == "me/tiny-concept-encoder" and commit["commit_message"] == "End of training"
+    assert {"README.md", "config.json", "model.safetensors", "modeling_concept_encoder.py"} <= set(commit["files"])
+    card = commit["card"]
+    assert 'from_pretrained("me/tiny-concept-encoder", trust_remote_code=True)' in card
+    assert "perceiver_mlm_H32L2C8_20260101_000000" in card and "3.2 / 8 (41%)" in card
+    assert "generated automatically" not in card  # the Trainer's draft card did not replace ours

@@ -85,12 +85,16 @@ def test_bad_values_raise_naming_the_field(overrides, field, allowed):
     assert f"ConceptEncoderConfig.{field}" in message and allowed in message, message
 
 
-def test_valid_edge_values_are_accepted():
-    tiny_config(
+def test_valid_edge_values_are_accepted(tmp_path):
+    edges = dict(
         hidden_dropout_prob=0.0,
         concept_loss_weight=0.0,
         concept_losses=["combined"],
         concept_loss_weighting="fixed",
         classifier_dropout=None,
         mask_token_id=None,
+        pad_token_id=199,  # the last id of the vocabulary
     )
+    tiny_config(**edges).save_pretrained(tmp_path)
+    loaded = ConceptEncoderConfig.from_pretrained(tmp_path)  # validated again on load
+    assert {name: getattr(loaded, name) for name in edges} == edges

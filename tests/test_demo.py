@@ -5,9 +5,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_demo_prints_the_registry_and_the_pretrained_minus_scratch_table(tmp_path, data_dir):
     command = [sys.executable, "scripts/demo.py", "--data_dir", str(data_dir), "--output_dir", str(tmp_path)]
     command += ["--pretrain_steps", "5", "--glue_epochs", "1", "--max_train_samples", "32"]

@@ -177,8 +177,10 @@ def test_mrpc_and_stsb_separate_pairs_write_results_summary_card_and_registry(ch
     assert mrpc["eval_samples"] == 48 and mrpc["train_samples"] == 32
     for name in ("eval_pearson", "eval_spearmanr"):
         assert -1.0 <= stsb[name] <= 1.0
-    for metrics in (mrpc, stsb):
-        assert 1.0 <= metrics["eval_effective_rank"] <= 8 and metrics["train_steps_per_second"] > 0
+    for metrics, summary in zip((mrpc, stsb), summaries):
+        assert 1.0 <= metrics["eval_concept_effective_rank"] <= 8 and metrics["train_steps_per_second"] > 0
+        assert summary["effective_rank"] == metrics["eval_concept_effective_rank"]
+        assert not {"eval_effective_rank", "eval_mean_concept_cosine"} & set(metrics)  # one name per quantity
     assert json.loads((tmp_path / "mrpc" / "eval_results.json").read_text())["eval_f1"] == mrpc["eval_f1"]
     assert "| MRPC |" in (tmp_path / "glue_summary.md").read_text()
     card = (tmp_path / "mrpc" / "README.md").read_text()
@@ -263,6 +265,18 @@ def test_hub_loading_fails_fast_offline_naming_the_alternative():
     assert time.perf_counter() - start < 5
 
 
+def test_sizes_are_checked_before_any_data_is_read(checkpoint, tmp_path):
+    """The checkpoint has 64 positions; the data folder does not even exist, so only an early check can answer."""
+    arguments = ["--model_name_or_path", str(checkpoint), "--task_name", "mrpc,rte", "--output_dir", str(tmp_path)]
+    arguments += ["--data_dir", str(tmp_path / "no_such_folder")]
+    with pytest.raises(ValueError, match="--max_seq_length 128 exceeds the model's max_position_embeddings \\(64\\)"):
+        run_glue.main(arguments)
+    with pytest.raises(ValueError, match="--config_overrides 'hidden_dropout_prob=high'"):
+        run_glue.main([*arguments, "--max_seq_length", "64", "--config_overrides", "hidden_dropout_prob=high"])
+    with pytest.raises(FileNotFoundError, match="has no folder MRPC/"):  # the arguments are fine: data is read next
+        run_glue.main([*arguments, "--max_seq_length", "64"])
+
+
 def test_checkpoint_that_is_not_a_concept_encoder(tmp_path, data_dir):
     bert = tmp_path / "bert"
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(bert)
@@ -281,6 +295,7 @@ def test_checkpoint_that_is_not_a_concept_encoder(tmp_path, data_dir):
         )
 
 
+@pytest.mark.slow
 def test_seed_protocol_settings_and_best_epoch_label(tokenizer, data_dir, tmp_path):
     checkpoint = tmp_path / "positions_128"  # the protocol's max length is 128
     config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128, num_hidden_layers=1)

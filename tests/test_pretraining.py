@@ -7,27 +7,28 @@ import os
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_SIZES, run_isolated
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, HfArgumentParser
 
 import run_pretraining
 from collators import DataCollatorForTSDAE
 from concept_encoder_training import hub as hub_utils
+from concept_encoder_training.config_flags import config_flags
 from concept_encoder_training.hub import HubAccessError
 from concept_encoder_training.tokenizer import train_tokenizer
+from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import write_model_card
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
 
 SUMMARY_KEYS = {
     "kind", "run_id", "date", "model_type", "architecture", "encoder_layer_type", "objective", "pretraining_data",
     "machine", "epochs", "concept_losses", "task_loss", "effective_rank", "concept_num", "steps_per_second",
-    "tokens_per_second", "wandb", "git_commit", "output_dir",
+    "tokens_per_second", "wandb", "git_commit", "output_dir", "mlm_probability", "deletion_prob", "tsdae_mode",
 }  # fmt: skip
 HUB_FILES = [
     "config.json", "model.safetensors", "configuration_concept_encoder.py", "modeling_concept_encoder.py",
@@ -55,17 +56,12 @@ def tokenizer_dir(tmp_path_factory, corpus):
 
 
 def tiny_args(corpus, output_dir, **overrides) -> dict:
-    """Arguments of a tiny run (hidden 32, one layer, 8 concepts, 200-token tokenizer, 4 steps)."""
+    """Arguments of a tiny run (`TINY_SIZES` with one layer, 200-token tokenizer, 4 steps)."""
     args = dict(
         train_file=str(corpus / "train.txt"),
         validation_file=str(corpus / "valid.txt"),
         train_tokenizer_vocab_size=200,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        concept_num=8,
-        max_position_embeddings=64,
+        **{**TINY_SIZES, "num_hidden_layers": 1},
         max_seq_length=64,
         per_device_train_batch_size=4,
         per_device_eval_batch_size=8,
@@ -102,14 +98,14 @@ def run_main(monkeypatch, args: dict) -> dict:
 
 @pytest.mark.parametrize(
     "model_type, objective, layer_type, extra",
-    [
+    [  # the default suite keeps the demo's path (TSDAE, PosOnly) and the single-.json-file form
         ("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "mask"}),
-        ("perceiver_posonly_mlm", "tsdae", "bixt", {"tsdae_mode": "delete"}),
-        ("perceiver_mlm", "mlm", "bixt", {"concept_losses": ["combined"], "concept_loss_weighting": "kendall_gal"}),
+        pytest.param("perceiver_posonly_mlm", "tsdae", "bixt", {"tsdae_mode": "delete"}, marks=pytest.mark.slow),
+        pytest.param("perceiver_mlm", "mlm", "bixt", {"concept_losses": ["combined"], "concept_loss_weighting": "kendall_gal"}, marks=pytest.mark.slow),
         ("weighted_mlm", "mlm", "perceiver", {}),
-        ("perceiver_posonly_mlm", "mlm", "bixt", {}),
+        pytest.param("perceiver_posonly_mlm", "mlm", "bixt", {}, marks=pytest.mark.slow),
     ],
-)
+)  # fmt: skip
 def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_type, objective, layer_type, extra):
     output_dir = tmp_path / "run"
     args = tiny_args(
@@ -140,42 +136,42 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
     assert 1.0 <= summary["effective_rank"] <= 8.0
     assert summary["steps_per_second"] > 0 and summary["tokens_per_second"] > 0
     assert summary["pretraining_data"] == f"{corpus.name}/train.txt"
+    settings = {key: summary[key] for key in ("mlm_probability", "deletion_prob", "tsdae_mode")}
+    if objective == "tsdae":
+        assert settings == {"mlm_probability": None, "deletion_prob": 0.6, "tsdae_mode": extra["tsdae_mode"]}
+    else:
+        assert settings == {"mlm_probability": 0.15, "deletion_prob": None, "tsdae_mode": None}
     all_results = json.loads((output_dir / "all_results.json").read_text())
     assert {"train_steps_per_second", "train_tokens_per_second", "eval_loss"} <= set(all_results)
 
     card = (output_dir / "README.md").read_text()
     assert "trust_remote_code=True" in card and summary["run_id"] in card
     assert f"{summary['effective_rank']:.1f} / 8" in card
-    assert summary["run_id"] in (tmp_path / "registry.md").read_text()
+    registry = (tmp_path / "registry.md").read_text()
+    assert summary["run_id"] in registry
+    assert ("TSDAE (mask, deletion 0.6)" if objective == "tsdae" else "MLM (masking 0.15)") in registry
     if "concept_losses" in extra:
         assert summary["concept_losses"] == "combined + kendall_gal"
         logged = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
         assert any("concept_loss/combined" in entry and "loss_weight/task" in entry for entry in logged)
 
 
-# Runs in a fresh process where this repository cannot be imported: loads the run folder through the Auto class and
-# writes the loss on the fixed batch.
-LOADER = textwrap.dedent(
-    """
-    import importlib.util, os, sys
+# Runs in a fresh process that cannot import this repository: loads the run folder through the Auto class and
+# prints the loss on the fixed batch.
+LOADER = """
+import torch
+from transformers import AutoModelForMaskedLM
 
-    folder, repo = sys.argv[1], os.path.realpath(sys.argv[2])
-    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
-    assert importlib.util.find_spec("modeling_concept_encoder") is None, "the repository is importable"
-
-    import torch
-    from transformers import AutoModelForMaskedLM
-
-    model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    with torch.no_grad():
-        loss = model(**torch.load(os.path.join(folder, "..", "batch.pt"))).loss
-    print(type(model).__name__, repr(loss.item()))
-    """
-)
+folder = sys.argv[1]
+model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+with torch.no_grad():
+    loss = model(**torch.load(os.path.join(folder, "..", "batch.pt"))).loss
+print(type(model).__name__, repr(loss.item()))
+"""
 
 
+@pytest.mark.slow
 def test_run_folder_loads_with_trust_remote_code_in_a_fresh_process(monkeypatch, tmp_path, corpus):
     output_dir = tmp_path / "run"
     args = tiny_args(
@@ -193,22 +189,17 @@ def test_run_folder_loads_with_trust_remote_code_in_a_fresh_process(monkeypatch,
     with torch.no_grad():
         expected = model(**batch).loss.item()
 
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, "-c", LOADER, str(output_dir), str(REPO_ROOT)],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    name, loss = result.stdout.split()[-2:]
+    name, loss = run_isolated(LOADER, output_dir, cwd=tmp_path, timeout=120).split()[-2:]
     assert name == "ConceptEncoderForMaskedLMPerceiverPosOnly"
     assert float(loss) == expected
 
 
+@pytest.mark.slow
 def test_continue_from_a_checkpoint_with_another_head_and_objective(monkeypatch, tmp_path, corpus):
     """MLM pretraining continued as TSDAE: the encoder and tokenizer come from the checkpoint (learning rate 0 keeps
     them as loaded), the PosOnly head is built on top, sizes cannot be changed."""
     run_main(monkeypatch, tiny_args(corpus, tmp_path / "mlm", model_type="perceiver_mlm", max_steps=2, save_steps=2))
-    sizes = dict.fromkeys(run_pretraining.SIZE_FIELDS[:-1])
+    sizes = dict.fromkeys(TINY_SIZES)
     args = tiny_args(
         corpus, tmp_path / "tsdae", model_type="perceiver_posonly_mlm", objective="tsdae", line_by_line=True,
         model_name_or_path=str(tmp_path / "mlm"), train_tokenizer_vocab_size=None, learning_rate=0.0, max_steps=2,
@@ -230,6 +221,7 @@ class Interruption(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_path, corpus, tokenizer_dir):
     """A 10-step run killed right after its step-5 checkpoint and started again (the last checkpoint is found
     automatically) ends exactly like an uninterrupted 10-step run, dropout and random masking included.
@@ -263,6 +255,7 @@ def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_p
     assert whole.keys() == again.keys() and all(torch.equal(whole[key], again[key]) for key in whole)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path, corpus):
     """Two gloo processes train 2 steps into one seed-named folder (rank 0's timestamp) with one checkpoint."""
     args = tiny_args(corpus, tmp_path / "unused", max_steps=2, save_steps=2, do_eval=False, logging_steps=1)
@@ -310,6 +303,7 @@ def read_wandb_run(path) -> list:
     return records
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_loss_components_and_effective_rank(monkeypatch, tmp_path, corpus):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -358,7 +352,7 @@ def test_wandb_offline_run_holds_loss_components_and_effective_rank(monkeypatch,
          "answerdotai/ModernBERT-base .* --train_tokenizer_vocab_size"),
         ({"push_to_hub": True, "hub_model_id": "me/model"}, HubAccessError, "--push_to_hub .* HF_HUB_OFFLINE=1"),
         ({"model_name_or_path": "me/concept-encoder", "train_tokenizer_vocab_size": None,
-          **dict.fromkeys(run_pretraining.SIZE_FIELDS[:-1])}, HubAccessError,
+          **dict.fromkeys(TINY_SIZES)}, HubAccessError,
          "--model_name_or_path me/concept-encoder"),
     ],
 )  # fmt: skip
@@ -389,16 +383,31 @@ def test_push_to_hub_fails_fast_when_the_hub_does_not_answer(monkeypatch, tmp_pa
         hub_utils.hub_unreachable_reason.cache_clear()
 
 
-def test_config_overrides_parse_typed_values_and_clash_with_flags():
-    overrides = "hidden_size=64, concept_num=16,hidden_act=gelu,tie_word_embeddings=false"
-    assert run_pretraining.parse_config_overrides(overrides) == {
-        "hidden_size": 64, "concept_num": 16, "hidden_act": "gelu", "tie_word_embeddings": False,
-    }  # fmt: skip
+def test_config_overrides_go_through_update_from_string_and_clash_with_flags():
+    arguments = run_pretraining.ModelArguments(
+        hidden_size=64,
+        config_overrides="concept_num=16, hidden_act=silu,tie_word_embeddings=false,hidden_dropout_prob=0",
+    )
+    config = run_pretraining.build_config(arguments)
+    assert (config.hidden_size, config.concept_num, config.hidden_act) == (64, 16, "silu")
+    assert config.tie_word_embeddings is False and config.hidden_dropout_prob == 0.0
     arguments = run_pretraining.ModelArguments(hidden_size=64, config_overrides="hidden_size=128")
     with pytest.raises(ValueError, match="given both as flags and in --config_overrides"):
         run_pretraining.build_config(arguments)
     with pytest.raises(ValueError, match="hidden_size=30 is not divisible"):
         run_pretraining.build_config(run_pretraining.ModelArguments(config_overrides="hidden_size=30"))
+    with pytest.raises(ValueError, match="--config_overrides 'concept_num=many': invalid literal for int"):
+        run_pretraining.build_config(run_pretraining.ModelArguments(config_overrides="concept_num=many"))
+
+
+def test_size_flags_and_their_help_come_from_the_config():
+    """Every ConceptEncoderConfig field among the flags says the config's own description and default."""
+    flags = config_flags(run_pretraining.ModelArguments)
+    assert flags and set(flags) <= set(ConceptEncoderConfig().to_dict())
+    help_text = {action.dest: action.help for action in HfArgumentParser(run_pretraining.ModelArguments)._actions}
+    assert help_text["hidden_size"] == "width of tokens, concepts and every attention block (config default: 512)."
+    for name in flags:
+        assert f"(config default: {getattr(ConceptEncoderConfig(), name)})" in help_text[name], name
 
 
 def test_model_card_has_a_glue_table_when_given(tmp_path):

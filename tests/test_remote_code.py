@@ -2,13 +2,9 @@
 in a fresh process that cannot import this repository, offline, and reproduces this process's outputs exactly."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import torch
-from conftest import REPO_ROOT, tiny_config
+from conftest import run_isolated, tiny_config
 
 from modeling_concept_encoder import (
     ConceptEncoderForMaskedLMPerceiver,
@@ -19,46 +15,31 @@ from modeling_concept_encoder import (
 )
 
 # Runs in the fresh process: argv = checkpoints root, JSON list of loads to perform.
-LOADER = textwrap.dedent(
-    """
-    import importlib.util, json, os, sys
+LOADER = """
+import json
 
-    checkpoints, repo = sys.argv[1], os.path.realpath(sys.argv[2])
-    # `pip install -e .` makes this repo importable from anywhere through a setuptools `__editable__` finder on
-    # sys.meta_path (or a path entry from a .pth file): drop both, so only the checkpoint folder's own code can load.
-    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
-    for module in ("modeling_concept_encoder", "configuration_concept_encoder"):
-        assert importlib.util.find_spec(module) is None, f"{module} is importable: the test would prove nothing"
-    try:
-        import modeling_concept_encoder  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise AssertionError("modeling_concept_encoder imported from outside the checkpoint folder")
+import torch
+import transformers
 
-    import torch
-    import transformers
-
-    inputs = torch.load(os.path.join(checkpoints, "inputs.pt"))
-    results = {}
-    for name, folder, auto_class in json.loads(sys.argv[3]):
-        model = getattr(transformers, auto_class).from_pretrained(
-            os.path.join(checkpoints, folder), trust_remote_code=True
-        ).eval()
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        with torch.no_grad():
-            if name.endswith("encoder"):  # the encoder of a head checkpoint, loaded alone or under another head
-                module = model if auto_class == "AutoModel" else model.encoder
-                output = module(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
-            elif name == "pair":
-                output = model(**inputs).logits
-            else:
-                output = model(inputs["input_ids"], inputs["attention_mask"]).logits
-        results[name] = (type(model).__name__, output)
-    torch.save(results, os.path.join(checkpoints, "results.pt"))
-    """
-)
+checkpoints = sys.argv[1]
+inputs = torch.load(os.path.join(checkpoints, "inputs.pt"))
+results = {}
+for name, folder, auto_class in json.loads(sys.argv[2]):
+    model = getattr(transformers, auto_class).from_pretrained(
+        os.path.join(checkpoints, folder), trust_remote_code=True
+    ).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    with torch.no_grad():
+        if name.endswith("encoder"):  # the encoder of a head checkpoint, loaded alone or under another head
+            module = model if auto_class == "AutoModel" else model.encoder
+            output = module(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
+        elif name == "pair":
+            output = model(**inputs).logits
+        else:
+            output = model(inputs["input_ids"], inputs["attention_mask"]).logits
+    results[name] = (type(model).__name__, output)
+torch.save(results, os.path.join(checkpoints, "results.pt"))
+"""
 
 
 def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
@@ -133,18 +114,7 @@ def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
             auto_map
         )
 
-    (tmp_path / "loader.py").write_text(LOADER)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    run = subprocess.run(
-        [sys.executable, str(tmp_path / "loader.py"), str(tmp_path), str(REPO_ROOT), json.dumps(loads)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_isolated(LOADER, tmp_path, json.dumps(loads), cwd=tmp_path)
 
     results = torch.load(tmp_path / "results.pt")
     for name, (class_name, output) in results.items():

@@ -1,0 +1,78 @@
+"""Config fields from the command line, one way for both scripts.
+
+Size flags are dataclass fields made by `config_field`: `None` unless given, their help text taken from the
+`ConceptEncoderConfig` docstring and default, so nothing here repeats the config. `--config_overrides` goes through
+transformers' `PretrainedConfig.update_from_string` (each value typed like the field's current value, booleans as
+`true`/`false`), after a check that every key is a field of the config, and the result passes the config's own
+validation.
+"""
+
+import re
+from dataclasses import field, fields
+
+from transformers import PretrainedConfig
+
+from configuration_concept_encoder import ConceptEncoderConfig
+
+_CONFIG_FIELDS = []  # every dataclass field made by `config_field` (argparse takes no extra metadata keys)
+
+
+def config_help(name: str) -> str:
+    """The `Args:` entry of `name` in the ConceptEncoderConfig docstring, e.g. `number of encoder layers`."""
+    match = re.search(rf"^ +{name}: (.+?)(?=^ +\w[\w /]*: |\Z)", ConceptEncoderConfig.__doc__, re.M | re.S)
+    if match is None:
+        raise ValueError(f"ConceptEncoderConfig.{name} is not documented in the config's Args: document it there.")
+    return " ".join(match.group(1).split())
+
+
+def config_field(name: str):
+    """A dataclass field for the ConceptEncoderConfig field `name`: `None` (the config's default) unless given."""
+    help_text = f"{config_help(name).rstrip('.')} (config default: {ConceptEncoderConfig().to_dict()[name]})."
+    made = field(default=None, metadata={"help": help_text})
+    _CONFIG_FIELDS.append(made)
+    return made
+
+
+def config_flags(arguments) -> list[str]:
+    """Names of the config fields among a dataclass's fields (those made by `config_field`)."""
+    return [f.name for f in fields(arguments) if any(f is made for made in _CONFIG_FIELDS)]
+
+
+def given_config_flags(arguments) -> dict:
+    """`{name: value}` of the config fields given on the command line (not `None`)."""
+    return {name: getattr(arguments, name) for name in config_flags(arguments) if getattr(arguments, name) is not None}
+
+
+def override_items(overrides: str | None, config: PretrainedConfig, flag: str = "--config_overrides") -> dict:
+    """`"hidden_size=64, concept_num=16"` → `{"hidden_size": "64", "concept_num": "16"}` (values still text), every
+    key checked against the fields of `config`."""
+    known = set(config.to_dict())
+    items = {}
+    for item in filter(None, (part.strip() for part in (overrides or "").split(","))):
+        key, separator, value = (part.strip() for part in item.partition("="))
+        if not separator:
+            raise ValueError(f"{flag} item {item!r} is not key=value (e.g. 'hidden_size=512').")
+        if key not in known:
+            raise ValueError(
+                f"{flag} key {key!r} is not a {type(config).__name__} field: known fields are {sorted(known)}."
+            )
+        items[key] = value
+    return items
+
+
+def apply_config_overrides(config: PretrainedConfig, overrides: str | None, flag: str = "--config_overrides"):
+    """Set the `key=value,...` fields of `overrides` on `config` with `update_from_string`, then validate it."""
+    items = override_items(overrides, config, flag)
+    if not items:
+        return config
+    try:
+        config.update_from_string(",".join(f"{key}={value}" for key, value in items.items()))
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{flag} {overrides!r}: {error}. Values must match the field's type (numbers, true/false or text; list "
+            "and unset fields have their own flags)."
+        ) from error
+    validate = getattr(config, "validate_concept_encoder", None)
+    if validate is not None:
+        validate()
+    return config
