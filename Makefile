@@ -18,6 +18,6 @@ test: install
 test-slow: install
 	$(OFFLINE) $(PYTHON) -m pytest -m slow -q
 
-# The README's main command: pretrain on WikiText-2, score on MRPC/STS-B/RTE vs random init (offline, ~15 min on 2 cores).
+# The README's main command: pretrain on WikiText-2, score on MRPC/STS-B/RTE vs random init (offline, ~7 min on 2 quiet cores).
 demo: install
 	$(OFFLINE) TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/demo.py
