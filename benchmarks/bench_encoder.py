@@ -1,12 +1,16 @@
-"""Speed and memory of concept encoders against `transformers.BertModel` of the same width and depth, in one run.
+"""Speed and memory of concept encoders against the encoders a user would pick instead, in one run.
 
 For every length in `--lengths` it times a training step (forward + backward) and a forward-only pass of
-`ConceptEncoderModel` with perceiver layers and with BiXT layers, and of a BERT encoder with the same hidden size,
-layers and heads (`attn_implementation="sdpa"`, dropout off in every model). It prints one markdown table: median
-seconds per step after warm-up, tokens/s, the ratio to BERT, the peak memory of the step and the achieved GFLOP/s of
-an analytic FLOP count beside the measured fp32 (or bf16) matmul peak of the same machine. Then a long-sequence
-check (one training step at `--long_length`, 65536 by default, within `--memory_budget_gib`) and one training step
-of the perceiver MLM head with sparse decoding (15% of positions labelled) against decoding every position.
+`ConceptEncoderModel` with perceiver layers and with BiXT layers, and of the peers with the same hidden size, depth,
+heads, vocabulary and FFN parameters (dropout off in every model): `transformers.BertModel` (full attention, SDPA),
+`transformers.ModernBertModel` (local 128-token attention with global attention every third layer, rotary positions,
+SDPA) and `transformers.PerceiverModel` (`hf_perceiver`: the latents read the tokens once, in one cross-attention,
+then `num_hidden_layers` latent self-attention blocks). It prints one markdown table: median seconds per step after
+warm-up, tokens/s, the ratio to each peer, the peak memory of the step and the achieved GFLOP/s of an analytic FLOP
+count beside the measured fp32 (or bf16) matmul peak of the same machine. Then a long-sequence check (one training
+step at `--long_length`, 65536 by default, within `--memory_budget_gib`), the seed's scaling rule (C grows with N:
+`--concepts_per_tokens 4096:512,32768:2048,262144:4096`, one training step each) and one training step of the
+perceiver MLM head with sparse decoding (15% of positions labelled) against decoding every position.
 
 Configurations that would not fit are reported as "skipped (reason)": before each one the step time is
 extrapolated from the previous length of the same model by the FLOP count, and the peak memory linearly (a lower
@@ -14,7 +18,11 @@ bound for BERT, whose attention grows faster); over `--time_budget_s` or `--memo
 
 BERT's FFN is a plain GELU MLP; the concept encoder's is gated (`wo(gelu(gate)·up)`, 3·H·I weights). BERT gets
 `--bert_intermediate_size` = 1.5 × `--intermediate_size` by default, so both FFNs have the same parameter count and
-the same FLOPs per row: the comparison measures the attention pattern, not a smaller BERT.
+the same FLOPs per row: the comparison measures the attention pattern, not a smaller BERT. ModernBERT's FFN is gated
+like ours (`intermediate_size` as is); HF Perceiver's latent MLP is plain, widened by `bert_intermediate_size /
+hidden_size` (its cross-attention block keeps the library's default MLP of widening 1). ModernBERT's local layers run
+through SDPA with a dense `[N, N]` sliding-window mask on CPU (the flash-attention kernel that skips the masked blocks
+is CUDA-only), so its FLOPs are counted as computed: full attention in every layer.
 
 Peak memory: `torch.cuda.max_memory_allocated` on GPU; on CPU the growth of the resident-set high-water mark (Linux
 `VmHWM`, reset through `/proc/self/clear_refs` before each configuration so one process measures each on its own).
@@ -38,14 +46,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel, HfArgumentParser
+from transformers import (
+    BertConfig,
+    BertModel,
+    HfArgumentParser,
+    ModernBertConfig,
+    ModernBertModel,
+    PerceiverConfig,
+    PerceiverModel,
+)
+from transformers.models.perceiver.modeling_perceiver import PerceiverTextPreprocessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderModel  # noqa: E402
 
-MODELS = ("perceiver", "bixt", "bert")
+MODELS = ("perceiver", "bixt", "bert", "modernbert", "hf_perceiver")  # hf_perceiver: no gradient checkpointing
+PEERS = ("bert", "modernbert", "hf_perceiver")  # the table's "vs" columns: each peer's time over the row's
+CONCEPT_MODELS = ("perceiver", "bixt")
 MODES = ("train", "forward")
 GIB = 2**30
 MIB = 2**20
@@ -61,6 +80,9 @@ class BenchmarkArguments:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (matmul peak measured in bfloat16 too)."})
     threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's choice."})
+    peak_matmul_size: int | None = field(
+        default=None, metadata={"help": "Side of the square matmul that measures the peak; default 8192 GPU, 2048 CPU."}
+    )
     hidden_size: int = 512
     num_hidden_layers: int = 6
     num_attention_heads: int = 8
@@ -75,6 +97,16 @@ class BenchmarkArguments:
     )
     memory_budget_gib: float = field(default=8.0, metadata={"help": "Skip (or fail) a step over this peak memory."})
     long_length: int = field(default=65536, metadata={"help": "Length of the long training-step check; 0 skips it."})
+    concepts_per_tokens: str | None = field(
+        default=None,
+        metadata={
+            "help": "The (N, C) scaling sweep: comma-separated N:C pairs, one training step each, e.g. the seed's "
+            "plan '4096:512,32768:2048,262144:4096'."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute each layer in the backward pass (every model that supports it)."}
+    )
     mlm_length: int = field(default=512, metadata={"help": "Length of the MLM head comparison; 0 skips it."})
     mlm_batch_size: int = 8
     mlm_probability: float = 0.15
@@ -92,9 +124,35 @@ class BenchmarkArguments:
             raise ValueError(f"--device {self.device!r}: use cpu, or cuda on a machine with a CUDA GPU.")
         if self.bert_intermediate_size is None:
             self.bert_intermediate_size = 3 * self.intermediate_size // 2
+        if "hf_perceiver" in self.models and self.bert_intermediate_size % self.hidden_size:
+            raise ValueError(
+                f"--bert_intermediate_size {self.bert_intermediate_size} is not a multiple of --hidden_size "
+                f"{self.hidden_size}: HF Perceiver's MLP width is an integer widening factor of the hidden size."
+            )
+        self.sweep = parse_concepts_per_tokens(self.concepts_per_tokens)
         if self.warmup < 1:
             raise ValueError(f"--warmup {self.warmup}: must be at least 1 (the first warm-up step measures memory).")
         self.lengths = sorted(self.lengths)
+
+
+def parse_concepts_per_tokens(text: str | None) -> list[tuple[int, int]]:
+    """`"4096:512, 32768:2048"` → `[(4096, 512), (32768, 2048)]`: the (N, C) pairs of the scaling sweep, sorted by N."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        length, separator, concepts = item.partition(":")
+        try:
+            pair = (int(length), int(concepts))
+        except ValueError:
+            pair = None
+        if not separator or pair is None or min(pair) <= 0:
+            raise ValueError(
+                f"--concepts_per_tokens item {item!r} is not N:C with positive integers (e.g. '4096:512')."
+            )
+        pairs.append(pair)
+    lengths = [length for length, _ in pairs]
+    if len(set(lengths)) != len(lengths):
+        raise ValueError(f"--concepts_per_tokens {text!r} names a length twice: give one C per N.")
+    return sorted(pairs)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -121,15 +179,16 @@ def layer_flops(model: str, length: int, hidden: int, intermediate: int, concept
     """Forward matmul FLOPs of one layer on one sequence (norms, softmax and elementwise ops are not counted).
 
     perceiver: concepts read the tokens (q of C rows, k/v of N rows), self-attention and FFN on C rows;
-    bixt: + tokens read the concepts (q/out of N rows, k/v of C rows); bert: self-attention and FFN on N rows.
+    bixt: + tokens read the concepts (q/out of N rows, k/v of C rows); bert: self-attention and FFN on N rows;
+    modernbert: as bert with a gated FFN (full attention in every layer: see the module docstring).
     """
     n, h, c = length, hidden, concepts
-    if model == "bert":
+    if model in ("bert", "modernbert"):
         return (
             matmul_flops(n, h, 3 * h)
             + attention_flops(n, n, h)
             + matmul_flops(n, h, h)
-            + ffn_flops(n, h, intermediate, False)
+            + ffn_flops(n, h, intermediate, model == "modernbert")
         )
     cross = matmul_flops(c, h, h) + matmul_flops(n, h, 2 * h) + attention_flops(c, n, h) + matmul_flops(c, h, h)
     concept_self = matmul_flops(c, h, 3 * h) + attention_flops(c, c, h) + matmul_flops(c, h, h)
@@ -141,18 +200,39 @@ def layer_flops(model: str, length: int, hidden: int, intermediate: int, concept
     return flops
 
 
-def step_flops(model: str, args: BenchmarkArguments, length: int, batch: int, mode: str) -> int:
-    """FLOPs of one step of the encoder stack; a training step counts 3× the forward (backward = 2× forward)."""
-    intermediate = args.bert_intermediate_size if model == "bert" else args.intermediate_size
-    forward = (
-        batch * args.num_hidden_layers * layer_flops(model, length, args.hidden_size, intermediate, args.concept_num)
-    )
-    return 3 * forward if mode == "train" else forward
+def hf_perceiver_flops(length: int, hidden: int, intermediate: int, latents: int, self_attends: int) -> int:
+    """Forward matmul FLOPs of `transformers.PerceiverModel` on one sequence: one cross-attention of the latents over
+    the tokens with its MLP of widening 1, then `self_attends` blocks of latent self-attention + plain MLP."""
+    n, h, c = length, hidden, latents
+    cross = matmul_flops(c, h, h) + matmul_flops(n, h, 2 * h) + attention_flops(c, n, h) + matmul_flops(c, h, h)
+    cross += ffn_flops(c, h, h, False)
+    block = matmul_flops(c, h, 3 * h) + attention_flops(c, c, h) + matmul_flops(c, h, h)
+    block += ffn_flops(c, h, intermediate, False)
+    return cross + self_attends * block
 
 
-def matmul_peak_gflops(device: str, dtype: torch.dtype) -> float:
+def step_flops(
+    model: str, args: BenchmarkArguments, length: int, batch: int, mode: str, concepts: int | None = None
+) -> int:
+    """FLOPs of one step of the encoder stack; a training step counts 3× the forward (backward = 2× forward).
+    `concepts` (C, or HF Perceiver's latents) defaults to `--concept_num`."""
+    concepts = concepts or args.concept_num
+    layers, hidden = args.num_hidden_layers, args.hidden_size
+    if model == "hf_perceiver":
+        forward = hf_perceiver_flops(length, hidden, args.bert_intermediate_size, concepts, layers)
+    else:
+        intermediate = args.bert_intermediate_size if model == "bert" else args.intermediate_size
+        forward = layers * layer_flops(model, length, hidden, intermediate, concepts)
+    forward *= batch
+    if mode == "forward":
+        return forward
+    recompute = args.gradient_checkpointing and model != "hf_perceiver"  # the layers' forward runs again
+    return (4 if recompute else 3) * forward
+
+
+def matmul_peak_gflops(device: str, dtype: torch.dtype, size: int | None = None) -> float:
     """Best rate of a large square matmul on this machine, in GFLOP/s: the ceiling the models are compared with."""
-    size = 8192 if device == "cuda" else 2048
+    size = size or (8192 if device == "cuda" else 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     seconds = timed(lambda: a @ b, device, warmup=2, repeats=5)
@@ -230,6 +310,7 @@ class Result:
     peak_bytes: int | None = None
     flops: int = 0
     skipped: str | None = None
+    concepts: int | None = None  # C (latents for hf_perceiver); None for BERT and ModernBERT
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -251,29 +332,67 @@ def shared_sizes(args: BenchmarkArguments, length: int) -> dict:
     )
 
 
-def concept_config(args: BenchmarkArguments, layer_type: str, length: int) -> ConceptEncoderConfig:
+def concept_config(args: BenchmarkArguments, layer_type: str, length: int, concepts: int) -> ConceptEncoderConfig:
     return ConceptEncoderConfig(
         **shared_sizes(args, length),
         intermediate_size=args.intermediate_size,
-        concept_num=args.concept_num,
+        concept_num=concepts,
         encoder_layer_type=layer_type,
     )
 
 
-def build_encoder(model: str, args: BenchmarkArguments, length: int) -> torch.nn.Module:
+def build_encoder(model: str, args: BenchmarkArguments, length: int, concepts: int | None = None) -> torch.nn.Module:
+    """The encoder `model` sized for length `length` (positions), with `concepts` concepts or latents."""
+    concepts = concepts or args.concept_num
+    sizes = shared_sizes(args, length)
     if model == "bert":
-        config = BertConfig(
-            **shared_sizes(args, length), intermediate_size=args.bert_intermediate_size, attn_implementation="sdpa"
-        )
+        config = BertConfig(**sizes, intermediate_size=args.bert_intermediate_size, attn_implementation="sdpa")
         encoder = BertModel(config, add_pooling_layer=False)
+    elif model == "modernbert":
+        config = ModernBertConfig(
+            vocab_size=args.vocab_size,
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.num_hidden_layers,
+            num_attention_heads=args.num_attention_heads,
+            intermediate_size=args.intermediate_size,  # gated like ours: the same FFN parameters
+            max_position_embeddings=length,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
+            attn_implementation="sdpa",
+        )
+        encoder = ModernBertModel(config)
+    elif model == "hf_perceiver":
+        config = PerceiverConfig(
+            num_latents=concepts,
+            d_latents=args.hidden_size,
+            d_model=args.hidden_size,
+            num_blocks=1,
+            num_self_attends_per_block=args.num_hidden_layers,
+            num_self_attention_heads=args.num_attention_heads,
+            num_cross_attention_heads=args.num_attention_heads,
+            self_attention_widening_factor=args.bert_intermediate_size // args.hidden_size,
+            attention_probs_dropout_prob=0.0,
+            vocab_size=args.vocab_size,
+            max_position_embeddings=length,
+        )
+        encoder = PerceiverModel(config, input_preprocessor=PerceiverTextPreprocessor(config))
     else:
-        encoder = ConceptEncoderModel(concept_config(args, model, length))
+        encoder = ConceptEncoderModel(concept_config(args, model, length, concepts))
+    if args.gradient_checkpointing and encoder.supports_gradient_checkpointing:
+        encoder.activation_checkpointing_enable()
     return encoder.to(args.device)
 
 
-def random_batch(args: BenchmarkArguments, length: int, batch: int) -> dict[str, torch.Tensor]:
+def random_batch(args: BenchmarkArguments, length: int, batch: int, model: str = "") -> dict[str, torch.Tensor]:
+    """Random token ids with a full attention mask; HF Perceiver names its input `inputs`."""
     input_ids = torch.randint(5, args.vocab_size, (batch, length), device=args.device)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    return {
+        "inputs" if model == "hf_perceiver" else "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+    }
 
 
 def make_step(model: torch.nn.Module, inputs: dict, mode: str, args: BenchmarkArguments) -> Callable[[], None]:
@@ -329,16 +448,26 @@ def estimate_skip(result: Result, previous: Result | None, steps: int, args: Ben
         reasons.append(f"est. {seconds:,.0f} s for {steps} step(s) > --time_budget_s {args.time_budget_s:g}")
     if previous.peak_bytes is not None:
         memory = previous.peak_bytes * result.length * result.batch / (previous.length * previous.batch)
+        if result.model == "hf_perceiver" and result.mode == "train":  # eager attention keeps its weights
+            memory = max(memory, 2 * 4 * result.batch * args.num_attention_heads * result.concepts * result.length)
         if memory > args.memory_budget_gib * GIB:
             reasons.append(f"est. ≥ {memory / GIB:.1f} GiB > --memory_budget_gib {args.memory_budget_gib:g}")
     return "; ".join(reasons) or None
 
 
-def run_group(model_names, args, length, batch, mode, previous, repeats, warmup) -> dict[str, Result]:
+def run_group(model_names, args, length, batch, mode, previous, repeats, warmup, concepts=None) -> dict[str, Result]:
     """Every model of `model_names` at one length and mode, timed together (see `measure`), except those whose
     extrapolated cost from `previous[name]` (the last measured length) exceeds the budgets."""
+    concepts = concepts or args.concept_num
     results = {
-        name: Result(name, length, batch, mode, flops=step_flops(name, args, length, batch, mode))
+        name: Result(
+            name,
+            length,
+            batch,
+            mode,
+            flops=step_flops(name, args, length, batch, mode, concepts),
+            concepts=None if name in ("bert", "modernbert") else concepts,
+        )
         for name in model_names
     }
     steps = {}
@@ -346,7 +475,8 @@ def run_group(model_names, args, length, batch, mode, previous, repeats, warmup)
         result.skipped = estimate_skip(result, previous.get(name), repeats + warmup, args)
         if not result.skipped:
             torch.manual_seed(0)
-            steps[name] = make_step(build_encoder(name, args, length), random_batch(args, length, batch), mode, args)
+            encoder = build_encoder(name, args, length, concepts)
+            steps[name] = make_step(encoder, random_batch(args, length, batch, name), mode, args)
     try:
         measured = measure(steps, args.device, warmup, repeats)
     except torch.OutOfMemoryError:
@@ -365,7 +495,8 @@ def mlm_steps(args: BenchmarkArguments) -> dict[str, Result]:
     """Training steps of the perceiver MLM head, timed together: labels on `mlm_probability` of the positions
     (sparse decoding: only those reach the decoder FFN and LM head) and labels on every position (dense)."""
     torch.manual_seed(0)
-    model = ConceptEncoderForMaskedLMPerceiver(concept_config(args, "perceiver", args.mlm_length)).to(args.device)
+    config = concept_config(args, "perceiver", args.mlm_length, args.concept_num)
+    model = ConceptEncoderForMaskedLMPerceiver(config).to(args.device)
     sparse = random_batch(args, args.mlm_length, args.mlm_batch_size)
     labelled = torch.rand(sparse["input_ids"].shape, device=args.device) < args.mlm_probability
     dense = {**sparse, "labels": sparse["input_ids"]}
@@ -382,26 +513,38 @@ def mlm_steps(args: BenchmarkArguments) -> dict[str, Result]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def format_row(result: Result, bert: Result | None, peak_gflops: float) -> str:
-    head = f"| {result.model} | {result.length} | {result.batch} | {result.mode} "
+PEER_NAMES = {"bert": "BERT", "modernbert": "ModernBERT", "hf_perceiver": "HF Perceiver"}
+
+
+def table_header(peers: list[str], concepts: bool = False) -> str:
+    """The results table's header: one "vs <peer>" column per peer in the run; a C column for the sweep."""
+    columns = ["model", "N", *(["C"] if concepts else []), "batch", "mode", "ms/step", "tokens/s"]
+    columns += [f"vs {PEER_NAMES[peer]}" for peer in peers]
+    columns += ["peak MiB", "GFLOP/step", "GFLOP/s", "% matmul peak"]
+    return "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|"
+
+
+def format_row(result: Result, peers: dict[str, Result | None], peak_gflops: float, concepts: bool = False) -> str:
+    """One table row; each "vs" column is the peer's seconds per step over this row's (— where either is missing)."""
+    head = f"| {result.model} | {result.length} "
+    if concepts:
+        head += f"| {result.concepts or '—'} "
+    head += f"| {result.batch} | {result.mode} "
     if result.skipped:
-        return head + f"| skipped ({result.skipped}) | | | | | | |"
+        return head + f"| skipped ({result.skipped}) |" + " |" * (5 + len(peers))
     tokens_per_second = result.length * result.batch / result.seconds
-    ratio = "—"
-    if bert is not None and bert.seconds is not None:
-        ratio = f"{bert.seconds / result.seconds:.1f}×"
+    ratios = [
+        f"{peer.seconds / result.seconds:.1f}×" if peer is not None and peer.seconds is not None else "—"
+        for peer in peers.values()
+    ]
     memory = f"{result.peak_bytes / MIB:,.0f}" if result.peak_bytes is not None else "n/a"
     gflops = result.flops / result.seconds / 1e9
     return (
-        head + f"| {1000 * result.seconds:,.1f} | {tokens_per_second:,.0f} | {ratio} | {memory} "
-        f"| {result.flops / 1e9:,.1f} | {gflops:,.1f} | {100 * gflops / peak_gflops:.0f}% |"
+        head
+        + f"| {1000 * result.seconds:,.1f} | {tokens_per_second:,.0f} | "
+        + "".join(f"{ratio} | " for ratio in ratios)
+        + f"{memory} | {result.flops / 1e9:,.1f} | {gflops:,.1f} | {100 * gflops / peak_gflops:.0f}% |"
     )
-
-
-TABLE_HEADER = (
-    "| model | N | batch | mode | ms/step | tokens/s | vs BERT | peak MiB | GFLOP/step | GFLOP/s | % matmul peak |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
-)
 
 
 def parameter_count(model_name: str, args: BenchmarkArguments) -> int:
@@ -415,8 +558,10 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
     torch.set_flush_denormal(True)  # as the training scripts do, so the benchmark times what they run
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
-    peak_gflops = matmul_peak_gflops(args.device, dtype)
-    print(f"## Concept encoder vs BERT ({args.device}: {device_name}, torch {torch.__version__})\n")
+    peak_gflops = matmul_peak_gflops(args.device, dtype, args.peak_matmul_size)
+    print(
+        f"## Concept encoders vs BERT, ModernBERT, HF Perceiver ({args.device}: {device_name}, torch {torch.__version__})\n"
+    )
     print(
         f"- threads: torch.get_num_threads() = {torch.get_num_threads()}; precision: {'bf16 autocast' if args.bf16 else 'fp32'}"
         "; denormals flushed to zero"
@@ -424,13 +569,14 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
     print(f"- measured {dtype} matmul peak: {peak_gflops:,.1f} GFLOP/s")
     print(
         f"- sizes: H{args.hidden_size} L{args.num_hidden_layers} heads {args.num_attention_heads} C{args.concept_num}, "
-        f"gated FFN {args.intermediate_size}; BERT FFN {args.bert_intermediate_size} (same FFN parameters); "
-        f"vocab {args.vocab_size}; dropout off"
+        f"gated FFN {args.intermediate_size} (ModernBERT too); BERT and HF Perceiver plain FFN "
+        f"{args.bert_intermediate_size} (same FFN parameters); vocab {args.vocab_size}; dropout off"
+        + ("; gradient checkpointing (not HF Perceiver: unsupported)" if args.gradient_checkpointing else "")
     )
     print(
-        "- parameters: "
+        "- parameters at 512 positions: "
         + ", ".join(f"{name} {parameter_count(name, args) / 1e6:.1f}M" for name in args.models)
-        + f" (with {args.vocab_size}×{args.hidden_size} token and 512 position embeddings)"
+        + f" (with the {args.vocab_size}×{args.hidden_size} token embeddings; ModernBERT has rotary positions)"
     )
     print(
         f"- median of {args.repeats} interleaved step(s) after {args.warmup} warm-up; "
@@ -439,7 +585,8 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
 
     results: dict[tuple[str, int, str], Result] = {}
     order = [name for name in MODELS if name in args.models]
-    print(TABLE_HEADER, flush=True)
+    peers = [name for name in PEERS if name in order]
+    print(table_header(peers), flush=True)
     for length in args.lengths:
         for mode in MODES:
             previous = {}
@@ -451,11 +598,11 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
             group = run_group(order, args, length, args.batch_size, mode, previous, args.repeats, args.warmup)
             for name in order:
                 results[name, length, mode] = group[name]
-                print(format_row(group[name], group.get("bert"), peak_gflops), flush=True)
+                print(format_row(group[name], {peer: group[peer] for peer in peers}, peak_gflops), flush=True)
 
     if args.long_length:
         print(f"\n### One training step at N={args.long_length}, batch 1 (budget {args.memory_budget_gib:g} GiB)\n")
-        print(TABLE_HEADER, flush=True)
+        print(table_header([]), flush=True)
         for name in order:
             measured = [results[name, n, "train"] for n in args.lengths if results[name, n, "train"].seconds]
             previous = {name: measured[-1] if measured else None}
@@ -463,7 +610,27 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
             if result.peak_bytes is not None and result.peak_bytes > args.memory_budget_gib * GIB:
                 result.skipped = f"measured {result.peak_bytes / GIB:.1f} GiB > --memory_budget_gib"
             results[name, args.long_length, "long"] = result
-            print(format_row(result, None, peak_gflops), flush=True)
+            print(format_row(result, {}, peak_gflops), flush=True)
+
+    if args.sweep:
+        print(
+            "\n### The seed's scaling rule: C grows with N, one training step each, batch 1 "
+            f"(budgets {args.time_budget_s:g} s, {args.memory_budget_gib:g} GiB)\n"
+        )
+        print(table_header(peers, concepts=True), flush=True)
+        for length, concepts in args.sweep:
+            previous = {}
+            for name in order:
+                measured = [
+                    result for key, result in results.items() if key[0] == name and key[2] in ("train", "sweep")
+                ]
+                measured = [result for result in measured if result.seconds and result.batch == 1]
+                previous[name] = max(measured, key=lambda result: result.length) if measured else None
+            group = run_group(order, args, length, 1, "train", previous, repeats=0, warmup=1, concepts=concepts)
+            for name in order:
+                results[name, length, "sweep"] = group[name]
+                row = format_row(group[name], {peer: group[peer] for peer in peers}, peak_gflops, concepts=True)
+                print(row, flush=True)
 
     if args.mlm_length:
         print(
