@@ -149,7 +149,9 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
     assert f"{summary['effective_rank']:.1f} / 8" in card
     registry = (tmp_path / "registry.md").read_text()
     assert summary["run_id"] in registry
-    assert ("TSDAE (mask, deletion 0.6)" if objective == "tsdae" else "MLM (masking 0.15)") in registry
+    assert (
+        f"TSDAE ({extra['tsdae_mode']}, deletion 0.6)" if objective == "tsdae" else "MLM (masking 0.15)"
+    ) in registry
     if "concept_losses" in extra:
         assert summary["concept_losses"] == "combined + kendall_gal"
         logged = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]

@@ -77,6 +77,16 @@ def test_two_runs_give_two_rows_in_the_seed_format(tmp_path):
     assert rows[0]["Key GLUE Scores"] == "--" and rows[0]["Conclusion / Takeaway"] == ""
 
 
+def test_objective_settings_tell_a_mask_run_from_a_delete_run(tmp_path):
+    registry = tmp_path / "registry.md"
+    for mode in ("mask", "delete"):
+        summary = {**pretraining_summary(f"{B}_{mode}", "2026-02-09"), "objective": "tsdae", "tsdae_mode": mode}
+        summary.update(deletion_prob=0.6, mlm_probability=None)
+        record_run(save_run(tmp_path / "runs" / mode, summary), registry)
+    cells = [row["Task Loss"] for row in table_rows(registry)]
+    assert cells == ["TSDAE (mask, deletion 0.6) 2.537", "TSDAE (delete, deletion 0.6) 2.537"]
+
+
 def test_glue_runs_fill_their_checkpoint_row_and_scratch_gets_its_own(tmp_path):
     registry = tmp_path / "registry.md"
     record_run(save_run(tmp_path / "runs" / A, pretraining_summary(A, "2026-02-08")), registry)
