@@ -7,6 +7,8 @@ file as the only argument works too) and the same result files (`train_results.j
 - data from `--data_dir` in the classic GLUE layout (`MRPC/train.tsv`, `MRPC/dev.tsv`, ...; PAWS as `paws/`);
 - `--pair_encoding separate` (each sentence encoded on its own, `ConceptEncoderForSentencePairClassification`, the
   default) or `concat` (`[A; SEP; B]` through `ConceptEncoderForSequenceClassificationPerceiver`);
+- `--classifier via_decoder`: the seed's ViaDecoder head (`ConceptEncoderForSequenceClassificationViaDecoder`: the
+  checkpoint's perceiver MLM decoder decodes the input positions, mean → classifier; pairs concatenated);
 - `--from_scratch`: a random-init baseline of the same size and tokenizer (`--config_name`/`--config_overrides`);
 - `--task_name all` or a comma list: one subfolder per task and one summary table `glue_summary.md`;
 - `--seed_protocol`: the seed log's GLUE settings (max length 128, batch 96, lr 1e-5, 20 epochs; 3 for QQP, QNLI and
@@ -69,6 +71,7 @@ from configuration_concept_encoder import ConceptEncoderConfig
 logger = logging.getLogger(__name__)
 
 PAIR_ENCODINGS = ("separate", "concat")
+CLASSIFIERS = ("pooled", "via_decoder")
 SEED_PROTOCOL_EPOCHS = {"qqp": 3, "qnli": 3, "mnli": 3, "sst2": 5}
 SEED_PROTOCOL = dict(max_seq_length=128, batch_size=96, learning_rate=1e-5, epochs=20)
 
@@ -78,7 +81,11 @@ class ModelArguments:
     """Which checkpoint (or random-init size) to fine-tune, and how pairs are encoded."""
 
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A concept-encoder checkpoint folder or Hub id (from run_pretraining.py)."}
+        default=None,
+        metadata={
+            "help": "A concept-encoder checkpoint folder or Hub id: from run_pretraining.py, or the seed's "
+            "(ksopyla/concept-encoder-*)."
+        },
     )
     config_name: str | None = field(
         default=None, metadata={"help": "Config (folder or config.json) to build the model from, with --from_scratch."}
@@ -101,6 +108,13 @@ class ModelArguments:
         metadata={
             "help": "Sentence pairs: 'separate' (each side encoded alone, the default) or 'concat' "
             "([A; SEP; B], the seed's; the default under --seed_protocol)."
+        },
+    )
+    classifier: str = field(
+        default="pooled",
+        metadata={
+            "help": "'pooled' (concept pooling → classifier) or 'via_decoder' (the seed's ViaDecoder head: the "
+            "checkpoint's perceiver MLM decoder decodes the input positions, mean → classifier; pairs concatenated)."
         },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
@@ -161,6 +175,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
     """Fail before any loading when the arguments cannot work together."""
     if model_args.pair_encoding not in (None, *PAIR_ENCODINGS):
         raise ValueError(f"--pair_encoding {model_args.pair_encoding!r}: choose one of {list(PAIR_ENCODINGS)}.")
+    if model_args.classifier not in CLASSIFIERS:
+        raise ValueError(f"--classifier {model_args.classifier!r}: choose one of {list(CLASSIFIERS)}.")
+    if model_args.classifier == "via_decoder" and model_args.pair_encoding == "separate":
+        raise ValueError("--classifier via_decoder decodes one input: use --pair_encoding concat (its default).")
     if not model_args.model_name_or_path and not (model_args.from_scratch and model_args.config_name):
         raise ValueError(
             "Give --model_name_or_path (a concept-encoder checkpoint), or --from_scratch with "
@@ -256,21 +274,26 @@ def build_config(config_dict: dict, model_args: ModelArguments, task: GlueTask |
 
 
 def resolve_pair_encoding(model_args: ModelArguments, data_args: DataTrainingArguments) -> str:
-    """`--pair_encoding` as given; otherwise `separate`, or `concat` under the seed protocol (the seed's setting)."""
-    return model_args.pair_encoding or ("concat" if data_args.seed_protocol else "separate")
+    """`--pair_encoding` as given; otherwise `separate`, or `concat` under the seed protocol (the seed's setting) and
+    for the ViaDecoder head."""
+    concat = data_args.seed_protocol or model_args.classifier == "via_decoder"
+    return model_args.pair_encoding or ("concat" if concat else "separate")
 
 
-def classifier_name(task: GlueTask, pair_encoding: str) -> str:
-    """Separate pair encoding for pair tasks; single-sentence tasks always use the sequence classifier."""
+def classifier_name(task: GlueTask, pair_encoding: str, classifier: str) -> str:
+    """Separate pair encoding for pair tasks; single sentences and concatenated pairs go through the sequence
+    classifier, or the ViaDecoder head with `--classifier via_decoder`."""
     if task.is_pair and pair_encoding == "separate":
         return "ConceptEncoderForSentencePairClassification"
+    if classifier == "via_decoder":
+        return "ConceptEncoderForSequenceClassificationViaDecoder"
     return "ConceptEncoderForSequenceClassificationPerceiver"
 
 
 def build_model(task: GlueTask, pair_encoding: str, config: ConceptEncoderConfig, model_args: ModelArguments):
     """The classifier of `config`: encoder weights from the checkpoint and a new head (transformers reports it as
     newly initialised), or everything random with `--from_scratch`."""
-    model_class = concept_class(classifier_name(task, pair_encoding), model_args)
+    model_class = concept_class(classifier_name(task, pair_encoding, model_args.classifier), model_args)
     if model_args.from_scratch:
         return model_class(config)
     return model_class.from_pretrained(

@@ -61,6 +61,7 @@ MODEL_CLASSES = {
 OBJECTIVES = ("mlm", "tsdae")
 DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
 FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
+ARCHITECTURES = ("concept_encoder", "mrcogito")
 RANK_DOCUMENTS = 320  # the seed measured the effective rank on 320 documents
 
 
@@ -72,7 +73,18 @@ class ModelArguments:
         default="perceiver_mlm", metadata={"help": f"MLM head to pretrain, one of {list(MODEL_CLASSES)}."}
     )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Checkpoint folder or Hub id to continue from (sizes then come from it)."}
+        default=None,
+        metadata={
+            "help": "Checkpoint folder or Hub id to continue from (sizes then come from it); ours or the seed's "
+            "(ksopyla/concept-encoder-*)."
+        },
+    )
+    architecture: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Modules of a model trained from scratch: {ARCHITECTURES[0]!r} (default: this package's) or "
+            f"{ARCHITECTURES[1]!r} (the seed's exact model, ConceptEncoderConfig.from_seed)."
+        },
     )
     encoder_layer_type: str | None = config_field("encoder_layer_type")
     hidden_size: int | None = config_field("hidden_size")
@@ -121,7 +133,9 @@ class ModelArguments:
             )
         if self.train_tokenizer_vocab_size is not None and self.tokenizer_name is not None:
             raise ValueError("Give either --tokenizer_name or --train_tokenizer_vocab_size, not both.")
-        sizes_given = list(given_config_flags(self))
+        if self.architecture not in (None, *ARCHITECTURES):
+            raise ValueError(f"--architecture {self.architecture!r} is unknown: choose one of {list(ARCHITECTURES)}.")
+        sizes_given = list(given_config_flags(self)) + (["architecture"] if self.architecture else [])
         if self.model_name_or_path is not None and (sizes_given or self.config_overrides):
             raise ValueError(
                 f"--model_name_or_path continues a checkpoint whose sizes are fixed: drop "
@@ -231,7 +245,10 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
         config.validate_concept_encoder()
         return config
     sizes = given_config_flags(model_args)
-    config = ConceptEncoderConfig(**sizes, **concept_settings)
+    if model_args.architecture == "mrcogito":
+        config = ConceptEncoderConfig.from_seed(model_args.model_type, **sizes, **concept_settings)
+    else:
+        config = ConceptEncoderConfig(**sizes, **concept_settings)
     both = sorted(sizes.keys() & override_items(model_args.config_overrides, config).keys())
     if both:
         raise ValueError(f"{both} given both as flags and in --config_overrides: give each once.")

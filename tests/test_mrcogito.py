@@ -1,0 +1,296 @@
+"""The seed's checkpoints (`../shared/fixtures/mrcogito/`, written by the MrCogito code behind SEED_LOG.md) load
+exactly through the Auto class a user would pick, the seed preset builds the seed's model, and whatever the loader
+cannot serve exactly is refused with the field named."""
+
+import json
+import re
+import shutil
+import textwrap
+
+import pytest
+import torch
+from conftest import data_root, run_isolated, tiny_config
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+import convert_mrcogito_checkpoint
+import modeling_concept_encoder as modeling
+from concept_encoder_training.tokenizer import train_tokenizer
+from configuration_concept_encoder import ConceptEncoderConfig
+
+FIXTURES = data_root().parent / "fixtures" / "mrcogito"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+TIED = [name for name, entry in MANIFEST.items() if entry["config"].get("tie_word_embeddings")]
+
+
+def auto_class_of(seed_class: str):
+    if seed_class == "ConceptEncoder":
+        return AutoModel
+    return AutoModelForMaskedLM if "MaskedLM" in seed_class else AutoModelForSequenceClassification
+
+
+# Also run in a fresh process that cannot import this repository (after conversion), hence source text.
+MAX_DIFFERENCES = textwrap.dedent(
+    """
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    INPUT_KEYS = ("input_ids", "attention_mask", "input_ids_b", "attention_mask_b")
+
+
+    def max_differences(model, folder) -> dict:
+        \"\"\"Largest absolute difference of each output the seed stored in `folder/io.safetensors` from ours.\"\"\"
+        io = load_file(os.path.join(folder, "io.safetensors"))
+        inputs = {key: io[key] for key in INPUT_KEYS if key in io}
+        model.eval()
+        with torch.no_grad():
+            if hasattr(model, "concepts"):  # the encoder alone
+                outputs = {"concept_states": model(**inputs).last_hidden_state}
+            else:
+                outputs = {
+                    "logits": model(**inputs).logits,
+                    "concept_states": model.encoder(io["input_ids"], io["attention_mask"]).last_hidden_state,
+                }
+                if "input_ids_b" in inputs:
+                    outputs["cosine_logits"] = model(**inputs, cosine_only=True).logits
+        assert set(outputs) == {key for key in io if key not in INPUT_KEYS}, folder
+        return {key: float((outputs[key] - io[key]).abs().max()) for key in outputs}
+    """
+)
+_namespace = {}
+exec(MAX_DIFFERENCES, _namespace)
+max_differences = _namespace["max_differences"]
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_seed_checkpoint_loads_exactly_through_the_auto_class(name):
+    seed_class = MANIFEST[name]["class"]
+    model = auto_class_of(seed_class).from_pretrained(FIXTURES / name)
+    assert type(model).__name__ == ("ConceptEncoderModel" if seed_class == "ConceptEncoder" else seed_class)
+    differences = max_differences(model, FIXTURES / name)
+    assert max(differences.values()) < 1e-5, differences
+    # every tensor of the file went somewhere: none dropped as unexpected (a tied head is one tensor, not two)
+    tied = 1 if model.config.tie_word_embeddings and hasattr(model, "lm_head") else 0
+    assert len(load_file(FIXTURES / name / "model.safetensors")) == len(model.state_dict()) - tied
+
+
+@pytest.mark.parametrize("name", TIED)
+def test_tied_seed_checkpoint_loads_with_the_head_tied(name):
+    assert "lm_head.weight" not in load_file(FIXTURES / name / "model.safetensors")
+    model = AutoModelForMaskedLM.from_pretrained(FIXTURES / name)
+    assert model.lm_head.decoder.weight is model.encoder.embeddings.token_embeddings.weight
+    assert model.lm_head.decoder.bias is None  # the seed's bias-free Linear(H, V)
+
+
+def test_seed_config_translates_to_our_fields():
+    config = ConceptEncoderConfig.from_pretrained(FIXTURES / "tsdae_posonly_bixt")
+    assert config.max_position_embeddings == 64
+    assert config.encoder_layer_type == "bixt"
+    assert config.decoder_query == "position"
+    assert (config.decoder_position_embeddings, config.decoder_ffn, config.lm_head_type) == ("own", "plain", "linear")
+    assert (config.layer_norm_eps, config.concept_norm_eps, config.initialization) == (1e-5, 1e-12, "mrcogito")
+    for field in ("max_sequence_length", "use_bixt", "decoder_posonly", "token_embedding_dim"):
+        assert not hasattr(config, field), field
+    weighted = ConceptEncoderConfig.from_pretrained(FIXTURES / "weighted_mlm")
+    assert (weighted.lm_head_type, weighted.tie_word_embeddings) == ("norm_dense_act", False)
+
+
+SEED_PARAMETERS = {  # H512 L6 C128 I2048 V50368, 512 positions: the counts of the seed's own classes
+    "encoder": (modeling.ConceptEncoderModel, 57_645_056),
+    "perceiver_mlm": (modeling.ConceptEncoderForMaskedLMPerceiver, 61_059_584),
+    "perceiver_posonly_mlm": (modeling.ConceptEncoderForMaskedLMPerceiverPosOnly, 61_059_584),
+    "weighted_mlm": (modeling.ConceptEncoderForMaskedLMWeighted, 83_762_688),
+}
+
+
+@pytest.mark.parametrize("head", sorted(SEED_PARAMETERS))
+def test_seed_preset_has_the_seed_parameter_count(head):
+    model_class, count = SEED_PARAMETERS[head]
+    with torch.device("meta"):
+        model = model_class(ConceptEncoderConfig.from_seed(head))
+    assert sum(parameter.numel() for parameter in model.parameters()) == count
+
+
+def test_seed_preset_weights_have_the_seed_names_and_shapes():
+    """Every tensor of a seed checkpoint has its counterpart, same shape, in the preset model of the same class."""
+    for name, entry in MANIFEST.items():
+        seed_config = {key: value for key, value in entry["config"].items() if key not in ("use_bixt",)}
+        sizes = dict(
+            vocab_size=seed_config["vocab_size"],
+            hidden_size=seed_config["hidden_size"],
+            num_hidden_layers=seed_config["num_hidden_layers"],
+            num_attention_heads=seed_config["num_attention_heads"],
+            intermediate_size=seed_config["intermediate_size"],
+            concept_num=seed_config["concept_num"],
+            max_position_embeddings=seed_config["max_sequence_length"],
+            encoder_layer_type="bixt" if entry["config"].get("use_bixt") else "perceiver",
+            tie_word_embeddings=entry["config"].get("tie_word_embeddings", False),
+            num_labels=entry["config"].get("num_labels", 2),
+        )
+        head = {"ConceptEncoderForMaskedLMWeighted": "weighted_mlm"}.get(entry["class"], "perceiver_mlm")
+        config = ConceptEncoderConfig.from_seed(head, **sizes)
+        seed_class = entry["class"] if entry["class"] != "ConceptEncoder" else "ConceptEncoderModel"
+        ours = getattr(modeling, seed_class)(config).state_dict()
+        loaded = auto_class_of(entry["class"]).from_pretrained(FIXTURES / name).state_dict()
+        assert {key: tuple(value.shape) for key, value in ours.items()} == {
+            key: tuple(value.shape) for key, value in loaded.items()
+        }, name
+
+
+def test_seed_preset_starts_from_the_seed_initialisation():
+    torch.manual_seed(0)
+    config = ConceptEncoderConfig.from_seed(
+        "weighted_mlm", vocab_size=1000, hidden_size=256, num_hidden_layers=1, concept_num=64, intermediate_size=512
+    )
+    model = modeling.ConceptEncoderForMaskedLMWeighted(config)
+    encoder = model.encoder
+    assert encoder.concepts.std().item() == pytest.approx(0.2, rel=0.05)
+    for linear in (encoder.layers[0].cross_attention.out_proj, encoder.layers[0].ffn.wi, model.lm_head.dense):
+        assert linear.weight.std().item() == pytest.approx(0.1, rel=0.05)
+        assert not linear.bias.any()
+    xavier_std = (2 / (256 + 3 * 256)) ** 0.5  # PyTorch MultiheadAttention's in_proj_weight [3H, H]
+    assert encoder.layers[0].self_attention.qkv_proj.weight.std().item() == pytest.approx(xavier_std, rel=0.05)
+    assert model.position_concept_logits.weight.std().item() == pytest.approx(64**-0.5, rel=0.05)
+    assert not encoder.embeddings.token_embeddings.weight[config.pad_token_id].any()
+    assert ConceptEncoderConfig().initialization == "normal"  # today's defaults stay the default
+
+
+def test_seed_renamings_leave_our_weight_names_alone():
+    configs = [
+        tiny_config(encoder_layer_type="bixt", bixt_token_ffn=True),
+        tiny_config(decoder_position_embeddings="own", lm_head_type="norm_dense_act", tie_word_embeddings=False),
+    ]
+    classes = [
+        modeling.ConceptEncoderModel,
+        modeling.ConceptEncoderForMaskedLMPerceiver,
+        modeling.ConceptEncoderForMaskedLMWeighted,
+        modeling.ConceptEncoderForSequenceClassificationPerceiver,
+        modeling.ConceptEncoderForSequenceClassificationViaDecoder,
+        modeling.ConceptEncoderForSentencePairClassification,
+    ]
+    for config in configs:
+        for model_class in classes:
+            for key in model_class(config).state_dict():
+                for source in modeling.SEED_WEIGHT_RENAMINGS:
+                    assert not re.search(source, key), (source, key)
+
+
+def copy_fixture(name, tmp_path, **config_changes):
+    folder = tmp_path / name
+    shutil.copytree(FIXTURES / name, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(config_changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        (dict(token_embedding_dim=16), "token_embedding_dim"),
+        (dict(concept_position_type="learned"), "concept_position_type"),
+        (dict(concept_position_type="sinusoidal"), "concept_position_type"),
+    ],
+)
+def test_unsupported_seed_config_is_refused_naming_the_field(tmp_path, changes, field):
+    folder = copy_fixture("perceiver_mlm", tmp_path, **changes)
+    with pytest.raises(ValueError, match=field):
+        AutoModelForMaskedLM.from_pretrained(folder)
+
+
+def test_seed_fields_given_to_our_config_are_refused():
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        ConceptEncoderConfig(max_sequence_length=64)
+    with pytest.raises(ValueError, match="head"):
+        ConceptEncoderConfig.from_seed("diffusion_mlm")
+
+
+def test_seed_checkpoint_whose_config_does_not_match_its_weights_is_refused(tmp_path):
+    """`use_bixt` flipped on a perceiver checkpoint: the BiXT token attention would be random."""
+    folder = copy_fixture("encoder", tmp_path, use_bixt=True)
+    with pytest.raises(ValueError, match="token_attention"):
+        AutoModel.from_pretrained(folder)
+
+
+def test_our_checkpoint_with_a_missing_encoder_weight_is_refused(tmp_path):
+    model = modeling.ConceptEncoderForMaskedLMPerceiver(tiny_config())
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["encoder.layers.1.ffn.wo.bias"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"encoder\.layers\.1\.ffn\.wo\.bias"):
+        AutoModelForMaskedLM.from_pretrained(tmp_path)
+
+
+def test_checkpoint_with_half_a_head_is_refused_and_a_new_head_is_not(tmp_path):
+    model = modeling.ConceptEncoderForSequenceClassificationPerceiver(tiny_config())
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["classifier.bias"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"classifier\.bias"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    # an MLM checkpoint under a classifier: the classifier is new (transformers reports it), the encoder loaded
+    mlm_folder = tmp_path / "mlm"
+    mlm = modeling.ConceptEncoderForMaskedLMPerceiver(tiny_config())
+    mlm.save_pretrained(mlm_folder)
+    classifier = modeling.ConceptEncoderForSequenceClassificationPerceiver.from_pretrained(mlm_folder)
+    torch.testing.assert_close(classifier.encoder.concepts, mlm.encoder.concepts, rtol=0, atol=0)
+
+
+# Runs in the fresh process: argv = checkpoints root, JSON {folder: Auto class}.
+CONVERTED_LOADER = MAX_DIFFERENCES + textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import transformers
+
+    checkpoints = sys.argv[1]
+    differences = {}
+    for name, auto_class in json.loads(sys.argv[2]).items():
+        folder = os.path.join(checkpoints, name)
+        model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        differences[name] = [type(model).__name__, max_differences(model, folder)]
+    print(json.dumps(differences))
+    """
+)
+
+
+def test_converted_seed_checkpoints_load_with_remote_code_in_a_fresh_process(tmp_path):
+    """`convert_mrcogito_checkpoint.py SRC OUT` writes a complete Hub folder of ours: it loads with
+    `trust_remote_code=True` where this repository cannot be imported, with the seed's outputs."""
+    tokenizer = train_tokenizer(["the cat sat on the mat", "a dog ran in the park"] * 20, vocab_size=60)
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    auto_classes = {}
+    for name, entry in MANIFEST.items():
+        convert_mrcogito_checkpoint.main(
+            [str(FIXTURES / name), str(tmp_path / name), "--tokenizer_name", str(tmp_path / "tokenizer")]
+        )
+        shutil.copy(FIXTURES / name / "io.safetensors", tmp_path / name)
+        files = {path.name for path in (tmp_path / name).iterdir()}
+        assert {"configuration_concept_encoder.py", "modeling_concept_encoder.py", "tokenizer.json"} <= files
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert "use_bixt" not in config and "auto_map" in config
+        auto_classes[name] = auto_class_of(entry["class"]).__name__
+    output = run_isolated(CONVERTED_LOADER, tmp_path, json.dumps(auto_classes), cwd=tmp_path)
+    differences = json.loads(output.strip().splitlines()[-1])
+    assert differences.keys() == MANIFEST.keys()
+    for name, (class_name, difference) in differences.items():
+        assert class_name == (
+            "ConceptEncoderModel" if MANIFEST[name]["class"] == "ConceptEncoder" else MANIFEST[name]["class"]
+        )
+        assert max(difference.values()) < 1e-5, (name, difference)
+
+
+def test_converter_refuses_a_tokenizer_that_does_not_fit(tmp_path):
+    tokenizer = train_tokenizer(["the cat sat on the mat"] * 20, vocab_size=60)
+    tokenizer.add_tokens([f"extra{i}" for i in range(100)])
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match="vocab_size"):
+        convert_mrcogito_checkpoint.main(
+            [str(FIXTURES / "encoder"), str(tmp_path / "out"), "--tokenizer_name", str(tmp_path / "tokenizer")]
+        )
