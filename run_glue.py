@@ -42,7 +42,6 @@ from transformers import (
     set_seed,
 )
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
-from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_concept_encoder
 from collators import DataCollatorForSentencePairs
@@ -57,6 +56,7 @@ from concept_encoder_training.glue import (
 )
 from concept_encoder_training.hub import check_push_to_hub
 from concept_encoder_training.registry import record_run
+from concept_encoder_training.run_folder import RunIdentityCallback, check_room, prepare_output_dir, read_identity
 from concept_encoder_training.run_info import (
     SUMMARY_FILE,
     architecture_of,
@@ -163,6 +163,14 @@ class DataTrainingArguments:
     registry_file: str = field(
         default="experiments/registry.md",
         metadata={"help": "Experiment registry to update with this run's score ('' to skip)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an output folder that holds another run, or write into a non-empty folder this "
+            "package did not write (its same-named files are replaced). Without it such folders are refused, and a "
+            "folder holding this same run resumes from its last complete checkpoint."
+        },
     )
 
 
@@ -317,13 +325,16 @@ def checkpoint_summary(model_args: ModelArguments, config) -> dict:
             "architecture": architecture_of(config),
             "objective": None,
         }
-    path = Path(model_args.model_name_or_path) / SUMMARY_FILE
+    folder = Path(model_args.model_name_or_path)
+    path = folder / SUMMARY_FILE
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    return {
-        "run_id": Path(model_args.model_name_or_path).name or model_args.model_name_or_path,
-        "architecture": architecture_of(config),
-    }
+    marker = read_identity(folder)  # a checkpoint-N carries its run's id (and its file list)
+    if marker is not None and marker.get("run_id"):
+        checkpoint_id = f"{marker['run_id']}/{folder.name}" if "files" in marker else marker["run_id"]
+    else:
+        checkpoint_id = folder.name or model_args.model_name_or_path
+    return {"run_id": checkpoint_id, "architecture": architecture_of(config)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -389,6 +400,57 @@ def task_training_args(
     return dataclasses.replace(args, **changes)
 
 
+def glue_identity(task: GlueTask, model_args: ModelArguments, data_args: DataTrainingArguments, seed: int) -> dict:
+    """What makes a GLUE run that run: a rerun into its folder resumes only when all of it is the same."""
+
+    def where(path: str | None) -> str | None:
+        return os.path.abspath(path) if path and os.path.exists(path) else path
+
+    return {
+        "model_name_or_path": where(model_args.model_name_or_path),
+        "model_revision": model_args.model_revision,
+        "config_name": where(model_args.config_name),
+        "config_overrides": model_args.config_overrides,
+        "tokenizer": where(model_args.tokenizer_name or model_args.model_name_or_path),
+        "from_scratch": model_args.from_scratch,
+        "pair_encoding": resolve_pair_encoding(model_args, data_args) if task.is_pair else "single",
+        "task_name": task.name,
+        "data": [where(data_args.data_dir), where(data_args.train_file), where(data_args.validation_file)],
+        "columns": [data_args.sentence1_key, data_args.sentence2_key, data_args.label_key],
+        "max_seq_length": data_args.max_seq_length,
+        "max_train_samples": data_args.max_train_samples,
+        "seed_protocol": data_args.seed_protocol,
+        "seed": seed,
+    }
+
+
+def prepare_task_folder(
+    task: GlueTask,
+    config: ConceptEncoderConfig,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    args: TrainingArguments,
+) -> tuple[dict, str | None]:
+    """The task's run record (run id and identity) and the checkpoint to resume, after checking its output folder:
+    another run's folder, or a non-empty folder this package did not write, is refused (see `run_folder`)."""
+    record = {
+        "run_id": run_id("glue", task.name, checkpoint_summary(model_args, config)["run_id"], timestamp()),
+        "script": "run_glue.py",
+        "identity": glue_identity(task, model_args, data_args, args.seed),
+    }
+    record, checkpoint = prepare_output_dir(
+        args.output_dir,
+        record,
+        overwrite=data_args.overwrite_output_dir,
+        do_train=args.do_train,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        main_process=args.process_index == 0,
+    )
+    if checkpoint is not None:
+        logger.info(f"Resuming {record['run_id']} from {checkpoint}; give --overwrite_output_dir to start over.")
+    return record, checkpoint
+
+
 def run_task(
     task: GlueTask,
     raw_datasets,
@@ -397,9 +459,11 @@ def run_task(
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
     training_args: TrainingArguments,
+    record: dict,
+    checkpoint: str | None,
 ) -> dict:
-    """Fine-tune and score one task; writes the result files, `run_summary.json`, the model card and the registry
-    row. Returns the run summary."""
+    """Fine-tune and score one task (resuming `checkpoint` when given); writes the result files, `run_summary.json`,
+    the model card and the registry row. Returns the run summary."""
     pair_encoding = resolve_pair_encoding(model_args, data_args)
     separate = task.is_pair and pair_encoding == "separate"
     set_seed(training_args.seed)
@@ -437,14 +501,11 @@ def run_task(
         compute_metrics=metrics_function(task),
     )
     add_callback_first(trainer, ConceptLossCallback())  # loss parts per log, concept diagnostics on the dev set
+    add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
 
     metrics = {}
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint is not None:
-            logger.info(f"Resuming from {checkpoint}")
+        check_room(training_args.output_dir, model.num_parameters())
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         train_metrics = {**train_result.metrics, "train_samples": len(train_data)}
@@ -470,6 +531,7 @@ def run_task(
 
     checkpoint = checkpoint_summary(model_args, model.config)
     summary = glue_summary(task, metrics, model.config, checkpoint["run_id"], model_args, data_args, training_args)
+    summary["run_id"] = record["run_id"]  # kept across resumes
     write_run_summary(training_args.output_dir, summary)
     if training_args.do_train:
         trainer.card_summary = {**checkpoint, "run_id": summary["run_id"]}
@@ -567,14 +629,19 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     check_sizes(data_args.max_seq_length, len(tokenizer), config)
 
     loaded = [load_task_data(task, data_args, model_args) for task in tasks]
-    summaries = []
+    planned = []  # every task's output folder is checked before the first one trains
     for raw_datasets, task in loaded:
         output_dir = training_args.output_dir if len(tasks) == 1 else os.path.join(training_args.output_dir, task.name)
         separate = task.is_pair and resolve_pair_encoding(model_args, data_args) == "separate"
         args = task_training_args(training_args, task, data_args, output_dir, separate)
         if len(tasks) > 1 and args.hub_model_id:
             args = dataclasses.replace(args, hub_model_id=f"{training_args.hub_model_id}-{task.name}")
-        summaries.append(run_task(task, raw_datasets, tokenizer, config_dict, model_args, data_args, args))
+        planned.append((task, raw_datasets, args, *prepare_task_folder(task, config, model_args, data_args, args)))
+    summaries = []
+    for task, raw_datasets, args, record, checkpoint in planned:
+        summaries.append(
+            run_task(task, raw_datasets, tokenizer, config_dict, model_args, data_args, args, record, checkpoint)
+        )
     if len(tasks) > 1:
         table = summary_table(summaries)
         Path(training_args.output_dir, "glue_summary.md").write_text(table, encoding="utf-8")

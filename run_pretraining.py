@@ -29,7 +29,6 @@ import transformers
 from datasets import load_dataset
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
 from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
@@ -41,6 +40,7 @@ from concept_encoder_training.config_flags import (
     override_items,
 )
 from concept_encoder_training.hub import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
+from concept_encoder_training.run_folder import RunIdentityCallback, check_room, identity_hash, prepare_output_dir
 from concept_encoder_training.run_info import architecture_of, run_id, run_summary, timestamp, write_run_summary
 from concept_encoder_training.tokenizer import ALGORITHMS, train_tokenizer
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
@@ -214,7 +214,11 @@ class OutputArguments:
     """What happens to the output folder: start over, and where the run is recorded."""
 
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start over in a non-empty output folder instead of resuming from it."}
+        default=False,
+        metadata={
+            "help": "Start over in an output folder that holds another run (or this run, instead of resuming it), "
+            "or write into a non-empty folder this package did not write (its same-named files are replaced)."
+        },
     )
     registry_file: str = field(
         default="experiments/registry.md", metadata={"help": "Experiment registry to add the run to; '' for none."}
@@ -314,6 +318,33 @@ def tokenizer_source_of(model_args: ModelArguments) -> str | None:
     if model_args.train_tokenizer_vocab_size is not None:
         return None
     return model_args.tokenizer_name or model_args.model_name_or_path or DEFAULT_TOKENIZER
+
+
+def pretraining_identity(
+    model_args: ModelArguments, data_args: DataTrainingArguments, config: ConceptEncoderConfig, seed: int
+) -> dict:
+    """What makes a pretraining run that run (model, tokenizer, data, objective, seed): a rerun into its folder
+    resumes only when all of it is the same."""
+
+    def where(path: str | None) -> str | None:
+        return os.path.abspath(path) if path and os.path.exists(path) else path
+
+    return {
+        "model_type": model_args.model_type,
+        "model_name_or_path": where(model_args.model_name_or_path),
+        "config": {key: value for key, value in config.to_dict().items() if key != "transformers_version"},
+        "tokenizer": where(tokenizer_source_of(model_args)),
+        "train_tokenizer": [model_args.train_tokenizer_vocab_size, model_args.tokenizer_algorithm],
+        "data": [where(data_args.train_file), where(data_args.validation_file)]
+        if data_args.train_file
+        else [data_args.dataset_name, data_args.dataset_config_name],
+        "validation_split_percentage": data_args.validation_split_percentage,
+        "max_seq_length": data_args.max_seq_length,
+        "line_by_line": data_args.line_by_line,
+        "max_train_samples": data_args.max_train_samples,
+        "objective": [data_args.objective, data_args.mlm_probability, data_args.deletion_prob, data_args.tsdae_mode],
+        "seed": seed,
+    }
 
 
 def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: TrainingArguments) -> str:
@@ -530,23 +561,26 @@ def main():
             "--max_position_embeddings."
         )
 
-    # 3. Run name, output folder (the seed's form unless --output_dir is given) and the checkpoint to resume from.
-    if training_args.run_name is None:
-        training_args.run_name = run_name_of(model_args.model_type, config, training_args)
+    # 3. Run id (the seed's form unless --run_name is given), output folder and the checkpoint to resume from. The
+    # default folder is named by what the run is, so rerunning the same command resumes it; a folder holding another
+    # run, or files this package did not write, is refused (concept_encoder_training/run_folder.py).
+    identity = pretraining_identity(model_args, data_args, config, training_args.seed)
+    new_run_id = training_args.run_name or run_name_of(model_args.model_type, config, training_args)
     if training_args.output_dir == "trainer_output":  # transformers' default: --output_dir was not given
-        training_args.output_dir = os.path.join("outputs", training_args.run_name)
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir) and training_args.do_train and not output_args.overwrite_output_dir:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint is None and os.listdir(training_args.output_dir):
-            raise ValueError(
-                f"Output folder {training_args.output_dir} exists, is not empty and holds no checkpoint: give "
-                "--overwrite_output_dir to train into it anyway, or another --output_dir."
-            )
-        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
-            logger.info(f"Resuming from {last_checkpoint}; give --overwrite_output_dir to start over.")
-    resume_checkpoint = training_args.resume_from_checkpoint or last_checkpoint
-    os.makedirs(training_args.output_dir, exist_ok=True)
+        name = run_id(model_args.model_type, architecture_of(config), identity_hash(identity))
+        training_args.output_dir = os.path.join("outputs", name)
+    with training_args.main_process_first(local=False, desc="output folder"):
+        record, resume_checkpoint = prepare_output_dir(
+            training_args.output_dir,
+            {"run_id": new_run_id, "script": "run_pretraining.py", "identity": identity},
+            overwrite=output_args.overwrite_output_dir,
+            do_train=training_args.do_train,
+            resume_from_checkpoint=training_args.resume_from_checkpoint,
+            main_process=training_args.process_index == 0,
+        )
+    training_args.run_name = record["run_id"]
+    if resume_checkpoint is not None:
+        logger.info(f"Resuming from {resume_checkpoint}; give --overwrite_output_dir to start over.")
     logger.info(f"Run {training_args.run_name} → {training_args.output_dir}")
     set_seed(training_args.seed)
     torch.set_flush_denormal(True)  # CPU: the demo TSDAE run is ~1.14x faster with denormals flushed (same loss)
@@ -596,10 +630,13 @@ def main():
     )
     concept_callback = ConceptLossCallback(eval_batch=rank_batch(eval_dataset or train_dataset, tokenizer))
     add_callback_first(trainer, concept_callback)  # before wandb, so the loss parts reach it
+    add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
 
     # 7. Train (resuming where a checkpoint exists), then evaluate.
     all_metrics = {}
     if training_args.do_train:
+        if trainer.is_world_process_zero():
+            check_room(training_args.output_dir, model.num_parameters())
         tokens_before = 0
         if resume_checkpoint is not None:
             tokens_before = TrainerState.load_from_json(
