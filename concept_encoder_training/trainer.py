@@ -1,6 +1,6 @@
 """Training helpers for concept encoders under the stock `Trainer`: loss-component logging, concept diagnostics at
 evaluation, a warm-up of the fixed concept-loss weight, weight-decay groups that spare the Kendall-Gal
-log-variances, and our model card in `push_to_hub`'s one commit."""
+log-variances, our model card in `push_to_hub`'s one commit, and a stop at the first non-finite loss or gradient."""
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -13,7 +13,7 @@ ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mas
 
 
 class ConceptTrainer(Trainer):
-    """The stock `Trainer`, except for two things.
+    """The stock `Trainer`, except for three things.
 
     - The Kendall-Gal log-variances (`concept_loss_log_vars`) get no weight decay. Weight decay pulls parameters
       towards 0; for a log-variance sᵢ that means pulling every weight ½·exp(−sᵢ) back to ½ regardless of the data, a
@@ -22,10 +22,15 @@ class ConceptTrainer(Trainer):
     - `create_model_card` writes our card (`model_cards`, from `card_summary`, the run's `run_summary.json`, and the
       optional `card_glue_results`) instead of the Trainer's draft. `push_to_hub` calls it before it uploads the
       output folder, so the card goes up with the weights in one commit (as TRL's trainers do).
+    - Training stops at the first non-finite loss or gradient norm (`NonFiniteStopCallback`).
     """
 
     card_summary: dict | None = None
     card_glue_results: dict | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(NonFiniteStopCallback())
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]
@@ -38,6 +43,51 @@ class ConceptTrainer(Trainer):
         if self.is_world_process_zero():
             repo_id = self.hub_model_id or self.args.hub_model_id
             write_model_card(self.args.output_dir, self.card_summary, self.card_glue_results, repo_id=repo_id)
+
+
+class NonFiniteStopCallback(TrainerCallback):
+    """Stops a run at the first optimizer step whose loss or gradient norm is NaN or infinite, before the optimizer
+    applies it and before any checkpoint is written, by raising `FloatingPointError` with the step and the reason.
+
+    The stock Trainer would carry on: its log replaces a NaN loss by the running mean (`logging_nan_inf_filter`),
+    gradient clipping spreads one NaN over every weight, and every later checkpoint holds NaN. The loss of each
+    training forward is read by a forward hook; the gradient norm is computed before each optimizer step (not under
+    fp16, whose loss scaler skips steps with infinite gradients by design).
+    """
+
+    def __init__(self):
+        self._hook = None
+        self._reason = None
+
+    def _capture(self, module, inputs, output) -> None:
+        loss = getattr(output, "loss", None)
+        if module.training and self._reason is None and loss is not None and not torch.isfinite(loss.detach()).all():
+            self._reason = f"the loss is {loss.detach().float().sum().item()}"
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._reason = None
+        if self._hook is None:
+            self._hook = model.register_forward_hook(self._capture)
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        reason = self._reason
+        if reason is None and not args.fp16:
+            gradients = [p.grad for p in model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(gradients) if gradients else None
+            if norm is not None and not torch.isfinite(norm):
+                reason = f"the gradient norm is {norm.item()}"
+        if reason is not None:
+            self.on_train_end(args, state, control)
+            raise FloatingPointError(
+                f"Training stopped at step {state.global_step + 1} of {state.max_steps}: {reason}. Nothing of this "
+                f"step was applied or saved; the last checkpoint in {args.output_dir} (if any) is intact. Lower "
+                "--learning_rate, check the data of this step, or use --max_grad_norm."
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
 
 def add_callback_first(trainer: Trainer, callback: TrainerCallback) -> None:
