@@ -356,17 +356,20 @@ def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: Tr
 
 
 def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
-    """Train and validation text from local files or the Hub; without a validation split, the first
-    `validation_split_percentage` % of the training data is held out (as run_mlm does)."""
-    if data_args.train_file is not None:
-        data_files = {"train": data_args.train_file}
-        if data_args.validation_file is not None:
-            data_files["validation"] = data_args.validation_file
-        builder = FILE_BUILDERS[data_args.train_file.rsplit(".", 1)[-1]]
+    """Train and validation text from local files (each read by its own format: a .jsonl validation file beside a
+    .txt training file is JSON) or the Hub; without a validation split, the first `validation_split_percentage` % of
+    the training data is held out (as run_mlm does)."""
+
+    def load_file(path: str, split: str = "train"):
+        builder = FILE_BUILDERS[path.rsplit(".", 1)[-1]]
+        return load_dataset(builder, data_files={"train": path}, split=split, cache_dir=cache_dir)
 
     def load(split=None):
         if data_args.train_file is not None:
-            return load_dataset(builder, data_files=data_files, split=split, cache_dir=cache_dir)
+            if split is not None:
+                return load_file(data_args.train_file, split)
+            files = {"train": data_args.train_file, "validation": data_args.validation_file}
+            return datasets.DatasetDict({name: load_file(path) for name, path in files.items() if path is not None})
         return load_dataset(
             data_args.dataset_name,
             data_args.dataset_config_name,
@@ -387,10 +390,22 @@ def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -
     return raw
 
 
-def text_column_of(raw: datasets.DatasetDict) -> str:
-    """`text` when present, else the first column (as run_mlm does)."""
+def text_column_of(raw: datasets.DatasetDict, data_args: DataTrainingArguments) -> str:
+    """`text` when present, else the first column (as run_mlm does); the validation data must have it too."""
     columns = raw["train"].column_names
     column = "text" if "text" in columns else columns[0]
+    if "validation" in raw and column not in raw["validation"].column_names:
+        raise ValueError(
+            f"The validation data ({data_args.validation_file or data_args.dataset_name}) has no column {column!r}, "
+            f"the training data's text column; it has {raw['validation'].column_names}. Give both files the same text "
+            "column."
+        )
+    features = raw["train"].features or {}  # unknown while streaming
+    if column in features and getattr(features[column], "dtype", None) not in ("string", "large_string"):
+        raise ValueError(
+            f"The training data ({data_args.train_file or data_args.dataset_name}) has no 'text' column and its first "
+            f"column {column!r} holds {features[column]}, not text: name the text column 'text'."
+        )
     logger.info(f"Training on column {column!r} of {columns}.")
     return column
 
@@ -587,7 +602,8 @@ def main():
 
     # 4. Data and tokenizer.
     raw = load_raw_datasets(data_args, model_args.cache_dir)
-    text_column = text_column_of(raw)
+    text_column = text_column_of(raw, data_args)
+    raw = raw.select_columns([text_column])  # each split may carry other columns of its own format
     tokenizer = load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoint)
     if tokenizer.pad_token is None or (data_args.objective == "mlm" and tokenizer.mask_token is None):
         raise ValueError(

@@ -178,7 +178,7 @@ def measure_pipeline(args: PipelineArguments, flags: list[str]) -> dict:
         args=[*flags, "--train_file", args.train_file, "--output_dir", "unused", "--report_to", "none"]
     )
     raw = run_pretraining.load_raw_datasets(data_args, None)
-    column = run_pretraining.text_column_of(raw)
+    column = run_pretraining.text_column_of(raw, data_args)
     length = data_args.max_seq_length
     start = time.perf_counter()
     data_args.overwrite_cache = True  # time the tokenisation itself, not a cache hit

@@ -48,6 +48,7 @@ class GlueTask:
     hub_name: str | None = None  # the task's name when None
     validation_files: tuple[tuple[str, str], ...] = (("validation", "dev.tsv"),)
     tsv_header: bool = True
+    score_range: tuple[float, float] | None = None  # regression: the scores the task defines (None: any number)
 
     @property
     def is_pair(self) -> bool:
@@ -86,7 +87,7 @@ TASKS: dict[str, GlueTask] = {task.name: task for task in (
     GlueTask("qqp", "QQP", "QQP", ("question1", "question2"), tsv_columns=("question1", "question2", "is_duplicate"),
              label_names=("not_duplicate", "duplicate"), metrics=("accuracy", "f1"), registry_metric="f1"),
     GlueTask("stsb", "STS-B", "STS-B", PAIR, tsv_columns=(*PAIR, -1), label_names=None, tsv_labels=None,
-             metrics=("pearson", "spearmanr"), registry_metric="pearson"),
+             metrics=("pearson", "spearmanr"), registry_metric="pearson", score_range=STSB_RANGE),
     GlueTask("mnli", "MNLI-m", "MNLI", ("premise", "hypothesis"), tsv_columns=(*PAIR, "gold_label"),
              label_names=NLI, tsv_labels=NLI,
              validation_files=(("validation_matched", "dev_matched.tsv"),
@@ -125,21 +126,24 @@ def label_converter(task: GlueTask, source: str):
     """A function mapping a raw label (tsv string, label name, class id, or score) to the task's class id or float,
     raising `ValueError` naming `source` and the allowed values for anything outside the task's label set."""
     if task.is_regression:
-        low, high = STSB_RANGE
+        low, high = task.score_range or (-math.inf, math.inf)
 
         def to_score(value, where):
             try:
                 score = float(value)
             except (TypeError, ValueError):
                 score = math.nan
-            if not low <= score <= high:
-                raise ValueError(f"{where}: label {value!r} is not a {task.name} score in [{low}, {high}].")
+            if not low <= score <= high or not math.isfinite(score):
+                allowed = f"in [{low}, {high}]" if task.score_range else "(a finite number)"
+                raise ValueError(f"{where}: label {value!r} is not a {task.name} score {allowed}.")
             return score
 
         return lambda value, where=source: to_score(value, where)
-    ids = {str(i): i for i in range(task.num_labels)}
-    ids.update({label: i for i, label in enumerate(task.tsv_labels)})
+    ids = {label: i for i, label in enumerate(task.tsv_labels)}
     ids.update({label: i for i, label in enumerate(task.label_names)})
+    class_ids = {str(i): i for i in range(task.num_labels)}
+    if not class_ids.keys() & ids.keys():  # class ids (Hub datasets) only where no label is written like one
+        ids.update(class_ids)
 
     def to_id(value, where=source):
         key = str(value).strip()
@@ -295,7 +299,8 @@ def resolve_columns(
 
 def infer_label_task(labels: list) -> GlueTask:
     """For files without `--task_name`: a float label that is not integral → regression (MSE), otherwise
-    classification over the sorted distinct labels, as run_glue does."""
+    classification over the sorted distinct labels, as run_glue does. `labels` are those of every split, so that a
+    validation label the training file lacks gets its own class (the metric then counts it as missed)."""
     values = [str(label).strip() for label in labels]
     try:
         numbers = [float(value) for value in values]
@@ -318,8 +323,9 @@ def load_files(
     label_key: str = "label",
 ) -> tuple[DatasetDict, GlueTask]:
     """`--train_file/--validation_file` → (DatasetDict with train and validation, the task). Without a task the
-    label type and label set are inferred from the training file; a single text column makes a single-sentence
-    task."""
+    label type and label set are inferred from both files (each read by its own format); with one, a label outside
+    the task's set is an error naming the file, the label and the row; a single text column makes a
+    single-sentence task."""
     if not train_file or not validation_file:
         raise ValueError("Give both --train_file and --validation_file (csv, tsv or json).")
     raw = {"train": read_table_file(train_file), "validation": read_table_file(validation_file)}
@@ -327,7 +333,7 @@ def load_files(
     for split, path in (("train", train_file), ("validation", validation_file)):
         first, second = resolve_columns(raw[split].column_names, sentence1_key, sentence2_key, label_key, path)
     if task is None:
-        task = infer_label_task(raw["train"][label_key])
+        task = infer_label_task([*raw["train"][label_key], *raw["validation"][label_key]])
     if second is None and task.is_pair:
         task = replace(task, hub_columns=(task.hub_columns[0], None))
     if second is not None and not task.is_pair:

@@ -6,13 +6,18 @@ import json
 
 import pytest
 import test_pretraining
+import torch
 from conftest import tiny_config
 from test_pretraining import run_main, tiny_args
+from transformers import TrainerCallback, TrainingArguments
 
 import run_glue
 import run_pretraining
+from collators import DataCollatorForConceptMLM
+from concept_encoder_training.glue import TASKS, load_files
 from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, last_complete_checkpoint
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
+from concept_encoder_training.trainer import ConceptTrainer
+from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderForMaskedLMPerceiverPosOnly
 
 corpus = test_pretraining.corpus  # WikiText-2 lines as local files (a fixture)
 
@@ -124,3 +129,84 @@ def test_pretraining_never_writes_into_a_users_folder_without_the_flag(monkeypat
     with pytest.raises(ValueError, match=r"not empty and was not written by a run of this package.*config.json"):
         run_main(monkeypatch, tiny_args(corpus, tmp_path / "run"))
     assert (tmp_path / "run" / "config.json").read_text() == '{"mine": true}'
+
+
+# ---- 2. no NaN from an empty labelled set; a non-finite loss stops the run ------------------------------------
+
+
+@pytest.mark.parametrize("weighting", ["none", "fixed", "kendall_gal"])
+def test_a_batch_without_labelled_positions_gives_zero_task_loss_and_zero_task_gradient(weighting):
+    """0.1.0: cross-entropy over no masked token is NaN, which Kendall-Gal weighting spread into every weight."""
+    losses = ["variance"] if weighting != "none" else []
+    torch.manual_seed(0)
+    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(concept_losses=losses, concept_loss_weighting=weighting))
+    model.train()
+    input_ids = torch.randint(5, 200, (1, 6))
+    output = model(input_ids, labels=torch.full_like(input_ids, -100))
+    assert output.task_loss.item() == 0.0 and torch.isfinite(output.loss)
+    output.loss.backward()
+    gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert all(torch.isfinite(g).all() for g in gradients.values())
+    head = [model.lm_head.dense.weight.grad, model.lm_head.decoder.bias.grad]  # used by the task loss alone
+    assert all(grad is None or not grad.any() for grad in head)
+    if weighting == "kendall_gal":
+        assert model.concept_loss_log_vars.grad[0] == 0  # the task's log-variance: no loss measured, no update
+
+
+def test_training_stops_at_the_first_non_finite_loss_without_saving_it(tmp_path, tokenizer, wikitext_lines):
+    """0.1.0 logged a NaN loss as 0, trained on and saved NaN checkpoints; now the run stops at that step."""
+
+    class PoisonAtStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    model.encoder.embeddings.token_embeddings.weight.fill_(float("nan"))
+
+    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(vocab_size=len(tokenizer)))
+    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:40]]
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=4, save_strategy="steps", save_steps=1,
+        report_to="none", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = ConceptTrainer(
+        model=model, args=args, train_dataset=data, data_collator=DataCollatorForConceptMLM(tokenizer),
+        callbacks=[PoisonAtStep2()],
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"stopped at step 3 of 5: the (loss|gradient norm) is nan"):
+        trainer.train()
+    assert sorted(path.name for path in tmp_path.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+# ---- 3. each file by its own format; labels from every split ---------------------------------------------------
+
+
+def test_file_labels_come_from_every_split_and_never_collide(tmp_path):
+    """0.1.0 inferred the labels from the training file and also read labels as class ids: with training labels
+    "1" and "2", a validation "0" became class 0, the class of "1"."""
+    (tmp_path / "train.csv").write_text("sentence,label\na,1\nb,2\nc,1\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\nd,0\ne,1\nf,2\n")
+    data, task = load_files(None, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"))
+    assert task.label_names == ("0", "1", "2")
+    assert data["validation"]["label"] == [0, 1, 2] and data["train"]["label"] == [1, 2, 1]
+    (tmp_path / "train.csv").write_text("sentence,label\na,1\nb,0\n")
+    with pytest.raises(ValueError, match=r"dev.csv, row 3: label '2' is not a sst2 label"):
+        load_files(TASKS["sst2"], *(str(tmp_path / name) for name in ("train.csv", "dev.csv")))
+
+
+def test_custom_regression_scores_are_not_limited_to_stsb_range(tmp_path):
+    (tmp_path / "train.csv").write_text("sentence,label\na,12.5\nb,87.25\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\nc,99.5\n")
+    data, task = load_files(None, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"))
+    assert task.is_regression and data["validation"]["label"] == [99.5]
+
+
+def test_pretraining_reads_each_data_file_by_its_own_format(tmp_path):
+    """0.1.0 read a .jsonl validation file beside a .txt training file as plain text (eval_loss on JSON syntax)."""
+    (tmp_path / "train.txt").write_text("first line of text\nsecond line\n")
+    (tmp_path / "valid.jsonl").write_text('{"text": "held out line", "id": 1}\n')
+    data_args = run_pretraining.DataTrainingArguments(
+        train_file=str(tmp_path / "train.txt"), validation_file=str(tmp_path / "valid.jsonl")
+    )
+    raw = run_pretraining.load_raw_datasets(data_args, str(tmp_path / "cache"))
+    assert raw["validation"]["text"] == ["held out line"] and raw["train"]["text"][0] == "first line of text"
+    assert run_pretraining.text_column_of(raw, data_args) == "text"
