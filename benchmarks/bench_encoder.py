@@ -1,7 +1,8 @@
 """Speed and memory of concept encoders against the encoders a user would pick instead, in one run.
 
 For every length in `--lengths` it times a training step (forward + backward) and a forward-only pass of
-`ConceptEncoderModel` with perceiver layers and with BiXT layers, and of the peers with the same hidden size, depth,
+`ConceptEncoderModel` with perceiver layers (reading the tokens in every layer, and in the first only:
+`perceiver_read_once`, `token_read_layers=[0]`) and with BiXT layers, and of the peers with the same hidden size, depth,
 heads, vocabulary and FFN parameters (dropout off in every model): `transformers.BertModel` (full attention, SDPA),
 `transformers.ModernBertModel` (local 128-token attention with global attention every third layer, rotary positions,
 SDPA) and `transformers.PerceiverModel` (`hf_perceiver`: the latents read the tokens once, in one cross-attention,
@@ -62,9 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderModel  # noqa: E402
 
-MODELS = ("perceiver", "bixt", "bert", "modernbert", "hf_perceiver")  # hf_perceiver: no gradient checkpointing
+# perceiver_read_once: our perceiver with token_read_layers=[0], the tokens read once as in HF Perceiver
+MODELS = ("perceiver", "perceiver_read_once", "bixt", "bert", "modernbert", "hf_perceiver")
 PEERS = ("bert", "modernbert", "hf_perceiver")  # the table's "vs" columns: each peer's time over the row's
-CONCEPT_MODELS = ("perceiver", "bixt")
 MODES = ("train", "forward")
 GIB = 2**30
 MIB = 2**20
@@ -175,12 +176,21 @@ def ffn_flops(rows: int, hidden: int, intermediate: int, gated: bool) -> int:
     return matmul_flops(rows, hidden, (2 if gated else 1) * intermediate) + matmul_flops(rows, intermediate, hidden)
 
 
-def layer_flops(model: str, length: int, hidden: int, intermediate: int, concepts: int, token_ffn: bool = False) -> int:
+def layer_flops(
+    model: str,
+    length: int,
+    hidden: int,
+    intermediate: int,
+    concepts: int,
+    token_ffn: bool = False,
+    reads_tokens: bool = True,
+) -> int:
     """Forward matmul FLOPs of one layer on one sequence (norms, softmax and elementwise ops are not counted).
 
     perceiver: concepts read the tokens (q of C rows, k/v of N rows), self-attention and FFN on C rows;
     bixt: + tokens read the concepts (q/out of N rows, k/v of C rows); bert: self-attention and FFN on N rows;
-    modernbert: as bert with a gated FFN (full attention in every layer: see the module docstring).
+    modernbert: as bert with a gated FFN (full attention in every layer: see the module docstring). A concept layer
+    with `reads_tokens=False` has no cross-attention (nor, in BiXT, token update): self-attention and FFN on C rows.
     """
     n, h, c = length, hidden, concepts
     if model in ("bert", "modernbert"):
@@ -192,7 +202,10 @@ def layer_flops(model: str, length: int, hidden: int, intermediate: int, concept
         )
     cross = matmul_flops(c, h, h) + matmul_flops(n, h, 2 * h) + attention_flops(c, n, h) + matmul_flops(c, h, h)
     concept_self = matmul_flops(c, h, 3 * h) + attention_flops(c, c, h) + matmul_flops(c, h, h)
-    flops = cross + concept_self + ffn_flops(c, h, intermediate, True)
+    flops = concept_self + ffn_flops(c, h, intermediate, True)
+    if not reads_tokens:
+        return flops
+    flops += cross
     if model == "bixt":
         flops += matmul_flops(n, h, h) + matmul_flops(c, h, 2 * h) + attention_flops(n, c, h) + matmul_flops(n, h, h)
         if token_ffn:
@@ -211,6 +224,16 @@ def hf_perceiver_flops(length: int, hidden: int, intermediate: int, latents: int
     return cross + self_attends * block
 
 
+def concept_encoder_flops(model: str, args: BenchmarkArguments, length: int, concepts: int) -> int:
+    """Forward FLOPs of the concept encoder stack on one sequence; `perceiver_read_once` reads the tokens in its first
+    layer only, the others are concept self-attention + FFN."""
+    hidden, intermediate, layers = args.hidden_size, args.intermediate_size, args.num_hidden_layers
+    if model == "perceiver_read_once":
+        concept_only = layer_flops("perceiver", length, hidden, intermediate, concepts, reads_tokens=False)
+        return layer_flops("perceiver", length, hidden, intermediate, concepts) + (layers - 1) * concept_only
+    return layers * layer_flops(model, length, hidden, intermediate, concepts)
+
+
 def step_flops(
     model: str, args: BenchmarkArguments, length: int, batch: int, mode: str, concepts: int | None = None
 ) -> int:
@@ -220,9 +243,11 @@ def step_flops(
     layers, hidden = args.num_hidden_layers, args.hidden_size
     if model == "hf_perceiver":
         forward = hf_perceiver_flops(length, hidden, args.bert_intermediate_size, concepts, layers)
-    else:
+    elif model in ("bert", "modernbert"):
         intermediate = args.bert_intermediate_size if model == "bert" else args.intermediate_size
         forward = layers * layer_flops(model, length, hidden, intermediate, concepts)
+    else:
+        forward = concept_encoder_flops(model, args, length, concepts)
     forward *= batch
     if mode == "forward":
         return forward
@@ -332,12 +357,13 @@ def shared_sizes(args: BenchmarkArguments, length: int) -> dict:
     )
 
 
-def concept_config(args: BenchmarkArguments, layer_type: str, length: int, concepts: int) -> ConceptEncoderConfig:
+def concept_config(args: BenchmarkArguments, model: str, length: int, concepts: int) -> ConceptEncoderConfig:
     return ConceptEncoderConfig(
         **shared_sizes(args, length),
         intermediate_size=args.intermediate_size,
         concept_num=concepts,
-        encoder_layer_type=layer_type,
+        encoder_layer_type="bixt" if model == "bixt" else "perceiver",
+        token_read_layers=[0] if model == "perceiver_read_once" else None,
     )
 
 

@@ -49,6 +49,9 @@ def test_flop_counter_matches_hand_count():
     args = BenchmarkArguments(hidden_size=4, num_hidden_layers=2, intermediate_size=8, concept_num=2, models=["bixt"])
     assert step_flops("bixt", args, length=3, batch=5, mode="forward") == 5 * 2 * 1536
     assert step_flops("bixt", args, length=3, batch=5, mode="train") == 3 * 5 * 2 * 1536
+    # read once: layer 0 as perceiver (1120), layer 1 without the cross-attention: 1120 − 416 = 704
+    args.models = ["perceiver_read_once"]
+    assert step_flops("perceiver_read_once", args, length=3, batch=1, mode="forward") == 1120 + 704
     args.gradient_checkpointing = True  # the layers' forward runs twice
     assert step_flops("bixt", args, length=3, batch=5, mode="train") == 4 * 5 * 2 * 1536
 

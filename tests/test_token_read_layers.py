@@ -1,0 +1,70 @@
+"""`token_read_layers`: concepts read the tokens only in the listed layers (Perceiver IO reads them once); the default
+(every layer, the seed's) builds exactly the modules it always did."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from configuration_concept_encoder import ConceptEncoderConfig
+from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderModel
+
+
+def encoder(**overrides) -> ConceptEncoderModel:
+    torch.manual_seed(0)
+    return ConceptEncoderModel(
+        tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides)
+    ).eval()
+
+
+def test_default_reads_in_every_layer_with_the_same_modules():
+    default, explicit = encoder(), encoder(token_read_layers=list(range(tiny_config().num_hidden_layers)))
+    assert default.config.token_read_layers is None
+    assert all(layer.cross_attention is not None for layer in default.layers)
+    assert default.state_dict().keys() == explicit.state_dict().keys()
+    inputs = torch.randint(5, 200, (2, 12))
+    torch.testing.assert_close(default(inputs).last_hidden_state, explicit(inputs).last_hidden_state)
+
+
+@pytest.mark.parametrize("layer_type", ["perceiver", "bixt"])
+def test_read_once_drops_the_other_layers_cross_attention(layer_type):
+    layers = tiny_config().num_hidden_layers
+    assert layers >= 2, "the test needs a layer that does not read"
+    full, once = encoder(encoder_layer_type=layer_type), encoder(encoder_layer_type=layer_type, token_read_layers=[0])
+    assert once.layers[0].cross_attention is not None
+    assert all(layer.cross_attention is None for layer in once.layers[1:])
+    assert not any(hasattr(layer, "token_attention") for layer in once.layers[1:])  # BiXT: no token update there
+    assert not any(".cross_attention" in name for name in once.state_dict() if not name.startswith("layers.0."))
+    assert once.num_parameters() < full.num_parameters()
+    inputs = torch.randint(5, 200, (2, 12))
+    outputs = once(inputs, output_attentions=True)
+    assert outputs.cross_attentions[0].shape == (2, once.config.num_attention_heads, once.config.concept_num, 12)
+    assert all(weights is None for weights in outputs.cross_attentions[1:])
+    other = inputs.clone()
+    other[:, 3] = (other[:, 3] + 1) % 195 + 5
+    assert not torch.allclose(outputs.last_hidden_state, once(other).last_hidden_state)  # it still reads the input
+
+
+def test_only_reading_layers_get_token_gradients():
+    """Reading in layer 1 only: the first layer's output cannot depend on the tokens, the model's does."""
+    model = encoder(token_read_layers=[1])
+    model.train()
+    inputs = torch.randint(5, 200, (2, 12))
+    model(inputs).last_hidden_state.square().mean().backward()
+    assert model.embeddings.token_embeddings.weight.grad.abs().sum() > 0
+    assert model.layers[1].cross_attention.qkv_proj.weight.grad.abs().sum() > 0
+
+
+def test_save_and_load_keep_the_reading_layers(tmp_path):
+    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(token_read_layers=[1]))
+    model.save_pretrained(tmp_path)
+    loaded = ConceptEncoderForMaskedLMPerceiver.from_pretrained(tmp_path)
+    assert loaded.config.token_read_layers == [1]
+    inputs = torch.randint(5, 200, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(inputs).logits, loaded.eval()(inputs).logits)
+
+
+@pytest.mark.parametrize("bad", [[], [0, 0], [-1], [99], ["0"], [True], [0.0]])
+def test_bad_reading_layers_name_the_field(bad):
+    with pytest.raises(ValueError, match=r"ConceptEncoderConfig\.token_read_layers="):
+        ConceptEncoderConfig(num_hidden_layers=3, token_read_layers=bad)
