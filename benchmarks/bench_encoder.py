@@ -37,6 +37,7 @@ It covers activations, gradients and temporaries of the step, not the weights.
 
 import ctypes
 import gc
+import os
 import platform
 import statistics
 import sys
@@ -267,6 +268,14 @@ def matmul_peak_gflops(device: str, dtype: torch.dtype, size: int | None = None)
 # ----------------------------------------------------------------------------------------------------------------------
 # Timing and memory
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_average() -> str:
+    """`os.getloadavg()` as text: on a shared machine the tables are read beside it."""
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def synchronize(device: str):
@@ -592,6 +601,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
         f"- threads: torch.get_num_threads() = {torch.get_num_threads()}; precision: {'bf16 autocast' if args.bf16 else 'fp32'}"
         "; denormals flushed to zero"
     )
+    print(f"- load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load_average()}")
     print(f"- measured {dtype} matmul peak: {peak_gflops:,.1f} GFLOP/s")
     print(
         f"- sizes: H{args.hidden_size} L{args.num_hidden_layers} heads {args.num_attention_heads} C{args.concept_num}, "
@@ -672,6 +682,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
             memory = f"{result.peak_bytes / MIB:,.0f}" if result.peak_bytes is not None else "n/a"
             ratio = result.seconds / mlm["mlm-dense"].seconds
             print(f"| {label} | {1000 * result.seconds:,.1f} | {memory} | {ratio:.2f}× |", flush=True)
+    print(f"\n- load average at the end: {load_average()}")
     return results
 
 

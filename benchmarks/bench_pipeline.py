@@ -25,6 +25,7 @@ in-process breakdown).
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import run_pretraining  # noqa: E402
+from benchmarks.bench_encoder import load_average  # noqa: E402
 from concept_encoder_training.trainer import ConceptTrainer  # noqa: E402
 from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 
@@ -72,7 +74,9 @@ class PipelineArguments:
     steps: int = field(default=30, metadata={"help": "Optimizer steps of the pipeline run."})
     breakdown_batches: int = field(default=8, metadata={"help": "Batches timed for the breakdown."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Passed on to run_pretraining.py."})
-    threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the breakdown."})
+    threads: int | None = field(
+        default=None, metadata={"help": "Threads of the run (OMP_NUM_THREADS) and of the breakdown (torch)."}
+    )
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -144,7 +148,8 @@ def run_pipeline(args: PipelineArguments, flags: list[str], output_dir: Path) ->
     ]  # fmt: skip
     if args.max_train_samples:
         command += ["--max_train_samples", str(args.max_train_samples)]
-    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, env=env)
     return json.loads((output_dir / "all_results.json").read_text())
 
 
@@ -269,9 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
     ours, passed = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     (args,) = HfArgumentParser(PipelineArguments).parse_args_into_dataclasses(args=ours)
     flags = [*PRESETS[args.preset], *passed]
+    load_at_start = load_average()
     measured = measure_pipeline(args, flags)
     print(f"## Training pipeline vs benchmark step: preset {args.preset} {' '.join(passed)}\n")
-    print(f"- torch.get_num_threads() = {torch.get_num_threads()}")
+    print(f"- torch.get_num_threads() = {torch.get_num_threads()}; load average (1, 5, 15 min; {os.cpu_count()} CPUs)")
+    print(f"  at start {load_at_start}, at the end {load_average()}")
     print(overhead_report(measured), flush=True)
     return measured
 
