@@ -11,6 +11,10 @@ file as the only argument works too) and the same result files (`train_results.j
   checkpoint's perceiver MLM decoder decodes the input positions, mean → classifier; pairs concatenated);
 - `--from_scratch`: a random-init baseline of the same size and tokenizer (`--config_name`/`--config_overrides`);
 - `--task_name all` or a comma list: one subfolder per task and one summary table `glue_summary.md`;
+- `--seeds 1,2,3`: each task fine-tuned once per seed (subfolders `seed_1`, ...), mean ± sample std in
+  `seeds_results.json`, the task's `run_summary.json`, the registry and the model cards;
+- any other `transformers` encoder checkpoint (BERT, MiniLM, ...) through `AutoModelForSequenceClassification` on
+  concatenated pairs with its own pooling, the same metrics and result files (no concept diagnostics, no card);
 - `--seed_protocol`: the seed log's GLUE settings (max length 128, batch 96, lr 1e-5, 20 epochs; 3 for QQP, QNLI and
   MNLI, 5 for SST-2; best epoch on dev, labelled as such);
 - the effective rank of the dev-set concepts in the results, `run_summary.json`, a model card and a registry row.
@@ -32,6 +36,8 @@ import numpy as np
 import torch
 import transformers
 from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
     EvalPrediction,
@@ -62,11 +68,13 @@ from concept_encoder_training.run_info import (
     architecture_of,
     run_id,
     run_summary,
+    scratch_run_id,
     timestamp,
     write_run_summary,
 )
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
+from model_cards import write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +91,8 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "A concept-encoder checkpoint folder or Hub id: from run_pretraining.py, or the seed's "
-            "(ksopyla/concept-encoder-*)."
+            "help": "A concept-encoder checkpoint folder or Hub id (from run_pretraining.py), or any other "
+            "transformers encoder (fine-tuned through AutoModelForSequenceClassification on concatenated pairs)."
         },
     )
     config_name: str | None = field(
@@ -172,6 +180,13 @@ class DataTrainingArguments:
             "folder holding this same run resumes from its last complete checkpoint."
         },
     )
+    seeds: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma list of seeds, e.g. '1,2,3': each task is fine-tuned once per seed (subfolders seed_N) "
+            "and reported as mean ± sample std over them (instead of --seed)."
+        },
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -217,19 +232,27 @@ def load_task_data(task: GlueTask | None, data_args: DataTrainingArguments, mode
 
 
 def checkpoint_config_dict(model_args: ModelArguments) -> dict:
-    """The config of `--config_name` or the checkpoint, refused unless it is a concept encoder."""
+    """The config of `--config_name` or the checkpoint: a concept encoder's, or any other transformers model's."""
     source = model_args.config_name or model_args.model_name_or_path
     config_dict, _ = PretrainedConfig.get_config_dict(
         source, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token
     )
-    model_type = config_dict.get("model_type")
-    if model_type != ConceptEncoderConfig.model_type:
-        raise ValueError(
-            f"{source} is a {model_type!r} checkpoint, not a concept encoder (model_type "
-            f"'{ConceptEncoderConfig.model_type}'): pass a checkpoint saved by run_pretraining.py, or --from_scratch "
-            "with --config_name pointing at a concept-encoder config."
-        )
     return config_dict
+
+
+def is_concept_encoder(config_dict: dict) -> bool:
+    return config_dict.get("model_type") == ConceptEncoderConfig.model_type
+
+
+def parse_seeds(seeds: str | None) -> list[int]:
+    """`"1,2,3"` → `[1, 2, 3]`; an empty list when not given."""
+    try:
+        values = [int(part) for part in (seeds or "").split(",") if part.strip()]
+    except ValueError as error:
+        raise ValueError(f"--seeds {seeds!r} must be a comma list of integers, e.g. '1,2,3'.") from error
+    if len(set(values)) != len(values):
+        raise ValueError(f"--seeds {seeds!r} repeats a seed: each seed must be given once.")
+    return values
 
 
 def check_sizes(max_seq_length: int, tokenizer_size: int, config: ConceptEncoderConfig):
@@ -261,22 +284,23 @@ def concept_class(name: str, model_args: ModelArguments):
     return ConceptEncoderConfig if name == "ConceptEncoderConfig" else getattr(modeling_concept_encoder, name)
 
 
+def task_labels(task: GlueTask) -> dict:
+    """The config fields of the task's labels: one regression output, or the class names."""
+    if task.is_regression:
+        return dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
+    return dict(
+        num_labels=task.num_labels,
+        problem_type="single_label_classification",
+        id2label=dict(enumerate(task.label_names)),
+        label2id={label: i for i, label in enumerate(task.label_names)},
+    )
+
+
 def build_config(config_dict: dict, model_args: ModelArguments, task: GlueTask | None = None) -> ConceptEncoderConfig:
     """The checkpoint's config (`config_dict`, read once) with any `--config_overrides` and the task's labels."""
     config_dict = {key: value for key, value in config_dict.items() if key != "architectures"}  # head chosen here
-    if task is None:
-        labels = {}
-    elif task.is_regression:
-        labels = dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
-    else:
-        labels = dict(
-            num_labels=task.num_labels,
-            problem_type="single_label_classification",
-            id2label=dict(enumerate(task.label_names)),
-            label2id={label: i for i, label in enumerate(task.label_names)},
-        )
     if task is not None:
-        config_dict.update(labels, finetuning_task=task.name)
+        config_dict.update(task_labels(task), finetuning_task=task.name)
     config = concept_class("ConceptEncoderConfig", model_args).from_dict(config_dict)
     return apply_config_overrides(config, model_args.config_overrides)
 
@@ -314,12 +338,45 @@ def build_model(task: GlueTask, pair_encoding: str, config: ConceptEncoderConfig
     )
 
 
+def build_transformer_config(model_args: ModelArguments, task: GlueTask | None = None):
+    """Any other transformers model's config, with the task's labels and any `--config_overrides`."""
+    labels = {} if task is None else dict(task_labels(task), finetuning_task=task.name)
+    config = AutoConfig.from_pretrained(
+        model_args.config_name or model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+        **labels,
+    )
+    if model_args.config_overrides:
+        config.update_from_string(model_args.config_overrides)
+    return config
+
+
+def build_transformer_model(task: GlueTask, model_args: ModelArguments):
+    """Any other transformers encoder: `AutoModelForSequenceClassification` with its own pooling (BERT: the [CLS]
+    pooler) and a new head for the task's labels; random weights of the same config with `--from_scratch`."""
+    config = build_transformer_config(model_args, task)
+    if model_args.from_scratch:
+        return AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path,
+        config=config,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+        ignore_mismatched_sizes=True,  # a pretraining pooler or head of another label count is replaced
+    )
+
+
 def checkpoint_summary(model_args: ModelArguments, config) -> dict:
     """The checkpoint's `run_summary.json` (run id, pretraining data, ...) when it has one; for `--from_scratch` a
     `scratch_H.._L.._C..` id, otherwise the checkpoint's folder name."""
     if model_args.from_scratch:
         return {
-            "run_id": run_id("scratch", architecture_of(config)),
+            "run_id": scratch_run_id(config),
             "model_type": "random init",
             "pretraining_data": "none (random init)",
             "architecture": architecture_of(config),
@@ -342,11 +399,17 @@ def checkpoint_summary(model_args: ModelArguments, config) -> dict:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def tokenize_dataset(dataset, tokenizer, task: GlueTask, separate: bool, max_length: int, pad: bool):
+def tokenize_dataset(
+    dataset, tokenizer, task: GlueTask, separate: bool, max_length: int, pad: bool, token_type_ids: bool = False
+):
     """Text → `input_ids/attention_mask` (`[A; SEP; B]` for concatenated pairs), plus `input_ids_b/attention_mask_b`
-    for separate pairs; the text columns are dropped and `label` stays."""
+    for separate pairs; the text columns are dropped and `label` stays. `token_type_ids` (for transformers
+    encoders with segment embeddings) are kept when asked and the tokenizer makes them."""
     options = dict(
-        truncation=True, max_length=max_length, padding="max_length" if pad else False, return_token_type_ids=False
+        truncation=True,
+        max_length=max_length,
+        padding="max_length" if pad else False,
+        return_token_type_ids=None if token_type_ids else False,
     )
 
     def encode(batch):
@@ -466,8 +529,12 @@ def run_task(
     the model card and the registry row. Returns the run summary."""
     pair_encoding = resolve_pair_encoding(model_args, data_args)
     separate = task.is_pair and pair_encoding == "separate"
+    concept = is_concept_encoder(config_dict)
     set_seed(training_args.seed)
-    model = build_model(task, pair_encoding, build_config(config_dict, model_args, task), model_args)
+    if concept:
+        model = build_model(task, pair_encoding, build_config(config_dict, model_args, task), model_args)
+    else:
+        model = build_transformer_model(task, model_args)
     max_length = data_args.max_seq_length
     train_data, eval_splits = (
         raw_datasets["train"],
@@ -479,7 +546,12 @@ def run_task(
     if data_args.max_eval_samples is not None:
         eval_splits = {s: d.select(range(min(data_args.max_eval_samples, len(d)))) for s, d in eval_splits.items()}
     encode = dict(
-        tokenizer=tokenizer, task=task, separate=separate, max_length=max_length, pad=data_args.pad_to_max_length
+        tokenizer=tokenizer,
+        task=task,
+        separate=separate,
+        max_length=max_length,
+        pad=data_args.pad_to_max_length,
+        token_type_ids=not concept,
     )
     train_data = tokenize_dataset(train_data, **encode)
     eval_splits = {split: tokenize_dataset(data, **encode) for split, data in eval_splits.items()}
@@ -500,7 +572,8 @@ def run_task(
         data_collator=collator,
         compute_metrics=metrics_function(task),
     )
-    add_callback_first(trainer, ConceptLossCallback())  # loss parts per log, concept diagnostics on the dev set
+    if concept:
+        add_callback_first(trainer, ConceptLossCallback())  # loss parts per log, concept diagnostics on the dev set
     add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
 
     metrics = {}
@@ -533,7 +606,7 @@ def run_task(
     summary = glue_summary(task, metrics, model.config, checkpoint["run_id"], model_args, data_args, training_args)
     summary["run_id"] = record["run_id"]  # kept across resumes
     write_run_summary(training_args.output_dir, summary)
-    if training_args.do_train:
+    if training_args.do_train and concept:  # our card describes a concept encoder
         trainer.card_summary = {**checkpoint, "run_id": summary["run_id"]}
         trainer.card_glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
         trainer.create_model_card()
@@ -575,7 +648,8 @@ def glue_summary(task, metrics, config, checkpoint_id, model_args, data_args, tr
         registry_score=metrics[f"eval_{task.registry_metric}"],
         main_metric=main_metric,
         main_score=metrics.get(f"eval_{main_metric}"),
-        effective_rank=metrics["eval_concept_effective_rank"],
+        effective_rank=metrics.get("eval_concept_effective_rank"),
+        seed=training_args.seed,
         steps_per_second=metrics.get("train_steps_per_second"),
         epochs=metrics.get("epoch"),
         train_samples=metrics.get("train_samples"),
@@ -596,18 +670,94 @@ def summary_table(summaries: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for summary in summaries:
-        scores = ", ".join(f"{name} {value:.4f}" for name, value in summary["scores"].items())
+        spreads = summary.get("scores_std", {})
+        scores = ", ".join(
+            f"{name} {value:.4f}" + (f" ± {spreads[name]:.4f}" if name in spreads else "")
+            for name, value in summary["scores"].items()
+        )
+        rank = "--" if summary["effective_rank"] is None else f"{summary['effective_rank']:.2f}"
         lines.append(
-            f"| {summary['task_display_name']} | {scores} | {summary['effective_rank']:.2f} | "
+            f"| {summary['task_display_name']} | {scores} | {rank} | "
             f"{summary['train_samples'] or '--'} | {summary['epochs'] or '--'} | {summary['selection']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value) of the scores over seeds."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def seed_arguments(args: TrainingArguments, seeds: list[int]) -> list[TrainingArguments]:
+    """One task's TrainingArguments per seed, each with its own folder `<output_dir>/seed_<N>`."""
+    return [
+        dataclasses.replace(args, seed=seed, output_dir=os.path.join(args.output_dir, f"seed_{seed}")) for seed in seeds
+    ]
+
+
+def run_seeds(prepared, task, raw_datasets, tokenizer, config_dict, model_args, data_args, training_args) -> dict:
+    """Fine-tune `task` once per seed (`prepared`: `(args, run record, checkpoint)` per seed, folders
+    `<output_dir>/seed_<N>`), then write the task's `seeds_results.json` (every score's mean, sample std and per-seed
+    values) and `run_summary.json` (the means, with `scores_std`), fill the registry with `mean ± std` and give each
+    seed's model card the spread. Returns the task's summary."""
+    seeds = [args.seed for args, _, _ in prepared]
+    no_registry = dataclasses.replace(data_args, registry_file="")  # the registry gets the mean, not each seed
+    per_seed = [
+        run_task(task, raw_datasets, tokenizer, config_dict, model_args, no_registry, args, record, checkpoint)
+        for args, record, checkpoint in prepared
+    ]
+    results = {}
+    for name in per_seed[0]["scores"]:
+        values = [summary["scores"][name] for summary in per_seed]
+        mean, std = mean_and_std(values)
+        results[name] = {"mean": mean, "std": std, "values": values}
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    Path(training_args.output_dir, "seeds_results.json").write_text(
+        json.dumps({"seeds": seeds, "std": "sample (ddof=1)", "scores": results}, indent=2) + "\n"
+    )
+    summary = {
+        **per_seed[-1],
+        "run_id": f"{per_seed[-1]['run_id']}_seeds{'-'.join(map(str, seeds))}",
+        "seeds": seeds,
+        "seed": None,
+        "scores": {name: result["mean"] for name, result in results.items()},
+        "scores_std": {name: result["std"] for name, result in results.items()},
+        "registry_score": results[task.registry_metric]["mean"],
+        "registry_score_std": results[task.registry_metric]["std"],
+        "main_score": results[per_seed[-1]["main_metric"]]["mean"] if per_seed[-1]["main_metric"] in results else None,
+        "effective_rank": mean_and_std([s["effective_rank"] for s in per_seed])[0]
+        if per_seed[0]["effective_rank"] is not None
+        else None,
+        "seed_run_dirs": [summary["output_dir"] for summary in per_seed],
+        "output_dir": str(training_args.output_dir),
+    }
+    write_run_summary(training_args.output_dir, summary)
+    if is_concept_encoder(config_dict) and training_args.do_train:
+        over = f"over seeds {','.join(map(str, seeds))}"
+        for seed_summary in per_seed:
+            spread = {
+                name: f"{value:.4f} (this seed); {results[name]['mean']:.4f} ± {results[name]['std']:.4f} {over}"
+                for name, value in seed_summary["scores"].items()
+            }
+            config = ConceptEncoderConfig.from_pretrained(seed_summary["output_dir"])
+            card_summary = {**checkpoint_summary(model_args, config), "run_id": seed_summary["run_id"]}
+            write_model_card(
+                seed_summary["output_dir"],
+                card_summary,
+                {task.display_name: spread},
+                repo_id=training_args.hub_model_id,
+            )
+    if data_args.registry_file:
+        record_run(training_args.output_dir, data_args.registry_file)
+    return summary
 
 
 def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> list[dict]:
     """Every requested task (all data loaded and checked before the first one trains); returns their summaries."""
     # Everything that can be checked is checked here, once, before any data is read.
     check_arguments(model_args, data_args)
+    seeds = parse_seeds(data_args.seeds)
     if not (training_args.do_train or training_args.do_eval):
         training_args = dataclasses.replace(training_args, do_train=True, do_eval=True)
     tasks = parse_task_names(data_args.task_name) if data_args.task_name else [None]
@@ -618,7 +768,17 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     if training_args.push_to_hub:
         check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
     config_dict = checkpoint_config_dict(model_args)  # the one read of the checkpoint's config
-    config = build_config(config_dict, model_args)  # with --config_overrides, validated
+    if is_concept_encoder(config_dict):
+        config = build_config(config_dict, model_args)  # with --config_overrides, validated
+    else:  # another transformers encoder: concatenated pairs, its own pooling
+        if model_args.pair_encoding == "separate":
+            raise ValueError(
+                f"--pair_encoding separate needs a concept encoder; {model_args.model_name_or_path or model_args.config_name}"
+                f" is a {config_dict.get('model_type')!r} model, which reads pairs concatenated: drop the flag or pass "
+                "concat."
+            )
+        model_args = dataclasses.replace(model_args, pair_encoding="concat")
+        config = build_transformer_config(model_args)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
         cache_dir=model_args.cache_dir,
@@ -636,12 +796,25 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         args = task_training_args(training_args, task, data_args, output_dir, separate)
         if len(tasks) > 1 and args.hub_model_id:
             args = dataclasses.replace(args, hub_model_id=f"{training_args.hub_model_id}-{task.name}")
-        planned.append((task, raw_datasets, args, *prepare_task_folder(task, config, model_args, data_args, args)))
+        if seeds:  # one folder per seed inside the task's
+            planned.append((task, raw_datasets, args, [
+                (seed_args, *prepare_task_folder(task, config, model_args, data_args, seed_args))
+                for seed_args in seed_arguments(args, seeds)
+            ]))  # fmt: skip
+        else:
+            planned.append((task, raw_datasets, args, *prepare_task_folder(task, config, model_args, data_args, args)))
     summaries = []
-    for task, raw_datasets, args, record, checkpoint in planned:
-        summaries.append(
-            run_task(task, raw_datasets, tokenizer, config_dict, model_args, data_args, args, record, checkpoint)
-        )
+    for task, raw_datasets, args, *prepared in planned:
+        if seeds:
+            (per_seed,) = prepared
+            summaries.append(
+                run_seeds(per_seed, task, raw_datasets, tokenizer, config_dict, model_args, data_args, args)
+            )
+        else:
+            record, checkpoint = prepared
+            summaries.append(
+                run_task(task, raw_datasets, tokenizer, config_dict, model_args, data_args, args, record, checkpoint)
+            )
     if len(tasks) > 1:
         table = summary_table(summaries)
         Path(training_args.output_dir, "glue_summary.md").write_text(table, encoding="utf-8")

@@ -11,6 +11,9 @@ files, tokenizer, `training_args.bin`, `run_summary.json`, model card `README.md
         --config_overrides "hidden_size=128,num_hidden_layers=2,concept_num=32,intermediate_size=256" \
         --max_seq_length 128 --per_device_train_batch_size 32 --max_steps 500 --do_train --do_eval
 
+Baseline: `--model_type bert_mlm` trains a `transformers` BERT MLM model of the concept encoder's width, depth, heads
+and FFN parameter count through the same data, tokenizer, collator, steps and schedule (`bert_config_of`).
+
 Several processes: `torchrun --nproc_per_node N run_pretraining.py ...` or `accelerate launch run_pretraining.py ...`
 (on a machine without GPUs add `--use_cpu`, which selects the gloo backend).
 """
@@ -27,7 +30,7 @@ import datasets
 import torch
 import transformers
 from datasets import load_dataset
-from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_callback import TrainerState
 from transformers.training_args import ParallelMode
 
@@ -58,6 +61,7 @@ MODEL_CLASSES = {
     "perceiver_mlm": ConceptEncoderForMaskedLMPerceiver,
     "perceiver_posonly_mlm": ConceptEncoderForMaskedLMPerceiverPosOnly,
 }
+BASELINE_TYPES = ("bert_mlm",)  # transformers models trained by the same script, to compare with
 OBJECTIVES = ("mlm", "tsdae")
 DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
 FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
@@ -70,7 +74,10 @@ class ModelArguments:
     """Which model to train, its sizes, its concept losses and its tokenizer."""
 
     model_type: str = field(
-        default="perceiver_mlm", metadata={"help": f"MLM head to pretrain, one of {list(MODEL_CLASSES)}."}
+        default="perceiver_mlm",
+        metadata={
+            "help": f"MLM head to pretrain, one of {list(MODEL_CLASSES)}, or the baseline {list(BASELINE_TYPES)}."
+        },
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -125,8 +132,15 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub code of the tokenizer."})
 
     def __post_init__(self):
-        if self.model_type not in MODEL_CLASSES:
-            raise ValueError(f"--model_type {self.model_type!r} is unknown: choose one of {list(MODEL_CLASSES)}.")
+        if self.model_type not in (*MODEL_CLASSES, *BASELINE_TYPES):
+            raise ValueError(
+                f"--model_type {self.model_type!r} is unknown: choose one of {list(MODEL_CLASSES) + list(BASELINE_TYPES)}."
+            )
+        if self.model_type in BASELINE_TYPES and self.model_name_or_path is not None:
+            raise ValueError(
+                f"--model_type {self.model_type} trains a baseline from scratch: drop --model_name_or_path (continue a "
+                "BERT checkpoint with transformers' run_mlm.py)."
+            )
         if self.tokenizer_algorithm not in ALGORITHMS:
             raise ValueError(
                 f"--tokenizer_algorithm {self.tokenizer_algorithm!r} is unknown: choose one of {list(ALGORITHMS)}."
@@ -352,7 +366,10 @@ def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: Tr
     stamp = [timestamp()]
     if training_args.world_size > 1:
         torch.distributed.broadcast_object_list(stamp, src=0)
-    return run_id(model_type, architecture_of(config), stamp[0])
+    sizes = (
+        architecture_of(config) if model_type in MODEL_CLASSES else f"H{config.hidden_size} L{config.num_hidden_layers}"
+    )
+    return run_id(model_type, sizes, stamp[0])
 
 
 def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
@@ -468,8 +485,33 @@ def select(dataset, limit: int | None, streaming: bool):
     return dataset.take(limit) if streaming else dataset.select(range(min(limit, len(dataset))))
 
 
+def bert_config_of(config: ConceptEncoderConfig) -> BertConfig:
+    """The `bert_mlm` baseline's config: a transformers BERT with the concept encoder's width, depth, heads,
+    positions, dropout and vocabulary (initialisation: BERT's own, std 0.02, a plain transformer as a user would
+    build it; the concept encoder keeps the seed's 0.1). Its FFN is a plain GELU MLP (2·H·I' weights), the concept
+    encoder's a gated one (3·H·I), so I' = 1.5·I gives both the same FFN parameter count and FLOPs per row, as
+    benchmarks/bench_encoder.py sizes it. BERT rather than ModernBERT: the classic MLM encoder, absolute positions
+    like the concept encoder's, no local-attention or unpadding switches to tell apart, and the model the benchmark
+    already times against."""
+    return BertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=3 * config.intermediate_size // 2,
+        max_position_embeddings=config.max_position_embeddings,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+        layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id,
+        attn_implementation="sdpa",
+    )
+
+
 def build_model(model_args: ModelArguments, config: ConceptEncoderConfig):
     """A fresh model of `--model_type`, or the checkpoint loaded as that class (continuing, e.g., MLM with TSDAE)."""
+    if model_args.model_type == "bert_mlm":
+        return BertForMaskedLM(bert_config_of(config))
     model_class = MODEL_CLASSES[model_args.model_type]
     if model_args.model_name_or_path is None:
         return model_class(config)
@@ -644,8 +686,10 @@ def main():
         processing_class=tokenizer,
         data_collator=build_collator(data_args, tokenizer, max_seq_length),
     )
-    concept_callback = ConceptLossCallback(eval_batch=rank_batch(eval_dataset or train_dataset, tokenizer))
-    add_callback_first(trainer, concept_callback)  # before wandb, so the loss parts reach it
+    concept_model = model_args.model_type in MODEL_CLASSES
+    if concept_model:  # the seed measured the rank on training documents
+        concept_callback = ConceptLossCallback(eval_batch=rank_batch(train_dataset, tokenizer))
+        add_callback_first(trainer, concept_callback)  # before wandb, so the loss parts reach it
     add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
 
     # 7. Train (resuming where a checkpoint exists), then evaluate.
@@ -666,7 +710,7 @@ def main():
         )
         if not data_args.streaming:
             metrics["train_samples"] = len(train_dataset)
-        if not training_args.do_eval:  # else the evaluation measures it on the same batch
+        if concept_model and not training_args.do_eval:  # else the evaluation measures it on the same batch
             metrics.update(concept_callback.concept_metrics(trainer.model, "train"))
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -687,10 +731,10 @@ def main():
         summary = run_summary(
             "pretraining",
             training_args.run_name,
-            config,
+            config if concept_model else model.config,
             training_args,
             model_type=model_args.model_type,
-            encoder_layer_type=config.encoder_layer_type,
+            encoder_layer_type=config.encoder_layer_type if concept_model else "bert",
             objective=data_args.objective,
             **objective_settings(data_args),
             pretraining_data=data_name(data_args),
@@ -704,8 +748,9 @@ def main():
             tokens_per_second=all_metrics["train_tokens_per_second"],
         )
         write_run_summary(training_args.output_dir, summary)
-        trainer.card_summary = summary
-        trainer.create_model_card()
+        if concept_model:  # our card describes a concept encoder
+            trainer.card_summary = summary
+            trainer.create_model_card()
         if output_args.registry_file:
             from concept_encoder_training.registry import record_run
 

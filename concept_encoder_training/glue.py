@@ -8,6 +8,8 @@ or a float for regression), splits `train` and `validation` (MNLI: `validation_m
 - `--data_dir` in the classic GLUE layout (`CoLA/train.tsv`, `CoLA/dev.tsv`, ...; PAWS as `paws/`), read with quoting
   off as GLUE itself does;
 - `--train_file/--validation_file` (csv, tsv, json) with run_glue's column auto-detection.
+SICK relatedness (`sickr`, regression 1-5, not on the Hub here) reads `SICK-R/train.tsv` and `SICK-R/dev.tsv` of a
+`--data_dir`, written from the SICK file by `write_sick_folder` (SICK's TRAIN and TEST splits: "dev" holds TEST).
 Metrics are GLUE's, computed with scikit-learn and scipy (`evaluate.load` needs the Hub).
 """
 
@@ -98,7 +100,12 @@ TASKS: dict[str, GlueTask] = {task.name: task for task in (
     GlueTask("wnli", "WNLI", "WNLI", PAIR, tsv_columns=(*PAIR, "label"), label_names=("not_entailment", "entailment")),
     GlueTask("paws", "PAWS", "paws", PAIR, tsv_columns=(*PAIR, "label"), label_names=("not_paraphrase", "paraphrase"),
              hub_path="google-research-datasets/paws", hub_name="labeled_final"),
+    GlueTask("sickr", "SICK-R", "SICK-R", PAIR, tsv_columns=(*PAIR, "label"), label_names=None, tsv_labels=None,
+             metrics=("pearson", "spearmanr"), registry_metric="pearson", hub_path=""),
 )}
+SICK_FILE = "sick/SICK.txt"
+SICK_COLUMNS = ("sentence_A", "sentence_B", "relatedness_score", "SemEval_set")
+SICK_SPLITS = ("TRAIN", "TRIAL", "TEST")
 # fmt: on
 
 
@@ -111,9 +118,9 @@ def get_task(name: str) -> GlueTask:
 
 
 def parse_task_names(task_name: str) -> list[GlueTask]:
-    """`"all"` → every task; `"mrpc,stsb"` → those tasks in that order."""
+    """`"all"` → every GLUE task and PAWS; `"mrpc,stsb"` → those tasks in that order."""
     if task_name.strip().lower() == "all":
-        return list(TASKS.values())
+        return [task for task in TASKS.values() if task.hub_path]
     return [get_task(name) for name in task_name.split(",") if name.strip()]
 
 
@@ -241,6 +248,11 @@ def load_glue_dir(data_dir: str, task: GlueTask) -> DatasetDict:
 
 def load_glue_hub(task: GlueTask, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
     """`task` from the Hub, after a reachability check that fails within seconds when offline."""
+    if not task.hub_path:
+        raise ValueError(
+            f"Task {task.name} has no Hub source here: give --data_dir with {task.folder}/train.tsv and dev.tsv "
+            "(for SICK-R: concept_encoder_training.glue.write_sick_folder)."
+        )
     hub_name = task.hub_name or task.name
     require_hub(
         f"Loading {task.name} from the Hub ({task.hub_path}, {hub_name})",
@@ -257,6 +269,41 @@ def load_glue_hub(task: GlueTask, cache_dir: str | None = None, token: str | Non
         keep = set(task_features(task))
         splits[split] = data.remove_columns([c for c in data.column_names if c not in keep]).cast(task_features(task))
     return DatasetDict(splits)
+
+
+def load_sick(path: str | Path, split: str = "TEST") -> tuple[list[str], list[str], list[float]]:
+    """`(sentences A, sentences B, relatedness scores 1-5)` of one SemEval split of the SICK file (tab-separated,
+    header `pair_ID sentence_A sentence_B entailment_label relatedness_score ... SemEval_set`)."""
+    if split not in SICK_SPLITS:
+        raise ValueError(f"SICK split {split!r} is unknown: choose one of {list(SICK_SPLITS)}.")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: give the data folder that holds {SICK_FILE}.")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = [column for column in SICK_COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; the header has {reader.fieldnames}.")
+        rows = [row for row in reader if row["SemEval_set"].strip() == split]
+    if not rows:
+        raise ValueError(f"{path} has no rows of SemEval_set {split}.")
+    return (
+        [row["sentence_A"] for row in rows],
+        [row["sentence_B"] for row in rows],
+        [float(row["relatedness_score"]) for row in rows],
+    )
+
+
+def write_sick_folder(sick_file: str | Path, data_dir: str | Path) -> Path:
+    """`data_dir/SICK-R/train.tsv` (SICK's TRAIN split) and `dev.tsv` (its TEST split) in the GLUE layout
+    (`sentence1 sentence2 label`), so `--task_name sickr --data_dir data_dir` fine-tunes on SICK relatedness."""
+    folder = Path(data_dir) / TASKS["sickr"].folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, split in (("train.tsv", "TRAIN"), ("dev.tsv", "TEST")):
+        first, second, scores = load_sick(sick_file, split)
+        lines = ["sentence1\tsentence2\tlabel"] + [f"{a}\t{b}\t{s:g}" for a, b, s in zip(first, second, scores)]
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
 
 
 def read_table_file(path: str) -> Dataset:

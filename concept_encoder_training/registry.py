@@ -6,7 +6,8 @@ has none, e.g. a random-init `scratch_...` baseline). The table can always be re
 are never lost or duplicated; a rerun of the same run id updates its row; hand-written "Conclusion / Takeaway" cells
 and rows without a run folder (e.g. the seed's) survive every update and rebuild.
 
-CLI: `python -m concept_encoder_training.registry rebuild --runs_dir outputs --registry experiments/registry.md`
+CLI: `python -m concept_encoder_training.registry rebuild --runs_dir outputs --registry experiments/registry.md`;
+`... registry plot --runs_dir outputs --output_dir plots` draws the runs' training curves and scores (plots.py).
 """
 
 import argparse
@@ -28,13 +29,16 @@ COLUMNS = [
     "Task Loss",
     "Eff. Rank",
     "Key GLUE Scores",
+    "Zero-shot STS",
     "Speed (Steps/s)",
     "WandB Link",
     "Git Tag",
     "Conclusion / Takeaway",
 ]
-RUN_ID, GLUE, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", "Conclusion / Takeaway"
+RUN_ID, GLUE, ZERO_SHOT, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", "Zero-shot STS", "Conclusion / Takeaway"
+LEGACY_COLUMNS = [column for column in COLUMNS if column != ZERO_SHOT]  # tables written before the zero-shot column
 MISSING = "--"
+KINDS = ("pretraining", "glue", "zero_shot")
 GLUE_ORDER = [
     "MRPC",
     "QQP",
@@ -86,22 +90,23 @@ class Registry:
     def _read(self):
         lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
         header = _row_line({column: column for column in COLUMNS})
-        starts = [i for i, line in enumerate(lines) if _split_cells(line) == COLUMNS] if lines else []
+        starts = [i for i, line in enumerate(lines) if _split_cells(line) in (COLUMNS, LEGACY_COLUMNS)]
         if not starts:
             raise ValueError(
                 f"{self.path} has no registry table (expected the header line `{header}`): pass another --registry "
                 "path, or add that header."
             )
         start = starts[0]
+        columns = _split_cells(lines[start])
         end = start + 2  # header and separator
         while end < len(lines) and lines[end].lstrip().startswith("|"):
             cells = _split_cells(lines[end])
-            if len(cells) != len(COLUMNS):
+            if len(cells) != len(columns):
                 raise ValueError(
-                    f"{self.path}, line {end + 1}: {len(cells)} cells where the registry has {len(COLUMNS)}; fix the "
+                    f"{self.path}, line {end + 1}: {len(cells)} cells where the registry has {len(columns)}; fix the "
                     "row (a `|` inside a cell must be written `\\|`)."
                 )
-            self.rows.append(dict(zip(COLUMNS, cells)))
+            self.rows.append({ZERO_SHOT: MISSING, **dict(zip(columns, cells))})
             end += 1
         self.before, self.after = "".join(lines[:start]), "".join(lines[end:])
 
@@ -115,8 +120,9 @@ class Registry:
         if existing is None:
             self.rows.append(row)
         else:
-            if row.get(GLUE, MISSING) == MISSING:
-                row[GLUE] = existing[GLUE]
+            for column in (GLUE, ZERO_SHOT):
+                if row.get(column, MISSING) == MISSING:
+                    row[column] = existing[column]
             row[CONCLUSION] = existing[CONCLUSION] or row.get(CONCLUSION, "")
             self.rows[self.rows.index(existing)] = row
         self.rows.sort(key=lambda r: r["Date"])
@@ -183,6 +189,7 @@ def pretraining_row(summary: dict) -> dict:
         "Task Loss": f"{objective} {loss:.3f}".strip() if loss is not None else MISSING,
         "Eff. Rank": format_effective_rank(rank, concept_num) if rank is not None and concept_num else MISSING,
         GLUE: MISSING,
+        ZERO_SHOT: MISSING,
         "Speed (Steps/s)": _cell(summary.get("steps_per_second"), 2),
         "WandB Link": _link(summary.get("wandb")),
         "Git Tag": f"`{summary['git_commit']}`" if summary.get("git_commit") else MISSING,
@@ -206,9 +213,12 @@ def checkpoint_row(glue_summary: dict) -> dict:
     }
 
 
-def format_glue_score(metric: str, score: float) -> str:
-    """`f1 0.813` → `81.3%`; correlations (Pearson, Matthews) as `0.627`, as in the seed log."""
-    return f"{100 * score:.1f}%" if metric in PERCENT_METRICS else f"{score:.3f}"
+def format_glue_score(metric: str, score: float, std: float | None = None) -> str:
+    """`f1 0.813` → `81.3%`; correlations (Pearson, Matthews) as `0.627`, as in the seed log; with the standard
+    deviation over seeds `81.3 ± 0.4%`, `0.627 ± 0.012`."""
+    if metric in PERCENT_METRICS:
+        return f"{100 * score:.1f}%" if std is None else f"{100 * score:.1f} ± {100 * std:.1f}%"
+    return f"{score:.3f}" if std is None else f"{score:.3f} ± {std:.3f}"
 
 
 def parse_glue_cell(cell: str) -> dict[str, str]:
@@ -228,8 +238,21 @@ def add_glue_result(registry: Registry, summary: dict):
         row = checkpoint_row(summary)
         registry.upsert(row)
     scores = parse_glue_cell(row[GLUE])
-    scores[summary["task_display_name"]] = format_glue_score(summary["registry_metric"], summary["registry_score"])
+    scores[summary["task_display_name"]] = format_glue_score(
+        summary["registry_metric"], summary["registry_score"], summary.get("registry_score_std")
+    )
     row[GLUE] = render_glue_cell(scores)
+
+
+def add_zero_shot_result(registry: Registry, summary: dict):
+    """Fill the checkpoint's zero-shot cell (Spearman ×100 per benchmark), creating the row if needed."""
+    from concept_encoder_training.zero_shot import format_zero_shot_cell
+
+    row = registry.find(summary["checkpoint_run_id"])
+    if row is None:
+        row = checkpoint_row(summary)
+        registry.upsert(row)
+    row[ZERO_SHOT] = format_zero_shot_cell(summary["scores"])
 
 
 def read_summary(run_dir: str | Path) -> dict:
@@ -240,14 +263,16 @@ def read_summary(run_dir: str | Path) -> dict:
             "write it at the end of a run)."
         )
     summary = json.loads(path.read_text(encoding="utf-8"))
-    if summary.get("kind") not in ("pretraining", "glue"):
-        raise ValueError(f"{path}: 'kind' must be 'pretraining' or 'glue', found {summary.get('kind')!r}.")
+    if summary.get("kind") not in KINDS:
+        raise ValueError(f"{path}: 'kind' must be one of {list(KINDS)}, found {summary.get('kind')!r}.")
     return summary
 
 
 def _apply(registry: Registry, summary: dict):
     if summary["kind"] == "pretraining":
         registry.upsert(pretraining_row(summary))
+    elif summary["kind"] == "zero_shot":
+        add_zero_shot_result(registry, summary)
     else:
         add_glue_result(registry, summary)
 
@@ -290,6 +315,50 @@ def rebuild_registry(runs_root: str | Path, registry_path: str | Path = "experim
     return fresh.path
 
 
+def collect_scores(runs_root: str | Path) -> tuple[dict, dict]:
+    """From every run folder under `runs_root`: `(scores, random_levels)` for `plots.plot_scores`, keyed by the
+    checkpoint's run id. GLUE runs give their registry metric (the mean ± std over seeds where run with `--seeds`;
+    the single-seed runs inside such a run are left out), zero-shot runs their Spearman ×100; random-init
+    checkpoints (`from_scratch`) become the dashed levels."""
+    scores, random_levels = {}, {}
+    for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
+        summary = read_summary(path.parent)
+        if summary["kind"] == "pretraining" or (path.parent.name.startswith("seed_") and summary.get("seed")):
+            continue
+        model = summary["checkpoint_run_id"]
+        if summary["kind"] == "glue":
+            name = f"{summary['task_display_name']} {summary['registry_metric']}"
+            values = {name: (summary["registry_score"], summary.get("registry_score_std") or 0.0)}
+        else:
+            values = {f"zero-shot {name} (Spearman×100)": (score, 0.0) for name, score in summary["scores"].items()}
+        scores.setdefault(model, {}).update(values)
+        if summary.get("from_scratch"):
+            random_levels.setdefault(model, {}).update({task: mean for task, (mean, _) in values.items()})
+    return scores, random_levels
+
+
+def plot_runs(runs_root: str | Path, output_dir: str | Path) -> list[Path]:
+    """`training_curves.png` (every pretraining run under `runs_root`) and `scores.png` (every scored model)."""
+    from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves
+
+    curves = {}
+    for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
+        summary = read_summary(path.parent)
+        state = path.parent / "trainer_state.json"
+        if summary["kind"] == "pretraining" and state.is_file():
+            curves[summary["run_id"]] = training_curves(state)
+    scores, random_levels = collect_scores(runs_root)
+    if not curves and not scores:
+        raise FileNotFoundError(f"{runs_root} holds no run folders with a {SUMMARY_FILE}: nothing to plot.")
+    output_dir = Path(output_dir)
+    written = []
+    if curves:
+        written.append(plot_training_curves(curves, output_dir / "training_curves.png"))
+    if scores:
+        written.append(plot_scores(scores, random_levels, output_dir / "scores.png"))
+    return written
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description="Experiment registry (Markdown table in the seed log's columns).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -299,7 +368,14 @@ def main(argv: list[str] | None = None):
     record = commands.add_parser("record", help="add or update the row(s) of one run folder")
     record.add_argument("run_dir")
     record.add_argument("--registry", default="experiments/registry.md")
+    plot = commands.add_parser("plot", help="training curves and task scores of the run folders, as PNG files")
+    plot.add_argument("--runs_dir", default="outputs", help="folder searched recursively for run_summary.json")
+    plot.add_argument("--output_dir", default="experiments/plots")
     args = parser.parse_args(argv)
+    if args.command == "plot":
+        for path in plot_runs(args.runs_dir, args.output_dir):
+            print(path)
+        return
     if args.command == "rebuild":
         path = rebuild_registry(args.runs_dir, args.registry)
     else:

@@ -15,7 +15,10 @@ TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
 
 
 def architecture_of(config: PretrainedConfig) -> str:
-    """The seed log's "Architecture" cell, e.g. `H512 L6 C128` (width, layers, concepts)."""
+    """The seed log's "Architecture" cell, e.g. `H512 L6 C128` (width, layers, concepts); another transformers
+    model (a baseline) as `H128 L2 (bert)`."""
+    if getattr(config, "concept_num", None) is None:
+        return f"H{config.hidden_size} L{config.num_hidden_layers} ({config.model_type})"
     return f"H{config.hidden_size} L{config.num_hidden_layers} C{config.concept_num}"
 
 
@@ -64,7 +67,7 @@ def run_summary(kind: str, run_id: str, config: PretrainedConfig, training_args:
         "run_id": run_id,
         "date": datetime.now().strftime("%Y-%m-%d"),
         "architecture": architecture_of(config),
-        "concept_num": config.concept_num,
+        "concept_num": getattr(config, "concept_num", None),
         **fields,
         "machine": socket.gethostname(),
         "wandb": wandb_location(training_args),
@@ -78,3 +81,11 @@ def write_run_summary(output_dir: str | Path, summary: dict) -> Path:
     path = Path(output_dir, SUMMARY_FILE)
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def scratch_run_id(config) -> str:
+    """The registry row id of a random-init baseline of `config`: `scratch_H128L2C32` for a concept encoder,
+    `scratch_bert_H128L2` for another transformers model (run_glue.py and the zero-shot command share it)."""
+    if getattr(config, "concept_num", None) is not None:
+        return run_id("scratch", architecture_of(config))
+    return run_id("scratch", config.model_type, f"H{config.hidden_size}L{config.num_hidden_layers}")

