@@ -3,7 +3,7 @@ PYTHON ?= python3
 export CONCEPT_ENCODER_DATA ?= $(abspath ../shared/data)
 OFFLINE = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
 
-.PHONY: install lint test test-slow demo
+.PHONY: install lint test test-slow demo study
 
 install:
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[test]"
@@ -21,3 +21,9 @@ test-slow: install
 # The README's main command: pretrain on WikiText-2, score on MRPC/STS-B/RTE vs random init (offline, ~7 min on 2 quiet cores).
 demo: install
 	$(OFFLINE) TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/demo.py
+
+# The research instrument: the seed's rows, baselines and random inits at the `small` budget, 3 fine-tuning seeds,
+# zero-shot STS, study.md and plots (offline, 2-core CPU; BUDGET=smoke|small|seed).
+BUDGET ?= small
+study: install
+	$(OFFLINE) TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/study.py --budget $(BUDGET)

@@ -72,7 +72,7 @@ def plot_scores(
     models = list(scores)
     columns = min(len(tasks), 3) or 1
     rows = -(-len(tasks) // columns) or 1
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(max(5 * columns, 8), 3.8 * rows), squeeze=False)
     for axis, task in zip(axes.flat, tasks):
         present = [model for model in models if task in scores[model]]
         means = [scores[model][task][0] for model in present]

@@ -36,7 +36,7 @@ COLUMNS = [
     "Conclusion / Takeaway",
 ]
 RUN_ID, GLUE, ZERO_SHOT, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", "Zero-shot STS", "Conclusion / Takeaway"
-LEGACY_COLUMNS = [column for column in COLUMNS if column != ZERO_SHOT]  # tables written before the zero-shot column
+LEGACY_COLUMNS = [column for column in COLUMNS if column != ZERO_SHOT]  # the seed log's; our tables before zero-shot
 MISSING = "--"
 KINDS = ("pretraining", "glue", "zero_shot")
 GLUE_ORDER = [
@@ -101,12 +101,13 @@ class Registry:
         end = start + 2  # header and separator
         while end < len(lines) and lines[end].lstrip().startswith("|"):
             cells = _split_cells(lines[end])
-            if len(cells) != len(columns):
+            names = LEGACY_COLUMNS if len(cells) == len(LEGACY_COLUMNS) else columns  # a row pasted from the seed log
+            if len(cells) != len(names):
                 raise ValueError(
                     f"{self.path}, line {end + 1}: {len(cells)} cells where the registry has {len(columns)}; fix the "
                     "row (a `|` inside a cell must be written `\\|`)."
                 )
-            self.rows.append({ZERO_SHOT: MISSING, **dict(zip(columns, cells))})
+            self.rows.append({ZERO_SHOT: MISSING, **dict(zip(names, cells))})
             end += 1
         self.before, self.after = "".join(lines[:start]), "".join(lines[end:])
 

@@ -265,6 +265,14 @@ class Study:
     def prepare_data(self):
         """The GLUE folders the study fine-tunes on, SICK-R in the GLUE layout, the pretraining text and the
         tokenizer every row shares."""
+        needed = ["corpus/wikitext-2/train.txt", "corpus/wikitext-2/valid.txt", "glue/STS-B", SICK_FILE]
+        needed += [f"glue/{TASKS[task].folder}" for task in self.tasks if task != "sickr"]
+        missing = [path for path in needed if not (self.data_dir / path).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"--data_dir {self.data_dir} lacks {missing}: pass --data_dir or set CONCEPT_ENCODER_DATA to the "
+                "shared data folder (corpus/wikitext-2, glue/, sick/)."
+            )
         data = self.root / "data"
         glue = data / "glue"
         glue.mkdir(parents=True, exist_ok=True)

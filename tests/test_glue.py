@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-from transformers import BertConfig, EvalPrediction
+from transformers import BertConfig, BertForMaskedLM, EvalPrediction
 
 import run_glue
 from concept_encoder_training.glue import (
@@ -277,22 +277,58 @@ def test_sizes_are_checked_before_any_data_is_read(checkpoint, tmp_path):
         run_glue.main([*arguments, "--max_seq_length", "64"])
 
 
-def test_checkpoint_that_is_not_a_concept_encoder(tmp_path, data_dir):
-    bert = tmp_path / "bert"
-    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(bert)
-    with pytest.raises(ValueError, match="is a 'bert' checkpoint, not a concept encoder"):
-        run_glue.main(
-            [
-                "--model_name_or_path",
-                str(bert),
-                "--task_name",
-                "rte",
-                "--data_dir",
-                str(data_dir / "glue"),
-                "--output_dir",
-                str(tmp_path / "out"),
-            ]
-        )
+@pytest.fixture(scope="module")
+def bert_checkpoint(tmp_path_factory, tokenizer):
+    """A tiny transformers BERT MLM checkpoint with the session tokenizer, as `--model_type bert_mlm` saves one."""
+    folder = tmp_path_factory.mktemp("bert") / "tiny_bert"
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
+        max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_bert_checkpoint_goes_through_run_glue_on_mrpc(bert_checkpoint, data_dir, tmp_path):
+    (summary,) = fine_tune(bert_checkpoint, tmp_path, data_dir, "mrpc")
+    assert summary["pair_encoding"] == "concat" and summary["architecture"] == "H32 L1 (bert)"
+    assert summary["effective_rank"] is None and summary["concept_num"] is None
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"] and len(config["id2label"]) == 2
+    metrics = results(tmp_path)
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and metrics["eval_samples"] == 48
+    assert "eval_concept_effective_rank" not in metrics
+    registry = (tmp_path / "registry.md").read_text()
+    assert f"**MRPC:** {100 * metrics['eval_f1']:.1f}%" in registry and "`tiny_bert`" in registry
+    with pytest.raises(ValueError, match="--pair_encoding separate needs a concept encoder"):
+        fine_tune(bert_checkpoint, tmp_path / "separate", data_dir, "mrpc", "--pair_encoding", "separate")
+
+
+def test_bert_from_scratch_is_its_own_random_init_row(bert_checkpoint, data_dir, tmp_path):
+    (summary,) = fine_tune(bert_checkpoint, tmp_path, data_dir, "rte", "--from_scratch")
+    assert summary["checkpoint_run_id"] == "scratch_bert_H32L1" and summary["from_scratch"]
+    assert "`scratch_bert_H32L1`" in (tmp_path / "registry.md").read_text()
+
+
+def test_seeds_give_one_run_each_and_numpys_mean_and_std(checkpoint, data_dir, tmp_path):
+    (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "mrpc", "--seeds", "1,2,3")
+    runs = [json.loads((tmp_path / f"seed_{seed}" / "run_summary.json").read_text()) for seed in (1, 2, 3)]
+    assert [run["seed"] for run in runs] == [1, 2, 3]
+    seeds = json.loads((tmp_path / "seeds_results.json").read_text())
+    for name in ("accuracy", "f1"):
+        values = [run["scores"][name] for run in runs]
+        assert seeds["scores"][name]["values"] == values
+        assert summary["scores"][name] == pytest.approx(np.mean(values))
+        assert summary["scores_std"][name] == pytest.approx(np.std(values, ddof=1))
+    assert summary["seeds"] == [1, 2, 3] and summary["registry_score_std"] == summary["scores_std"]["f1"]
+    registry = (tmp_path / "registry.md").read_text()
+    mean, std = 100 * summary["scores"]["f1"], 100 * summary["scores_std"]["f1"]
+    assert f"**MRPC:** {mean:.1f} ± {std:.1f}%" in registry
+    card = (tmp_path / "seed_2" / "README.md").read_text()
+    assert f"{summary['scores']['f1']:.4f} ± {summary['scores_std']['f1']:.4f} over seeds 1,2,3" in card
+    with pytest.raises(ValueError, match="repeats a seed"):
+        fine_tune(checkpoint, tmp_path / "again", data_dir, "mrpc", "--seeds", "1,1")
 
 
 @pytest.mark.slow

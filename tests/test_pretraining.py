@@ -423,3 +423,23 @@ def test_model_card_has_a_glue_table_when_given(tmp_path):
     assert "3.2 / 8 (41%)" in card and "ConceptEncoderForMaskedLMPerceiverPosOnly" in card
     parameters = sum(p.numel() for p in ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).parameters())
     assert f"{parameters:,}" in card
+
+
+def test_bert_mlm_baseline_has_the_concept_encoders_sizes_and_a_registry_row(monkeypatch, tmp_path, corpus):
+    output_dir = tmp_path / "bert"
+    args = tiny_args(corpus, output_dir, model_type="bert_mlm", registry_file=str(tmp_path / "registry.md"))
+    args.pop("concept_num")
+    metrics = run_main(monkeypatch, args)
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["architectures"] == ["BertForMaskedLM"]
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]) == (32, 1, 4)
+    assert config["intermediate_size"] == 96  # 1.5 x 64: the gated FFN's 3·H·I weights as a plain 2·H·I' MLP
+    assert config["vocab_size"] == len(AutoTokenizer.from_pretrained(output_dir))
+    summary = json.loads((output_dir / "run_summary.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["run_id"].startswith("bert_mlm_H32L1_") and summary["architecture"] == "H32 L1 (bert, FFN 96)"
+    assert summary["effective_rank"] is None and summary["task_loss"] == metrics["eval_loss"] > 0
+    assert summary["run_id"] in (tmp_path / "registry.md").read_text()
+    assert not (output_dir / "README.md").exists()  # the concept-encoder card does not describe a BERT
+    with pytest.raises(ValueError, match="trains a baseline from scratch"):
+        run_pretraining.ModelArguments(model_type="bert_mlm", model_name_or_path=str(output_dir))

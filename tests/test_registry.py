@@ -168,3 +168,52 @@ def test_cli_rebuild_and_bad_input(tmp_path, capsys):
     not_a_registry.write_text("# my notes\n")
     with pytest.raises(ValueError, match="has no registry table"):
         record_run(runs / A, not_a_registry)
+
+
+def test_seed_spread_zero_shot_column_and_tables_written_before_it(tmp_path):
+    registry_path = tmp_path / "registry.md"
+    save_run(tmp_path / "pre", pretraining_summary("perceiver_mlm_H512L6C128_20260208_211633", "2026-02-08"))
+    record_run(tmp_path / "pre", registry_path)
+    seeds = glue_summary("perceiver_mlm_H512L6C128_20260208_211633", "mrpc", "MRPC", "f1", 0.8125, "20260209_1")
+    save_run(tmp_path / "glue", {**seeds, "registry_score_std": 0.0042})
+    record_run(tmp_path / "glue", registry_path)
+    zero = {"kind": "zero_shot", "run_id": "zero_shot_x", "date": "2026-02-09", "timestamp": "20260209_2",
+            "checkpoint_run_id": "perceiver_mlm_H512L6C128_20260208_211633", "scores": {"stsb": 61.25, "sickr": 55.0}}  # fmt: skip
+    save_run(tmp_path / "zero", zero)
+    record_run(tmp_path / "zero", registry_path)
+    (row,) = table_rows(registry_path)
+    assert row["Key GLUE Scores"] == "**MRPC:** 81.2 ± 0.4%"
+    assert row["Zero-shot STS"] == "**STS-B:** 61.2 <br> **SICK-R:** 55.0"
+    legacy = (
+        registry_path.read_text()
+        .replace(" Zero-shot STS |", "")
+        .replace(" **STS-B:** 61.2 <br> **SICK-R:** 55.0 |", "")
+    )
+    legacy = legacy.replace("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", "|" + "---|" * 14)
+    registry_path.write_text(legacy)
+    (row,) = table_rows(registry_path)  # a table from before the zero-shot column still reads
+    assert row["Zero-shot STS"] == "--" and row["Key GLUE Scores"] == "**MRPC:** 81.2 ± 0.4%"
+
+
+def test_plot_command_draws_both_pictures(tmp_path):
+    from PIL import Image
+
+    run = save_run(
+        tmp_path / "runs" / "pre", pretraining_summary("perceiver_mlm_H512L6C128_20260208_211633", "2026-02-08")
+    )
+    history = [{"step": 10, "loss": 5.0, "task_loss": 4.5}, {"step": 20, "eval_concept_effective_rank": 3.5},
+               {"step": 20, "loss": 4.0, "task_loss": 3.9}]  # fmt: skip
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    glue = glue_summary("perceiver_mlm_H512L6C128_20260208_211633", "stsb", "STS-B", "pearson", 0.31, "20260209_1")
+    save_run(tmp_path / "runs" / "glue", {**glue, "registry_score_std": 0.02})
+    scratch = glue_summary("scratch_H512L6C128", "stsb", "STS-B", "pearson", 0.2, "20260209_2", from_scratch=True)
+    save_run(tmp_path / "runs" / "scratch", scratch)
+    experiment_registry.main(["plot", "--runs_dir", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "plots")])
+    for name in ("training_curves.png", "scores.png"):
+        with Image.open(tmp_path / "plots" / name) as image:
+            assert image.format == "PNG" and image.size[0] >= 600
+    scores, levels = experiment_registry.collect_scores(tmp_path / "runs")
+    assert scores["perceiver_mlm_H512L6C128_20260208_211633"] == {"STS-B pearson": (0.31, 0.02)}
+    assert levels == {"scratch_H512L6C128": {"STS-B pearson": 0.2}}
+    with pytest.raises(FileNotFoundError, match="nothing to plot"):
+        experiment_registry.plot_runs(tmp_path / "empty", tmp_path / "plots")

@@ -1,0 +1,71 @@
+"""scripts/study.py (`make study`) end to end at smoke size, and its row options."""
+
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+from PIL import Image
+
+from concept_encoder_training.registry import Registry, run_id_of
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import study  # noqa: E402
+
+
+def run_smoke(tmp_path, data_dir, *extra):
+    argv = ["--budget", "smoke", "--data_dir", str(data_dir), "--output_dir", str(tmp_path / "study"), *extra]
+    return study.main(argv)
+
+
+def check_images(folder):
+    for name in ("training_curves.png", "scores.png"):
+        with Image.open(folder / name) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] >= 600 and image.size[1] >= 300
+
+
+def test_smoke_study_writes_the_report_registry_rows_and_both_plots(tmp_path, data_dir):
+    report = run_smoke(tmp_path, data_dir, "--rows", "tsdae_posonly,bert_mlm", "--tasks", "stsb")
+    folder = report.parent
+    text = report.read_text()
+    for row in ("tsdae_posonly", "bert_mlm", "random_init", "random_bert"):
+        assert f"| {row} |" in text
+    assert "## Pretrained − its random init" in text and "## Row − bert_mlm (same budget)" in text
+    assert "spread" in text and "Wall time:" in text
+    rows = {run_id_of(row): row for row in Registry(folder / "registry.md").rows}
+    pretrained = [run_id for run_id in rows if run_id.startswith(("tsdae_posonly_", "bert_mlm_"))]
+    assert len(pretrained) == 2 and {"scratch_H32L1C8", "scratch_bert_H32L1"} <= set(rows)
+    for row in rows.values():
+        assert "**STS-B:** " in row["Key GLUE Scores"] and " ± " in row["Key GLUE Scores"]
+        assert "**SICK-R:** " in row["Zero-shot STS"]
+    check_images(folder)
+
+
+def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
+    name, row = study.parse_extra_row(
+        "slots=--model_type perceiver_posonly_mlm --objective tsdae --config_overrides concept_num=16,a=1 "
+        "--deletion_prob 0.9 --glue_flags '--pair_encoding concat'"
+    )
+    assert name == "slots" and row.model_type == "perceiver_posonly_mlm" and row.objective == "tsdae"
+    assert row.pretrain_flags == ["--deletion_prob", "0.9"] and row.glue_flags == ["--pair_encoding", "concat"]
+    assert study.merge_overrides({"hidden_size": 32, "concept_num": 8}, row.config_overrides) == (
+        "hidden_size=32,concept_num=16,a=1"
+    )
+    assert row.encoder_key != study.SEED_ROWS["tsdae_posonly"].encoder_key  # its own random init
+    with pytest.raises(ValueError, match="give --model_type"):
+        study.parse_extra_row("mine=--objective tsdae")
+    with pytest.raises(ValueError, match="--rows \\['nope'\\] unknown"):
+        study.select_rows(study.parse_args(["--rows", "nope"]))
+    rows_file = tmp_path / "rows.json"
+    rows_file.write_text('{"mine": {"model_type": "perceiver_mlm", "config_overrides": "concept_num=4"}}')
+    rows = study.select_rows(study.parse_args(["--rows", "bert_mlm", "--rows_file", str(rows_file)]))
+    assert list(rows) == ["bert_mlm", "mine"] and rows["mine"].config_overrides == "concept_num=4"
+
+
+@pytest.mark.slow
+def test_smoke_study_with_every_row_and_task(tmp_path, data_dir):
+    report = run_smoke(tmp_path, data_dir)
+    text = report.read_text()
+    for row in (*study.SEED_ROWS, "random_init", "random_init_bixt", "random_bert"):
+        assert f"| {row} |" in text
+    check_images(report.parent)
