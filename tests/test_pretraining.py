@@ -344,7 +344,7 @@ def test_wandb_offline_run_holds_loss_components_and_effective_rank(monkeypatch,
     [
         ({"train_file": "missing.txt"}, FileNotFoundError, "--train_file missing.txt does not exist"),
         ({"train_file": "EMPTY"}, ValueError, "is empty"),
-        ({"model_type": "bert_mlm"}, ValueError, "one of \\['weighted_mlm', 'perceiver_mlm', 'perceiver_posonly"),
+        ({"model_type": "roberta_mlm"}, ValueError, "one of \\['weighted_mlm', 'perceiver_mlm', 'perceiver_posonly_mlm', 'bert_mlm'\\]"),
         ({"max_seq_length": 128}, ValueError, "--max_seq_length 128 exceeds the model's max_position_embeddings=64"),
         ({"objective": "tsdae", "line_by_line": True}, ValueError, "needs --model_type perceiver_posonly_mlm"),
         ({"objective": "tsdae", "model_type": "perceiver_posonly_mlm"}, ValueError, "add --line_by_line"),
@@ -437,7 +437,7 @@ def test_bert_mlm_baseline_has_the_concept_encoders_sizes_and_a_registry_row(mon
     assert config["vocab_size"] == len(AutoTokenizer.from_pretrained(output_dir))
     summary = json.loads((output_dir / "run_summary.json").read_text())
     assert set(summary) == SUMMARY_KEYS
-    assert summary["run_id"].startswith("bert_mlm_H32L1_") and summary["architecture"] == "H32 L1 (bert, FFN 96)"
+    assert summary["run_id"].startswith("bert_mlm_H32L1_") and summary["architecture"] == "H32 L1 (bert)"
     assert summary["effective_rank"] is None and summary["task_loss"] == metrics["eval_loss"] > 0
     assert summary["run_id"] in (tmp_path / "registry.md").read_text()
     assert not (output_dir / "README.md").exists()  # the concept-encoder card does not describe a BERT
