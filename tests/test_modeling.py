@@ -146,6 +146,18 @@ def test_encoder_hidden_states_and_attentions(layer_type):
     torch.testing.assert_close(output.last_hidden_state, model(**inputs).last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
+def test_pair_head_returns_both_sentences_attentions():
+    """The pair head takes `output_attentions`/`output_hidden_states` like every head: per-layer tuples of sentence
+    A's states and weights, then sentence B's."""
+    model = build(ConceptEncoderForSentencePairClassification, "bixt").eval()
+    inputs = make_inputs(ConceptEncoderForSentencePairClassification, with_labels=False)
+    output = model(**inputs, output_hidden_states=True, output_attentions=True)
+    layers = model.config.num_hidden_layers
+    assert len(output.hidden_states) == 2 * (layers + 1) and len(output.attentions) == 2 * layers
+    assert [weights.shape[-1] for weights in output.cross_attentions] == [SEQ] * layers + [SEQ - 3] * layers
+    torch.testing.assert_close(output.logits, model(**inputs).logits, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 @pytest.mark.parametrize("model_class", ALL_CLASSES, ids=lambda c: c.__name__)
 def test_save_load_round_trip(model_class, layer_type, tmp_path):
