@@ -273,12 +273,14 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
     return apply_config_overrides(config, model_args.config_overrides)
 
 
-def check_model_and_objective(model_type: str, objective: str):
-    """TSDAE reconstructs every token from the concepts alone, which only the PosOnly decoder does."""
-    if objective == "tsdae" and model_type != "perceiver_posonly_mlm":
+def check_model_and_objective(model_type: str, config: ConceptEncoderConfig, objective: str):
+    """TSDAE reconstructs every token from the concepts alone, which only the perceiver decoder with position-only
+    queries does (`decoder_query="position"`: `perceiver_posonly_mlm`, or `perceiver_mlm` configured so)."""
+    position_only = model_type == "perceiver_posonly_mlm" or config.decoder_query == "position"
+    if objective == "tsdae" and (model_type == "weighted_mlm" or not position_only):
         raise ValueError(
-            f"--objective tsdae needs --model_type perceiver_posonly_mlm, not {model_type}: TSDAE's dense loss must "
-            "flow through the concepts. perceiver_mlm's decoder queries contain the input token itself (in 'mask' "
+            f"--objective tsdae needs --model_type perceiver_posonly_mlm (decoder_query='position'), not {model_type} "
+            f"with decoder_query={config.decoder_query!r}: TSDAE's dense loss must flow through the concepts. perceiver_mlm's decoder queries contain the input token itself (in 'mask' "
             "mode the deleted token is still in input_ids: a shortcut that makes the loss trivial; in 'delete' mode "
             "the input positions no longer line up with the labels), and weighted_mlm decodes each position with a "
             "fixed, input-independent mixture of concepts built for sparse MLM on aligned positions."
@@ -603,7 +605,6 @@ def main():
             f"Launched as {os.environ['WORLD_SIZE']} processes, but the Trainer did not set up distributed training "
             "(each process would train alone): on a machine without GPUs add --use_cpu (gloo backend)."
         )
-    check_model_and_objective(model_args.model_type, data_args.objective)
     if data_args.streaming and model_args.train_tokenizer_vocab_size is not None:
         raise ValueError(
             "--train_tokenizer_vocab_size reads the whole training split, which --streaming never holds: train "
@@ -611,6 +612,7 @@ def main():
         )
     check_hub_needs(model_args, data_args, training_args)
     config = build_config(model_args)
+    check_model_and_objective(model_args.model_type, config, data_args.objective)
     if data_args.max_seq_length is not None and data_args.max_seq_length > config.max_position_embeddings:
         raise ValueError(
             f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings="

@@ -123,3 +123,12 @@ def test_run_pretraining_continues_a_seed_checkpoint_with_tsdae(small_tokenizer,
     assert saved.keys() <= expected.keys() and "encoder.layers.0.token_attention.qkv_proj.weight" in saved
     for key, tensor in saved.items():
         assert torch.equal(tensor, expected[key]), key
+
+
+def test_tsdae_is_judged_by_the_config_not_the_model_type_string():
+    run_pretraining.check_model_and_objective("perceiver_mlm", tiny_config(decoder_query="position"), "tsdae")
+    run_pretraining.check_model_and_objective("perceiver_posonly_mlm", tiny_config(), "tsdae")
+    with pytest.raises(ValueError, match="decoder_query='token_and_position'"):
+        run_pretraining.check_model_and_objective("perceiver_mlm", tiny_config(), "tsdae")
+    with pytest.raises(ValueError, match="weighted_mlm"):
+        run_pretraining.check_model_and_objective("weighted_mlm", tiny_config(decoder_query="position"), "tsdae")
