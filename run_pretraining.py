@@ -519,7 +519,7 @@ def build_model(model_args: ModelArguments, config: ConceptEncoderConfig):
         return model_class(config)
     if config.architectures and model_class.__name__ not in config.architectures:
         logger.warning(f"Loading a {config.architectures} checkpoint as {model_class.__name__} (--model_type).")
-    config.architectures = [model_class.__name__]  # else the checkpoint's class would be loaded instead
+        config.architectures = None  # else the checkpoint's class would be loaded instead; its head may be new
     return model_class.from_pretrained(model_args.model_name_or_path, config=config, cache_dir=model_args.cache_dir)
 
 
