@@ -29,7 +29,7 @@ Peak memory: `torch.cuda.max_memory_allocated` on GPU; on CPU the growth of the 
 `VmHWM`, reset through `/proc/self/clear_refs` before each configuration so one process measures each on its own).
 It covers activations, gradients and temporaries of the step, not the weights.
 
-    python benchmarks/bench_encoder.py                      # the full table (about 7 minutes on 2 cores)
+    python benchmarks/bench_encoder.py                      # the full table (7 min on 2 quiet cores before the peers; ModernBERT adds about what BERT takes)
     python benchmarks/bench_encoder.py --quick              # lengths 512 2048, one repeat, long check at 16384
     python benchmarks/bench_encoder.py --lengths 512 --batch_size 16
     python benchmarks/bench_encoder.py --device cuda --bf16
