@@ -52,6 +52,7 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 import modeling_concept_encoder
 from collators import DataCollatorForSentencePairs
 from concept_encoder_training.config_flags import apply_config_overrides
+from concept_encoder_training.ecosystem import add_pair_pipeline
 from concept_encoder_training.glue import (
     GlueTask,
     compute_glue_metrics,
@@ -59,6 +60,8 @@ from concept_encoder_training.glue import (
     load_glue_dir,
     load_glue_hub,
     parse_task_names,
+    prediction_lines,
+    read_test_file,
 )
 from concept_encoder_training.hub import check_push_to_hub
 from concept_encoder_training.registry import record_run
@@ -72,9 +75,10 @@ from concept_encoder_training.run_info import (
     timestamp,
     write_run_summary,
 )
+from concept_encoder_training.tokenizer import limit_to_positions
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
-from model_cards import write_model_card
+from model_cards import glue_eval_result, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +132,9 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
     model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
     token: str | None = field(default=None, metadata={"help": "Hub token for private checkpoints or datasets."})
+    use_fast_tokenizer: bool = field(
+        default=True, metadata={"help": "As in transformers' run_glue; transformers 5 tokenizers are always fast."}
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Use the checkpoint's own code files instead of the installed classes."}
     )
@@ -148,8 +155,19 @@ class DataTrainingArguments:
         default=None,
         metadata={"help": "Classic GLUE layout (MRPC/train.tsv, MRPC/dev.tsv, ...; PAWS as paws/) instead of the Hub."},
     )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Not supported: GLUE/PAWS come by --task_name; other data by files."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Not supported (see --dataset_name)."})
     train_file: str | None = field(default=None, metadata={"help": "Training data: csv, tsv or json."})
     validation_file: str | None = field(default=None, metadata={"help": "Validation data: csv, tsv or json."})
+    test_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Data to predict with --do_predict (csv, tsv or json; labels not needed); default: the task's "
+            "test.tsv under --data_dir."
+        },
+    )
     sentence1_key: str | None = field(default=None, metadata={"help": "Column of the first sentence (files only)."})
     sentence2_key: str | None = field(default=None, metadata={"help": "Column of the second sentence (files only)."})
     label_key: str = field(default="label", metadata={"help": "Column of the label (files only)."})
@@ -161,6 +179,8 @@ class DataTrainingArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Predict only the first N test examples."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again instead of using cached results."})
     seed_protocol: bool = field(
         default=False,
         metadata={
@@ -213,6 +233,13 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         raise ValueError("Give --task_name (GLUE/PAWS), or --train_file and --validation_file.")
     if data_args.data_dir and (data_args.train_file or data_args.validation_file):
         raise ValueError("Give either --data_dir or --train_file/--validation_file, not both.")
+    if data_args.dataset_name or data_args.dataset_config_name:
+        raise ValueError(
+            "--dataset_name/--dataset_config_name are not supported: give --task_name for GLUE or PAWS (from the Hub, "
+            "or offline with --data_dir), or any other data as --train_file/--validation_file (and --test_file)."
+        )
+    if not model_args.use_fast_tokenizer:
+        raise ValueError("--use_fast_tokenizer False: transformers 5 has fast tokenizers only; drop the flag.")
 
 
 def load_task_data(task: GlueTask | None, data_args: DataTrainingArguments, model_args: ModelArguments):
@@ -229,6 +256,19 @@ def load_task_data(task: GlueTask | None, data_args: DataTrainingArguments, mode
     if data_args.data_dir:
         return load_glue_dir(data_args.data_dir, task), task
     return load_glue_hub(task, model_args.cache_dir, model_args.token), task
+
+
+def load_test_data(task: GlueTask, data_args: DataTrainingArguments):
+    """The examples `--do_predict` labels: `--test_file`, else the task's `test.tsv` under `--data_dir`."""
+    path = data_args.test_file
+    if path is None and data_args.data_dir:
+        path = os.path.join(data_args.data_dir, task.folder, "test.tsv")
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"--do_predict needs test data for {task.name}: {path or 'no file'} does not exist; give --test_file or "
+            f"put test.tsv in {task.folder}/ under --data_dir."
+        )
+    return read_test_file(path, task)
 
 
 def checkpoint_config_dict(model_args: ModelArguments) -> dict:
@@ -400,7 +440,14 @@ def checkpoint_summary(model_args: ModelArguments, config) -> dict:
 
 
 def tokenize_dataset(
-    dataset, tokenizer, task: GlueTask, separate: bool, max_length: int, pad: bool, token_type_ids: bool = False
+    dataset,
+    tokenizer,
+    task: GlueTask,
+    separate: bool,
+    max_length: int,
+    pad: bool,
+    token_type_ids: bool = False,
+    overwrite_cache: bool = False,
 ):
     """Text → `input_ids/attention_mask` (`[A; SEP; B]` for concatenated pairs), plus `input_ids_b/attention_mask_b`
     for separate pairs; the text columns are dropped and `label` stays. `token_type_ids` (for transformers
@@ -420,7 +467,9 @@ def tokenize_dataset(
         return tokenizer(*texts, **options)
 
     text_columns = [c for c in dataset.column_names if c != "label"]
-    return dataset.map(encode, batched=True, remove_columns=text_columns, desc="Tokenizing")
+    return dataset.map(
+        encode, batched=True, remove_columns=text_columns, load_from_cache_file=not overwrite_cache, desc="Tokenizing"
+    )
 
 
 def metrics_function(task: GlueTask):
@@ -552,6 +601,7 @@ def run_task(
         max_length=max_length,
         pad=data_args.pad_to_max_length,
         token_type_ids=not concept,
+        overwrite_cache=data_args.overwrite_cache,
     )
     train_data = tokenize_dataset(train_data, **encode)
     eval_splits = {split: tokenize_dataset(data, **encode) for split, data in eval_splits.items()}
@@ -581,6 +631,8 @@ def run_task(
         check_room(training_args.output_dir, model.num_parameters())
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
+        if separate and trainer.is_world_process_zero():
+            add_pair_pipeline(training_args.output_dir)  # pipeline("text-classification") feeds both sides
         train_metrics = {**train_result.metrics, "train_samples": len(train_data)}
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
@@ -602,6 +654,9 @@ def run_task(
     trainer.save_metrics("eval", eval_metrics)
     metrics.update(eval_metrics)
 
+    if training_args.do_predict:
+        predict(trainer, task, raw_datasets["test"], encode, data_args.max_predict_samples)
+
     checkpoint = checkpoint_summary(model_args, model.config)
     summary = glue_summary(task, metrics, model.config, checkpoint["run_id"], model_args, data_args, training_args)
     summary["run_id"] = record["run_id"]  # kept across resumes
@@ -609,6 +664,11 @@ def run_task(
     if training_args.do_train and concept:  # our card describes a concept encoder
         trainer.card_summary = {**checkpoint, "run_id": summary["run_id"]}
         trainer.card_glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
+        trainer.card_options = dict(
+            eval_results=[glue_eval_result(task, name, metrics[f"eval_{name}"]) for name in task.metrics],
+            base_model=hub_base_model(model_args),
+            hyperparameters=finetuning_settings(task, metrics, data_args, training_args, pair_encoding),
+        )
         trainer.create_model_card()
         if training_args.push_to_hub:
             trainer.push_to_hub(commit_message="End of training")  # weights and our model card in one commit
@@ -619,6 +679,44 @@ def run_task(
 
         wandb.finish()  # one wandb run per task
     return summary
+
+
+def predict(trainer: ConceptTrainer, task: GlueTask, test_data, encode: dict, limit: int | None):
+    """Label the test examples and write `predict_results_<task>.txt` in GLUE's submission format."""
+    if limit is not None:
+        test_data = test_data.select(range(min(limit, len(test_data))))
+    indices = test_data["index"]
+    features = tokenize_dataset(test_data.remove_columns("index"), **encode)
+    logits = trainer.predict(features, metric_key_prefix="predict").predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    if trainer.is_world_process_zero():
+        path = Path(trainer.args.output_dir, f"predict_results_{task.name}.txt")
+        path.write_text("\n".join(prediction_lines(task, indices, logits)) + "\n", encoding="utf-8")
+        logger.info(f"Predictions for {len(indices)} test examples written to {path}")
+
+
+def hub_base_model(model_args: ModelArguments) -> str | None:
+    """The Hub id the model was fine-tuned from (the card's `base_model`); None for local folders and random init."""
+    source = model_args.model_name_or_path
+    if model_args.from_scratch or source is None or os.path.exists(source):
+        return None
+    return source
+
+
+def finetuning_settings(task, metrics, data_args, training_args, pair_encoding) -> dict:
+    """What the card shows of a fine-tuning run, so that a 256-example run does not look like a full one."""
+    batch = training_args.per_device_train_batch_size * training_args.world_size
+    return {
+        "Task": f"{task.display_name} ({'pair, ' + pair_encoding if task.is_pair else 'single sentence'})",
+        "Training examples": metrics.get("train_samples"),
+        "Dev examples scored": metrics.get("eval_samples"),
+        "Epochs": metrics.get("epoch"),
+        "Batch size": f"{batch} x {training_args.gradient_accumulation_steps} accumulation",
+        "Learning rate": training_args.learning_rate,
+        "Max sequence length": data_args.max_seq_length,
+        "Seed": training_args.seed,
+        "Selection": metrics.get("eval_selection"),
+    }
 
 
 def glue_summary(task, metrics, config, checkpoint_id, model_args, data_args, training_args) -> dict:
@@ -758,7 +856,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     # Everything that can be checked is checked here, once, before any data is read.
     check_arguments(model_args, data_args)
     seeds = parse_seeds(data_args.seeds)
-    if not (training_args.do_train or training_args.do_eval):
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         training_args = dataclasses.replace(training_args, do_train=True, do_eval=True)
     tasks = parse_task_names(data_args.task_name) if data_args.task_name else [None]
     if len(tasks) > 1 and (data_args.train_file or data_args.validation_file):
@@ -787,8 +885,12 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         trust_remote_code=model_args.trust_remote_code,
     )
     check_sizes(data_args.max_seq_length, len(tokenizer), config)
+    limit_to_positions(tokenizer, config.max_position_embeddings)  # saved with the fine-tuned model
 
     loaded = [load_task_data(task, data_args, model_args) for task in tasks]
+    if training_args.do_predict:
+        for raw_datasets, task in loaded:
+            raw_datasets["test"] = load_test_data(task, data_args)
     planned = []  # every task's output folder is checked before the first one trains
     for raw_datasets, task in loaded:
         output_dir = training_args.output_dir if len(tasks) == 1 else os.path.join(training_args.output_dir, task.name)

@@ -45,7 +45,7 @@ from concept_encoder_training.config_flags import (
 from concept_encoder_training.hub import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
 from concept_encoder_training.run_folder import RunIdentityCallback, check_room, identity_hash, prepare_output_dir
 from concept_encoder_training.run_info import architecture_of, run_id, run_summary, timestamp, write_run_summary
-from concept_encoder_training.tokenizer import ALGORITHMS, train_tokenizer
+from concept_encoder_training.tokenizer import ALGORITHMS, limit_to_positions, train_tokenizer
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
 from modeling_concept_encoder import (
@@ -67,6 +67,7 @@ DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
 FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
 ARCHITECTURES = ("concept_encoder", "mrcogito")
 RANK_DOCUMENTS = 320  # the seed measured the effective rank on 320 documents
+TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -128,7 +129,27 @@ class ModelArguments:
     tokenizer_algorithm: str = field(
         default="wordpiece", metadata={"help": f"Algorithm of a trained tokenizer, one of {list(ALGORITHMS)}."}
     )
+    config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Config (folder, config.json or Hub id) of a model trained from scratch; size flags and "
+            "--config_overrides apply on top of it."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit) to load."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private checkpoints or tokenizers."})
+    use_fast_tokenizer: bool = field(
+        default=True, metadata={"help": "As in transformers' run_mlm; transformers 5 tokenizers are always fast."}
+    )
+    torch_dtype: str | None = field(
+        default=None,
+        metadata={"help": f"Load --model_name_or_path in this dtype, one of {list(TORCH_DTYPES)} (as run_mlm)."},
+    )
+    low_cpu_mem_usage: bool = field(
+        default=False,
+        metadata={"help": "As in run_mlm; transformers 5 always loads weights this way (the flag changes nothing)."},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub code of the tokenizer."})
 
     def __post_init__(self):
@@ -144,6 +165,15 @@ class ModelArguments:
         if self.tokenizer_algorithm not in ALGORITHMS:
             raise ValueError(
                 f"--tokenizer_algorithm {self.tokenizer_algorithm!r} is unknown: choose one of {list(ALGORITHMS)}."
+            )
+        if not self.use_fast_tokenizer:
+            raise ValueError("--use_fast_tokenizer False: transformers 5 has fast tokenizers only; drop the flag.")
+        if self.torch_dtype not in (None, *TORCH_DTYPES):
+            raise ValueError(f"--torch_dtype {self.torch_dtype!r} is unknown: choose one of {list(TORCH_DTYPES)}.")
+        if self.model_name_or_path is not None and self.config_name is not None:
+            raise ValueError(
+                "--config_name builds a new model; --model_name_or_path continues a checkpoint with its own config: "
+                "give one of them."
             )
         if self.train_tokenizer_vocab_size is not None and self.tokenizer_name is not None:
             raise ValueError("Give either --tokenizer_name or --train_tokenizer_vocab_size, not both.")
@@ -181,6 +211,10 @@ class DataTrainingArguments:
     max_seq_length: int | None = field(
         default=None,
         metadata={"help": "Tokens per example; default the model's max_position_embeddings (capped by tokenizer)."},
+    )
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={"help": "With --line_by_line, pad every example to max_seq_length (else per batch, faster)."},
     )
     line_by_line: bool = field(
         default=False,
@@ -257,7 +291,7 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
         if getattr(model_args, name) is not None
     }
     if model_args.model_name_or_path is not None:
-        config = ConceptEncoderConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        config = ConceptEncoderConfig.from_pretrained(model_args.model_name_or_path, **hub_options(model_args))
         for name, value in concept_settings.items():
             setattr(config, name, value)
         config.validate_concept_encoder()
@@ -265,12 +299,35 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
     sizes = given_config_flags(model_args)
     if model_args.architecture == "mrcogito":
         config = ConceptEncoderConfig.from_seed(model_args.model_type, **sizes, **concept_settings)
+    elif model_args.config_name is not None:
+        config = ConceptEncoderConfig.from_pretrained(model_args.config_name, **hub_options(model_args))
+        config.update({**sizes, **concept_settings})
+        config.validate_concept_encoder()
     else:
         config = ConceptEncoderConfig(**sizes, **concept_settings)
     both = sorted(sizes.keys() & override_items(model_args.config_overrides, config).keys())
     if both:
         raise ValueError(f"{both} given both as flags and in --config_overrides: give each once.")
     return apply_config_overrides(config, model_args.config_overrides)
+
+
+def hub_options(model_args: ModelArguments) -> dict:
+    """Cache, revision and token of every `from_pretrained` call."""
+    return dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
+
+
+def check_accelerate_cpu_launch():
+    """`accelerate launch --cpu --num_processes N` (or, without GPUs, with no `--multi_gpu`) starts one process
+    (its simple launcher; several CPU processes need an MPI host file), which would train alone at 1/N of the batch
+    the command asks for: refuse it, naming the launch that works. The simple launcher sets `ACCELERATE_USE_CPU`, and
+    `MASTER_ADDR` only when N > 1; a real multi-process launch sets `WORLD_SIZE`."""
+    simple_launch = "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ
+    if simple_launch and "WORLD_SIZE" not in os.environ:
+        raise ValueError(
+            "accelerate launch --num_processes N started a single process. For N processes on CPUs, launch "
+            "`accelerate launch --multi_gpu --num_processes N run_pretraining.py ... --use_cpu` (torch.distributed, "
+            "gloo backend) or `torchrun --nproc_per_node N run_pretraining.py ... --use_cpu`."
+        )
 
 
 def check_model_and_objective(model_type: str, config: ConceptEncoderConfig, objective: str):
@@ -437,7 +494,7 @@ def load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoin
         source = resume_checkpoint
     if source is not None:
         return AutoTokenizer.from_pretrained(
-            source, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
+            source, trust_remote_code=model_args.trust_remote_code, **hub_options(model_args)
         )
     with training_args.main_process_first(local=False, desc="tokenizer training"):
         if training_args.process_index != 0:  # training twice may permute the ids: every process uses rank 0's
@@ -462,7 +519,8 @@ def tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, tr
 
     def tokenize(batch):
         if data_args.line_by_line:
-            return tokenizer(batch[text_column], truncation=True, max_length=max_seq_length)
+            padding = "max_length" if data_args.pad_to_max_length else False
+            return tokenizer(batch[text_column], truncation=True, max_length=max_seq_length, padding=padding)
         return tokenizer(batch[text_column])
 
     def group_texts(batch):
@@ -520,7 +578,9 @@ def build_model(model_args: ModelArguments, config: ConceptEncoderConfig):
     if config.architectures and model_class.__name__ not in config.architectures:
         logger.warning(f"Loading a {config.architectures} checkpoint as {model_class.__name__} (--model_type).")
         config.architectures = None  # else the checkpoint's class would be loaded instead; its head may be new
-    return model_class.from_pretrained(model_args.model_name_or_path, config=config, cache_dir=model_args.cache_dir)
+    return model_class.from_pretrained(
+        model_args.model_name_or_path, config=config, dtype=model_args.torch_dtype, **hub_options(model_args)
+    )
 
 
 def build_collator(data_args: DataTrainingArguments, tokenizer, max_seq_length: int):
@@ -600,6 +660,7 @@ def main():
     transformers.utils.logging.set_verbosity(log_level)
 
     # 2. Everything that can be wrong with the arguments fails here, before any data or model is touched.
+    check_accelerate_cpu_launch()
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
         raise ValueError(
             f"Launched as {os.environ['WORLD_SIZE']} processes, but the Trainer did not set up distributed training "
@@ -665,6 +726,7 @@ def main():
     config.pad_token_id = tokenizer.pad_token_id
     config.mask_token_id = tokenizer.mask_token_id
     config.validate_concept_encoder()
+    limit_to_positions(tokenizer, config.max_position_embeddings)  # saved with every checkpoint
     model = build_model(model_args, config)
     logger.info(f"{type(model).__name__}: {model.num_parameters():,} parameters")
 
@@ -752,6 +814,17 @@ def main():
         write_run_summary(training_args.output_dir, summary)
         if concept_model:  # our card describes a concept encoder
             trainer.card_summary = summary
+            trainer.card_options = dict(
+                hyperparameters={
+                    "Training examples": all_metrics.get("train_samples", "streamed"),
+                    "Optimizer steps": trainer.state.global_step,
+                    "Batch size": f"{training_args.per_device_train_batch_size * training_args.world_size} x "
+                    f"{training_args.gradient_accumulation_steps} accumulation",
+                    "Learning rate": training_args.learning_rate,
+                    "Max sequence length": max_seq_length,
+                    "Seed": training_args.seed,
+                }
+            )
             trainer.create_model_card()
         if output_args.registry_file:
             from concept_encoder_training.registry import record_run

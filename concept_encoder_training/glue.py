@@ -322,6 +322,38 @@ def read_table_file(path: str) -> Dataset:
     raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json or .jsonl.")
 
 
+def read_test_file(path: str, task: GlueTask) -> Dataset:
+    """A file to predict (GLUE's `test.tsv`, or any csv/tsv/json `--test_file`) → Dataset(index, sentence1,
+    [sentence2]). `index` is the file's `index` or `id` column (GLUE's submission key), else the row number;
+    labels are not needed and not read."""
+    data = read_table_file(path)
+    names = data.column_names
+    columns = {}
+    for position, column in enumerate(["sentence1", "sentence2"][: 2 if task.is_pair else 1]):
+        candidates = [task.tsv_columns[position] if task.tsv_columns else None, task.hub_columns[position]]
+        candidates += [PAIR[position], "sentence" if position == 0 else None]
+        found = next((name for name in candidates if isinstance(name, str) and name in names), None)
+        if found is None:
+            raise ValueError(
+                f"{path}: no column for {column} of task {task.name} (looked for "
+                f"{[name for name in candidates if isinstance(name, str)]}); the file has {names}."
+            )
+        columns[column] = [str(text) for text in data[found]]
+    index = next((name for name in ("index", "id") if name in names), None)
+    columns = {"index": [str(i) for i in (data[index] if index else range(len(data)))], **columns}
+    return Dataset.from_dict(columns)
+
+
+def prediction_lines(task: GlueTask, indices: list[str], predictions: np.ndarray) -> list[str]:
+    """GLUE's submission format (`predict_results_<task>.txt`): a header `index<TAB>prediction`, then one line per
+    example with the label as the task's TSV files write it (`0`/`1`, `entailment`, ...) or the score as `%.3f`."""
+    if task.is_regression:
+        values = [f"{float(score):.3f}" for score in np.asarray(predictions).reshape(-1)]
+    else:
+        values = [task.tsv_labels[int(label)] for label in np.argmax(predictions, axis=-1)]
+    return ["index\tprediction", *(f"{index}\t{value}" for index, value in zip(indices, values, strict=True))]
+
+
 def resolve_columns(
     column_names: list[str], sentence1_key: str | None, sentence2_key: str | None, label_key: str, source: str
 ) -> tuple[str, str | None]:

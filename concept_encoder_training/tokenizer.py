@@ -46,3 +46,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, algorithm: str = "wor
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, model_input_names=["input_ids", "attention_mask"], **SPECIAL_TOKENS
     )
+
+
+def limit_to_positions(tokenizer, max_position_embeddings: int):
+    """Cap `tokenizer.model_max_length` at the model's position limit, so that the saved tokenizer config carries it:
+    `truncation=True` and pipelines then cut inputs to what the model accepts (a trained tokenizer has no limit of
+    its own, 1e30)."""
+    tokenizer.model_max_length = min(tokenizer.model_max_length, max_position_embeddings)

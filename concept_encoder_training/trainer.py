@@ -27,6 +27,7 @@ class ConceptTrainer(Trainer):
 
     card_summary: dict | None = None
     card_glue_results: dict | None = None
+    card_options: dict | None = None  # further `write_model_card` arguments: eval_results, base_model, hyperparameters
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,7 +43,13 @@ class ConceptTrainer(Trainer):
             return super().create_model_card(**kwargs)
         if self.is_world_process_zero():
             repo_id = self.hub_model_id or self.args.hub_model_id
-            write_model_card(self.args.output_dir, self.card_summary, self.card_glue_results, repo_id=repo_id)
+            write_model_card(
+                self.args.output_dir,
+                self.card_summary,
+                self.card_glue_results,
+                repo_id=repo_id,
+                **(self.card_options or {}),
+            )
 
 
 class NonFiniteStopCallback(TrainerCallback):

@@ -2,16 +2,19 @@
 
 Sizes come from the folder's `config.json`, the parameter count from its safetensors files, the training figures
 from the run summary (`run_summary.json`, the experiment registry's schema), and an optional GLUE table from
-fine-tuning results, so the same card serves a pretraining run and its later evaluations.
+fine-tuning results, so the same card serves a pretraining run and its later evaluations. The YAML header is a
+`huggingface_hub.ModelCardData`: license, language, base model of a fine-tuned checkpoint, and the scores as
+`EvalResult`s (the Hub's `model-index` results widget).
 """
 
 import json
 import math
 import os
+import re
 from glob import glob
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
 from concept_encoder_training.diagnostics import format_effective_rank
@@ -23,6 +26,10 @@ OBJECTIVES = {
     "concept states alone (position-only decoder queries)",
 }
 PIPELINE_TAGS = {"AutoModelForMaskedLM": "fill-mask", "AutoModelForSequenceClassification": "text-classification"}
+PAIR_CLASS = "ConceptEncoderForSentencePairClassification"
+LOCAL_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl")
+LICENSE = "apache-2.0"  # the package's license (setup.cfg)
+LANGUAGE = ["en"]  # every corpus and task the scripts train on is English
 
 
 def count_parameters(folder: str) -> int:
@@ -53,6 +60,32 @@ def glue_rows(glue_results: dict | None) -> list[tuple[str, str, str]]:
     return rows
 
 
+def hub_datasets(pretraining_data: str | None, eval_results: list[EvalResult] | None) -> list[str]:
+    """Hub dataset ids of the card's YAML: the pretraining data when it is one (`owner/name`, not a local
+    `folder/file.txt`), then the datasets of the scores."""
+    ids = []
+    if re.fullmatch(r"[\w-]+/[\w.-]+", pretraining_data or "") and Path(pretraining_data).suffix not in LOCAL_SUFFIXES:
+        ids.append(pretraining_data)
+    for result in eval_results or []:
+        if result.dataset_type not in ids:
+            ids.append(result.dataset_type)
+    return ids
+
+
+def glue_eval_result(task, metric: str, score: float, split: str = "validation") -> EvalResult:
+    """One GLUE/PAWS score as a Hub `EvalResult` (`task` is a `concept_encoder_training.glue.GlueTask`)."""
+    return EvalResult(
+        task_type="text-classification",
+        dataset_type=task.hub_path,
+        dataset_name=f"{task.hub_path.split('/')[-1].upper()} {task.display_name}",
+        dataset_config=task.hub_name or task.name,
+        dataset_split=split,
+        metric_type=metric,
+        metric_name=metric,
+        metric_value=float(score),
+    )
+
+
 def _figure(value, digits: int = 4) -> str:
     """Numbers rounded for reading, anything missing as `n/a`."""
     if value is None or value == "":
@@ -61,34 +94,58 @@ def _figure(value, digits: int = 4) -> str:
 
 
 def write_model_card(
-    output_dir: str, summary: dict, glue_results: dict | None = None, repo_id: str | None = None
+    output_dir: str,
+    summary: dict,
+    glue_results: dict | None = None,
+    repo_id: str | None = None,
+    eval_results: list[EvalResult] | None = None,
+    base_model: str | None = None,
+    hyperparameters: dict | None = None,
 ) -> str:
     """Write `output_dir/README.md` for the checkpoint saved there and return its path.
 
     Args:
         output_dir: a saved checkpoint folder (`config.json`, safetensors weights).
-        summary: the run summary (`run_summary.json` fields: run_id, model_type, objective, task_loss, ...).
+        summary: the run summary (`run_summary.json` fields: run_id, model_type, objective, task_loss, ...); for a
+            fine-tuned checkpoint, the summary of the checkpoint it started from.
         glue_results: optional `{task: score}` or `{task: {metric: score}}` for a GLUE table.
-        repo_id: the Hub id used in the loading snippet; the run id when not given.
+        repo_id: the Hub id used in the loading snippet; without it the snippet loads the local folder.
+        eval_results: the scores as Hub `EvalResult`s (YAML `model-index`).
+        base_model: the Hub id of the checkpoint this one was fine-tuned from (YAML `base_model`).
+        hyperparameters: `{name: value}` of the run (samples, steps, learning rate, ...), a table in the card.
     """
     with open(os.path.join(output_dir, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     auto_class = auto_class_of(config)
+    pipeline_tag = PIPELINE_TAGS.get(auto_class)
+    if config.get("architectures") == [PAIR_CLASS] and "custom_pipelines" not in config:
+        pipeline_tag = None  # the stock text-classification pipeline cannot feed two separately encoded sentences
     data = summary.get("pretraining_data") or "n/a"
+    run_id = summary.get("run_id") or Path(output_dir).name
     card_data = ModelCardData(
+        model_name=run_id,
+        license=LICENSE,
+        language=LANGUAGE,
         library_name="transformers",
-        pipeline_tag=PIPELINE_TAGS.get(auto_class),
+        pipeline_tag=pipeline_tag,
         tags=["concept-encoder", "custom_code", summary.get("objective") or "pretraining"],
-        datasets=[data] if "/" in data and not os.path.exists(data) else None,
+        datasets=hub_datasets(summary.get("pretraining_data"), eval_results) or None,
+        base_model=base_model,
+        eval_results=eval_results or None,
     )
     rank = summary.get("effective_rank")
     concept_num = config["concept_num"]
     card = ModelCard.from_template(
         card_data,
         template_path=TEMPLATE_PATH,
-        run_id=summary.get("run_id") or Path(output_dir).name,
-        repo_id=repo_id or summary.get("run_id") or Path(output_dir).name,
+        run_id=run_id,
+        repo_id=repo_id or ".",
+        local_snippet=repo_id is None,
         model_class=(config.get("architectures") or ["ConceptEncoderModel"])[0],
+        pair_pipeline="custom_pipelines" in config,
+        pipeline_tag=pipeline_tag,
+        base_model=base_model,
+        hyperparameter_rows=[(name, _figure(value, 6)) for name, value in (hyperparameters or {}).items()],
         model_type=summary.get("model_type", "n/a"),
         architecture=summary.get("architecture", "n/a"),
         encoder_layer_type=config["encoder_layer_type"],

@@ -128,6 +128,8 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
     assert config["encoder_layer_type"] == layer_type and config["vocab_size"] == len(
         AutoTokenizer.from_pretrained(output_dir)
     )
+    for folder in (output_dir, output_dir / "checkpoint-4"):  # truncation=True stops at the position limit
+        assert AutoTokenizer.from_pretrained(folder).model_max_length == args["max_position_embeddings"]
 
     summary = json.loads((output_dir / "run_summary.json").read_text())
     assert set(summary) == SUMMARY_KEYS
@@ -275,6 +277,29 @@ def test_torchrun_two_processes_on_cpu(tmp_path, corpus):
     assert state["global_step"] == 2
     summary = json.loads((run_dir / "run_summary.json").read_text())
     assert summary["run_id"].startswith("perceiver_mlm_H32L1C8_2")  # the seed's form: rank 0's timestamp
+
+
+def test_accelerate_launch_two_processes_on_cpu(tmp_path, corpus):
+    """The README's `accelerate launch --multi_gpu --num_processes 2 ... --use_cpu` trains with two gloo processes
+    (total batch 2 x 4); `--cpu --num_processes 2`, which accelerate runs as a single process, is refused."""
+    args = tiny_args(corpus, tmp_path / "run", max_steps=2, save_steps=2, do_eval=False, logging_steps=1)
+    script = [str(REPO_ROOT / "run_pretraining.py"), *argv_of(args), "--use_cpu"]
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), TRANSFORMERS_VERBOSITY="info")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "--main_process_port", "29517"]
+    result = subprocess.run(
+        [*launch, "--multi_gpu", "--num_processes", "2", *script],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in result.stdout + result.stderr
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 2
+    result = subprocess.run(
+        [*launch, "--cpu", "--num_processes", "2", *script[:1], "--output_dir", str(tmp_path / "single")],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode != 0 and "accelerate launch --multi_gpu --num_processes N" in result.stderr
+    assert not (tmp_path / "single").exists()
 
 
 def read_wandb_run(path) -> list:

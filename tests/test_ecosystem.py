@@ -1,0 +1,215 @@
+"""What a user of the Hugging Face stack brings: pipelines on a fine-tuned pair checkpoint, tokenizer limits, Hub card
+metadata read back with `ModelCard.load`, GLUE-format predictions, and transformers' own command-line flags."""
+
+import configparser
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_config
+from huggingface_hub import ModelCard
+from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, pipeline
+
+import run_glue
+import run_pretraining
+from model_cards import write_model_card
+from modeling_concept_encoder import (
+    ConceptEncoderForMaskedLMPerceiverPosOnly,
+    ConceptEncoderForSentencePairClassification,
+)
+
+POSITIONS = 64
+TRAIN, DEV, TEST = 32, 24, 20
+
+
+@pytest.fixture(scope="module")
+def paws_dir(tmp_path_factory, data_dir):
+    """PAWS in the classic GLUE layout: train and dev cut from the shared dev split, test.tsv from its test split."""
+    folder = tmp_path_factory.mktemp("glue") / "paws"
+    folder.mkdir()
+    header, *dev = (data_dir / "paws" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    _, *test = (data_dir / "paws" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    for name, rows in (("train", dev[:TRAIN]), ("dev", dev[TRAIN : TRAIN + DEV]), ("test", test[:TEST])):
+        (folder / f"{name}.tsv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return folder.parent
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory, tokenizer, paws_dir):
+    """A tiny checkpoint fine-tuned on PAWS with separate pair encoding, with predictions for test.tsv."""
+    checkpoint = tmp_path_factory.mktemp("checkpoint") / "tiny_posonly"
+    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer))).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)  # model_max_length 1e30, as a freshly trained tokenizer has
+    output_dir = tmp_path_factory.mktemp("paws_run")
+    run_glue.main(
+        [
+            "--model_name_or_path", str(checkpoint), "--task_name", "paws", "--data_dir", str(paws_dir),
+            "--output_dir", str(output_dir), "--max_seq_length", str(POSITIONS), "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "16", "--save_strategy", "no", "--registry_file", "",
+            "--report_to", "none", "--disable_tqdm", "true", "--do_train", "--do_eval", "--do_predict",
+        ]
+    )  # fmt: skip
+    return output_dir
+
+
+def test_saved_tokenizer_carries_the_position_limit(pair_run):
+    tokenizer = AutoTokenizer.from_pretrained(pair_run, trust_remote_code=True)
+    assert tokenizer.model_max_length == POSITIONS
+    assert len(tokenizer("word " * 500, truncation=True)["input_ids"]) == POSITIONS
+
+
+def test_text_classification_pipeline_on_a_pair_checkpoint(pair_run, paws_dir):
+    config = json.loads((pair_run / "config.json").read_text())
+    assert config["architectures"] == ["ConceptEncoderForSentencePairClassification"]
+    assert (pair_run / "pipeline_concept_encoder.py").is_file() and "text-classification" in config["custom_pipelines"]
+    classify = pipeline("text-classification", model=str(pair_run), trust_remote_code=True)
+    first, second = "The cat sat on the mat .", "A cat was sitting on the mat ."
+    (result,) = classify([{"text": first, "text_pair": second}])
+    assert result["label"] in ("not_paraphrase", "paraphrase") and 0.5 <= result["score"] <= 1.0
+    # the pipeline's probability is the model's own on separately encoded sides
+    model, tokenizer = classify.model, classify.tokenizer
+    a, b = tokenizer(first, return_tensors="pt"), tokenizer(second, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(a["input_ids"], a["attention_mask"], b["input_ids"], b["attention_mask"]).logits
+    assert result["score"] == pytest.approx(logits.softmax(-1).max().item(), abs=1e-6)
+    long = classify({"text": "word " * 500, "text_pair": second})  # truncated to the positions, no crash
+    assert long["label"] in ("not_paraphrase", "paraphrase")
+    with pytest.raises(ValueError, match="text_pair"):
+        classify(first)
+
+
+def test_do_predict_writes_glue_format_predictions(pair_run, paws_dir):
+    lines = (pair_run / "predict_results_paws.txt").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 1 + TEST
+    ids = [line.split("\t")[0] for line in (paws_dir / "paws" / "test.tsv").read_text().splitlines()[1:]]
+    assert [line.split("\t")[0] for line in lines[1:]] == ids
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+
+
+def test_card_metadata_reads_back_with_model_card_load(pair_run):
+    card = ModelCard.load(pair_run / "README.md")
+    data = card.data
+    assert data.license == "apache-2.0" and data.language == ["en"] and data.pipeline_tag == "text-classification"
+    results = {result.metric_type: result for result in data.eval_results}
+    metrics = json.loads((pair_run / "eval_results.json").read_text())
+    assert set(results) == {"accuracy"}  # PAWS's one metric
+    assert results["accuracy"].metric_value == pytest.approx(metrics["eval_accuracy"])
+    assert results["accuracy"].dataset_type == "google-research-datasets/paws"
+    assert results["accuracy"].dataset_split == "validation"
+    assert "google-research-datasets/paws" in data.datasets
+    assert f"| Training examples | {TRAIN} |" in card.text and f"| Dev examples scored | {DEV} |" in card.text
+    assert "| Class | `ConceptEncoderForSentencePairClassification` |" in card.text
+
+
+def test_card_snippets_run_without_a_prompt(pair_run):
+    """Every Python block of the card, run in the checkpoint folder with no terminal: nothing asks `[y/N]`."""
+    blocks = re.findall(r"```python\n(.*?)```", (pair_run / "README.md").read_text(), flags=re.S)
+    assert len(blocks) == 2
+    result = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)],
+        cwd=pair_run,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[y/N]" not in result.stdout + result.stderr
+
+
+def test_card_of_a_hub_fine_tune_names_its_base_model(tmp_path):
+    ConceptEncoderForSentencePairClassification(tiny_config()).save_pretrained(tmp_path)
+    path = write_model_card(tmp_path, {"run_id": "glue_mrpc_x"}, base_model="someone/concept-encoder-base")
+    data = ModelCard.load(path).data
+    assert data.base_model == "someone/concept-encoder-base" and data.eval_results is None
+    assert data.pipeline_tag is None  # no custom pipeline in this folder: the card does not claim one
+    assert data.datasets is None  # neither "n/a" nor a local file is a Hub dataset
+
+
+def test_evaluate_is_not_a_requirement():
+    """`evaluate.load` fetches metric scripts from the Hub; GLUE metrics come from scikit-learn and scipy."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO_ROOT / "setup.cfg")
+    requirements = [line.split(">")[0].strip() for line in setup["options"]["install_requires"].split("\n") if line]
+    assert "evaluate" not in requirements
+    imported = subprocess.run(
+        ["git", "grep", "-lE", r"^\s*(import|from) evaluate\b", "--", "*.py"], cwd=REPO_ROOT, capture_output=True
+    )
+    assert imported.stdout == b""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# transformers' command lines
+# ----------------------------------------------------------------------------------------------------------------------
+
+RUN_MLM_FLAGS = [  # transformers' examples/pytorch/language-modeling/run_mlm.py, with a value where one is needed
+    ["--model_name_or_path", "x"], ["--config_overrides", "hidden_size=64"], ["--config_name", "x"],
+    ["--tokenizer_name", "x"], ["--cache_dir", "x"], ["--use_fast_tokenizer", "true"], ["--model_revision", "v1"],
+    ["--token", "hf_x"], ["--trust_remote_code"], ["--torch_dtype", "bfloat16"], ["--low_cpu_mem_usage"],
+    ["--dataset_name", "x"], ["--dataset_config_name", "x"], ["--train_file", "x.txt"],
+    ["--validation_file", "x.txt"], ["--overwrite_cache"], ["--validation_split_percentage", "5"],
+    ["--max_seq_length", "64"], ["--preprocessing_num_workers", "2"], ["--mlm_probability", "0.2"],
+    ["--line_by_line"], ["--pad_to_max_length"], ["--max_train_samples", "8"], ["--max_eval_samples", "8"],
+    ["--streaming"], ["--overwrite_output_dir"],
+]  # fmt: skip
+RUN_GLUE_FLAGS = [  # transformers' examples/pytorch/text-classification/run_glue.py
+    ["--model_name_or_path", "x"], ["--config_name", "x"], ["--tokenizer_name", "x"], ["--cache_dir", "x"],
+    ["--use_fast_tokenizer", "true"], ["--model_revision", "v1"], ["--token", "hf_x"], ["--trust_remote_code"],
+    ["--ignore_mismatched_sizes"], ["--task_name", "mrpc"], ["--dataset_name", "x"], ["--dataset_config_name", "x"],
+    ["--max_seq_length", "64"], ["--overwrite_cache"], ["--pad_to_max_length"], ["--max_train_samples", "8"],
+    ["--max_eval_samples", "8"], ["--max_predict_samples", "8"], ["--train_file", "x.csv"],
+    ["--validation_file", "x.csv"], ["--test_file", "x.csv"], ["--overwrite_output_dir"], ["--do_predict"],
+]  # fmt: skip
+
+
+def parse(script, argv):
+    dataclasses = [cls for cls in vars(script).values() if isinstance(cls, type) and cls.__name__.endswith("Arguments")]
+    parser = HfArgumentParser([cls for cls in dataclasses if cls.__module__ == script.__name__] + [TrainingArguments])
+    return parser.parse_args(argv)  # argparse: exits (SystemExit) on an unknown or ambiguous flag
+
+
+@pytest.mark.parametrize("flag", RUN_MLM_FLAGS, ids=lambda flag: flag[0])
+def test_run_mlm_flags_are_known_to_run_pretraining(flag):
+    parsed = parse(run_pretraining, ["--output_dir", "x", *flag])
+    assert hasattr(parsed, flag[0][2:])
+
+
+@pytest.mark.parametrize("flag", RUN_GLUE_FLAGS, ids=lambda flag: flag[0])
+def test_run_glue_flags_are_known_to_run_glue(flag):
+    parsed = parse(run_glue, ["--output_dir", "x", *flag])
+    assert hasattr(parsed, flag[0][2:])
+
+
+def test_flags_without_an_equivalent_are_refused_naming_the_alternative(tmp_path):
+    base = ["--model_name_or_path", str(tmp_path), "--task_name", "mrpc", "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="--data_dir.*--train_file"):
+        run_glue.main([*base, "--dataset_name", "nyu-mll/glue", "--dataset_config_name", "mrpc"])
+    with pytest.raises(ValueError, match="fast tokenizers only"):
+        run_glue.main([*base, "--use_fast_tokenizer", "false"])
+    with pytest.raises(ValueError, match="fast tokenizers only"):
+        run_pretraining.ModelArguments(use_fast_tokenizer=False)
+
+
+def test_run_mlm_flags_keep_their_meaning(tmp_path, tokenizer):
+    """--config_name gives the sizes, --torch_dtype the loaded dtype, --pad_to_max_length padded examples."""
+    tiny_config(num_hidden_layers=3).save_pretrained(tmp_path / "config")
+    config = run_pretraining.build_config(
+        run_pretraining.ModelArguments(config_name=str(tmp_path / "config"), config_overrides="concept_num=4")
+    )
+    assert (config.num_hidden_layers, config.concept_num, config.hidden_size) == (3, 4, 32)
+    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).save_pretrained(tmp_path / "checkpoint")
+    model_args = run_pretraining.ModelArguments(
+        model_type="perceiver_posonly_mlm", model_name_or_path=str(tmp_path / "checkpoint"), torch_dtype="bfloat16"
+    )
+    model = run_pretraining.build_model(model_args, run_pretraining.build_config(model_args))
+    assert model.dtype == torch.bfloat16
+    data_args = run_pretraining.DataTrainingArguments(line_by_line=True, pad_to_max_length=True)
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none")
+    from datasets import Dataset, DatasetDict
+
+    raw = DatasetDict(train=Dataset.from_dict({"text": ["a short line", "another one"]}))
+    tokenized = run_pretraining.tokenize_datasets(raw, tokenizer, "text", 16, data_args, training_args)
+    assert [len(ids) for ids in tokenized["train"]["input_ids"]] == [16, 16]
