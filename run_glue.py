@@ -142,6 +142,10 @@ class ModelArguments:
         default=False, metadata={"help": "Allow a classifier head of another label count to be re-initialised."}
     )
 
+    def hub_options(self) -> dict:
+        """Where and how every `from_pretrained` here fetches Hub files: `cache_dir`, `revision`, `token`."""
+        return dict(cache_dir=self.cache_dir, revision=self.model_revision, token=self.token)
+
 
 @dataclass
 class DataTrainingArguments:
@@ -274,9 +278,7 @@ def load_test_data(task: GlueTask, data_args: DataTrainingArguments):
 def checkpoint_config_dict(model_args: ModelArguments) -> dict:
     """The config of `--config_name` or the checkpoint: a concept encoder's, or any other transformers model's."""
     source = model_args.config_name or model_args.model_name_or_path
-    config_dict, _ = PretrainedConfig.get_config_dict(
-        source, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token
-    )
+    config_dict, _ = PretrainedConfig.get_config_dict(source, **model_args.hub_options())
     return config_dict
 
 
@@ -317,9 +319,7 @@ def concept_class(name: str, model_args: ModelArguments):
         return get_class_from_dynamic_module(
             f"{module}.{name}",
             model_args.model_name_or_path,
-            cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision,
-            token=model_args.token,
+            **model_args.hub_options(),
         )
     return ConceptEncoderConfig if name == "ConceptEncoderConfig" else getattr(modeling_concept_encoder, name)
 
@@ -371,9 +371,7 @@ def build_model(task: GlueTask, pair_encoding: str, config: ConceptEncoderConfig
     return model_class.from_pretrained(
         model_args.model_name_or_path,
         config=config,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
+        **model_args.hub_options(),
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
     )
 
@@ -383,15 +381,11 @@ def build_transformer_config(model_args: ModelArguments, task: GlueTask | None =
     labels = {} if task is None else dict(task_labels(task), finetuning_task=task.name)
     config = AutoConfig.from_pretrained(
         model_args.config_name or model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
+        **model_args.hub_options(),
         trust_remote_code=model_args.trust_remote_code,
         **labels,
     )
-    if model_args.config_overrides:
-        config.update_from_string(model_args.config_overrides)
-    return config
+    return apply_config_overrides(config, model_args.config_overrides)
 
 
 def build_transformer_model(task: GlueTask, model_args: ModelArguments):
@@ -403,9 +397,7 @@ def build_transformer_model(task: GlueTask, model_args: ModelArguments):
     return AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path,
         config=config,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
+        **model_args.hub_options(),
         trust_remote_code=model_args.trust_remote_code,
         ignore_mismatched_sizes=True,  # a pretraining pooler or head of another label count is replaced
     )
@@ -879,9 +871,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         config = build_transformer_config(model_args)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
+        **model_args.hub_options(),
         trust_remote_code=model_args.trust_remote_code,
     )
     check_sizes(data_args.max_seq_length, len(tokenizer), config)
