@@ -115,6 +115,10 @@ class ModelArguments:
         default=None, metadata={"help": "'none' (only logged), 'fixed' or 'kendall_gal'."}
     )
     concept_loss_weight: float | None = field(default=None, metadata={"help": "Weight of 'fixed' weighting."})
+    concept_loss_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "'fixed' weighting: the weight rises linearly from 0 to --concept_loss_weight over N steps."},
+    )
     tokenizer_name: str | None = field(
         default=None,
         metadata={
@@ -601,14 +605,15 @@ def rank_batch(dataset, tokenizer) -> dict[str, torch.Tensor]:
 
 def concept_losses_text(config: ConceptEncoderConfig) -> str:
     """The seed log's "Concept Losses" column: `none`, `combined + kendall_gal`, `combined + fixed=0.1`."""
+    simcse = f" + simcse={config.simcse_weight:g}" if config.simcse_weight else ""
     if not config.concept_losses:
-        return "none"
+        return f"none{simcse}"
     names = " + ".join(config.concept_losses)
     if config.concept_loss_weighting == "none":
-        return f"{names} (logged only)"
+        return f"{names} (logged only){simcse}"
     if config.concept_loss_weighting == "fixed":
-        return f"{names} + fixed={config.concept_loss_weight:g}"
-    return f"{names} + {config.concept_loss_weighting}"
+        return f"{names} + fixed={config.concept_loss_weight:g}{simcse}"
+    return f"{names} + {config.concept_loss_weighting}{simcse}"
 
 
 def objective_settings(data_args: DataTrainingArguments) -> dict:
@@ -752,7 +757,9 @@ def main():
     )
     concept_model = model_args.model_type in MODEL_CLASSES
     if concept_model:  # the seed measured the rank on training documents
-        concept_callback = ConceptLossCallback(eval_batch=rank_batch(train_dataset, tokenizer))
+        concept_callback = ConceptLossCallback(
+            eval_batch=rank_batch(train_dataset, tokenizer), warmup_steps=model_args.concept_loss_warmup_steps
+        )
         add_callback_first(trainer, concept_callback)  # before wandb, so the loss parts reach it
     add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
 

@@ -17,7 +17,9 @@ from modeling_concept_encoder import (
     concept_loss_terms,
     covariance_loss,
     orthogonality_loss,
+    simcse_loss,
     soft_orthogonality_loss,
+    t_regs_loss,
     uniformity_loss,
     variance_loss,
 )
@@ -67,11 +69,57 @@ def test_vicreg_covariance():
     assert covariance_loss(torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]])).item() == pytest.approx(4.0)
 
 
+def test_t_regs_nearest_neighbour_spread():
+    assert t_regs_loss(ORTHONORMAL).item() == pytest.approx(-math.sqrt(2), abs=1e-6)
+    assert t_regs_loss(IDENTICAL).item() == pytest.approx(0.0, abs=1e-3)  # only sqrt(eps) = 1e-4 away from 0
+    # e1, e1, e2: the two copies of e1 are each other's nearest neighbour (0); e2's nearest is at √2.
+    concepts = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]])
+    assert t_regs_loss(concepts).item() == pytest.approx(-math.sqrt(2) / 3, abs=1e-4)
+    # Three unit vectors at 0°, 90°, 100°: nearest-neighbour distances √2, 2·sin(5°), 2·sin(5°).
+    angles = torch.tensor([0.0, 90.0, 100.0]).deg2rad()
+    fan = torch.stack([angles.cos(), angles.sin()], dim=-1)[None]
+    expected = -(math.sqrt(2) + 4 * math.sin(math.radians(5))) / 3
+    assert t_regs_loss(fan).item() == pytest.approx(expected, abs=1e-5)
+    collapsed = IDENTICAL + 0.01 * torch.randn(2, C, H, generator=torch.Generator().manual_seed(3))
+    collapsed.requires_grad_(True)
+    t_regs_loss(collapsed).backward()
+    assert torch.isfinite(collapsed.grad).all() and collapsed.grad.abs().max() > 0
+
+
+def test_simcse_contrast_of_two_views():
+    views = torch.eye(4, 8) * 2.0  # four orthogonal sentences, the same vector in both views
+    # cos(i, i) = 1, cos(i, j) = 0: cross-entropy = −log(e^{1/τ} / (e^{1/τ} + 3))
+    expected = -math.log(math.exp(1 / 0.5) / (math.exp(1 / 0.5) + 3))
+    assert simcse_loss(views, views, temperature=0.5).item() == pytest.approx(expected, rel=1e-5)
+    same = torch.ones(4, 8)  # every sentence the same vector: chance level log(batch)
+    assert simcse_loss(same, same, temperature=0.05).item() == pytest.approx(math.log(4), rel=1e-5)
+    # swapped positives cost more than matched ones
+    assert simcse_loss(views, views.flip(0), 0.5) > simcse_loss(views, views, 0.5)
+
+
+def test_simcse_term_adds_a_second_encoder_pass_to_pretraining():
+    config = tiny_config(simcse_weight=0.5, simcse_temperature=0.1, hidden_dropout_prob=0.0)
+    config.attention_probs_dropout_prob = 0.0  # both views identical, so the term can be recomputed exactly
+    torch.manual_seed(0)
+    model = ConceptEncoderForMaskedLMPerceiver(config).train()
+    batch = mlm_batch()
+    output = model(**batch)
+    pooled = model.encoder(batch["input_ids"], batch["attention_mask"]).last_hidden_state.mean(dim=1)
+    term = simcse_loss(pooled, pooled, 0.1)
+    assert output.concept_loss_terms["simcse"].item() == pytest.approx(term.item(), rel=1e-5)
+    assert output.loss.item() == pytest.approx((output.task_loss + 0.5 * term).item(), rel=1e-5)
+    assert output.loss_weights["simcse"].item() == 0.5
+    output.loss.backward()
+    assert model.encoder.concepts.grad.abs().max() > 0
+    assert model.eval()(**batch).concept_loss_terms is None  # training mode only
+
+
 def test_composite_terms_are_sums_of_their_parts():
     concepts = torch.randn(3, C, H, generator=torch.Generator().manual_seed(2))
-    config = tiny_config(concept_losses=["vicreg", "combined", "soft_orthogonality"])
+    config = tiny_config(concept_losses=["vicreg", "combined", "soft_orthogonality", "t_regs"])
     terms = concept_loss_terms(concepts, config)
-    assert list(terms) == ["vicreg", "combined", "soft_orthogonality"]
+    assert list(terms) == ["vicreg", "combined", "soft_orthogonality", "t_regs"]
+    assert terms["t_regs"] == pytest.approx(t_regs_loss(concepts))
     assert terms["vicreg"] == pytest.approx(variance_loss(concepts) + covariance_loss(concepts))
     assert terms["combined"] == pytest.approx(variance_loss(concepts) + uniformity_loss(concepts, 2.0))
 

@@ -25,7 +25,9 @@ def test_config_round_trips_through_json(tmp_path):
         encoder_layer_type="bixt",
         decoder_query="position",
         classifier_pooling="mean",
-        concept_losses=["vicreg", "uniformity"],
+        cross_attention_normalization="concepts",
+        simcse_weight=0.3,
+        concept_losses=["vicreg", "uniformity", "t_regs"],
         concept_loss_weighting="kendall_gal",
     )
     config.save_pretrained(tmp_path)
@@ -34,6 +36,8 @@ def test_config_round_trips_through_json(tmp_path):
         "encoder_layer_type",
         "decoder_query",
         "classifier_pooling",
+        "cross_attention_normalization",
+        "simcse_weight",
         "concept_losses",
         "concept_loss_weighting",
         "hidden_size",
@@ -70,6 +74,9 @@ INVALID = [
     (dict(concept_loss_log_var_limit=0), "concept_loss_log_var_limit", "positive"),
     (dict(uniformity_temperature=0), "uniformity_temperature", "positive"),
     (dict(soft_orthogonality_margin=1.0), "soft_orthogonality_margin", "[0, 1)"),
+    (dict(cross_attention_normalization="queries"), "cross_attention_normalization", "concepts"),
+    (dict(simcse_weight=-1.0), "simcse_weight", ">= 0"),
+    (dict(simcse_temperature=0.0), "simcse_temperature", "positive"),
     (dict(mask_token_id=500), "mask_token_id", "vocab_size"),
     (dict(pad_token_id=200), "pad_token_id", "vocab_size"),
 ]

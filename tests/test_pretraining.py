@@ -104,6 +104,7 @@ def run_main(monkeypatch, args: dict) -> dict:
         pytest.param("perceiver_mlm", "mlm", "bixt", {"concept_losses": ["combined"], "concept_loss_weighting": "kendall_gal"}, marks=pytest.mark.slow),
         ("weighted_mlm", "mlm", "perceiver", {}),
         pytest.param("perceiver_posonly_mlm", "mlm", "bixt", {}, marks=pytest.mark.slow),
+        pytest.param("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "delete", "concept_losses": ["t_regs"], "concept_loss_weighting": "fixed", "concept_loss_warmup_steps": 2, "config_overrides": "cross_attention_normalization=concepts,simcse_weight=0.5"}, marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_type, objective, layer_type, extra):
@@ -154,10 +155,16 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
     assert (
         f"TSDAE ({extra['tsdae_mode']}, deletion 0.6)" if objective == "tsdae" else "MLM (masking 0.15)"
     ) in registry
-    if "concept_losses" in extra:
+    logged = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    if extra.get("concept_loss_weighting") == "kendall_gal":
         assert summary["concept_losses"] == "combined + kendall_gal"
-        logged = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
         assert any("concept_loss/combined" in entry and "loss_weight/task" in entry for entry in logged)
+    if "config_overrides" in extra:
+        assert summary["concept_losses"] == "t_regs + fixed=0.1 + simcse=0.5"
+        assert config["cross_attention_normalization"] == "concepts" and config["concept_loss_weight"] == 0.1
+        weights = [entry["loss_weight/t_regs"] for entry in logged if "loss_weight/t_regs" in entry]
+        assert weights[0] < 0.09 and weights[-1] == pytest.approx(0.1)  # warmed up over the first 2 of 4 steps
+        assert all("concept_loss/simcse" in entry for entry in logged if "task_loss" in entry)
 
 
 # Runs in a fresh process that cannot import this repository: loads the run folder through the Auto class and
