@@ -68,6 +68,11 @@ FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
 ARCHITECTURES = ("concept_encoder", "mrcogito")
 RANK_DOCUMENTS = 320  # the seed measured the effective rank on 320 documents
 TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Named recipes (`--preset NAME`): the flags each stands for, placed before the command line's own, so a flag given
+# on the command line overrides the preset's. RESEARCH.md has the measurements behind each.
+PRESETS = {
+    "tsdae_posonly": ["--model_type", "perceiver_posonly_mlm", "--objective", "tsdae", "--line_by_line"],
+}
 
 
 @dataclass
@@ -115,6 +120,9 @@ class ModelArguments:
         default=None, metadata={"help": "'none' (only logged), 'fixed' or 'kendall_gal'."}
     )
     concept_loss_weight: float | None = field(default=None, metadata={"help": "Weight of 'fixed' weighting."})
+    simcse_weight: float | None = field(
+        default=None, metadata={"help": "Weight of the SimCSE term on mean-pooled concepts (config: 0, off)."}
+    )
     concept_loss_warmup_steps: int = field(
         default=0,
         metadata={"help": "'fixed' weighting: the weight rises linearly from 0 to --concept_loss_weight over N steps."},
@@ -287,11 +295,11 @@ def has_text(path: str) -> bool:
 
 
 def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
-    """The checkpoint's config, or a new one from the size flags and `--config_overrides`; concept-loss flags given
-    on the command line apply to both. Validated now, before any data is read (vocabulary comes later)."""
+    """The checkpoint's config, or a new one from the size flags and `--config_overrides`; concept-loss and SimCSE
+    flags given on the command line apply to both. Validated now, before any data is read (vocabulary comes later)."""
     concept_settings = {
         name: getattr(model_args, name)
-        for name in ("concept_losses", "concept_loss_weighting", "concept_loss_weight")
+        for name in ("concept_losses", "concept_loss_weighting", "concept_loss_weight", "simcse_weight")
         if getattr(model_args, name) is not None
     }
     if model_args.model_name_or_path is not None:
@@ -644,13 +652,26 @@ def last_logged(log_history: list[dict], *keys: str):
     return None
 
 
+def expand_preset(argv: list[str]) -> list[str]:
+    """`[..., "--preset", NAME, ...]` → the preset's flags first, then the rest of `argv` (which may override them)."""
+    if "--preset" not in argv:
+        return argv
+    at = argv.index("--preset")
+    name = argv[at + 1] if at + 1 < len(argv) else None
+    if name not in PRESETS:
+        raise ValueError(f"--preset {name!r} is unknown: choose one of {list(PRESETS)}.")
+    return [*PRESETS[name], *argv[:at], *argv[at + 2 :]]
+
+
 def main():
-    # 1. Arguments: flags or one .json file.
+    # 1. Arguments: flags (optionally after a --preset's) or one .json file.
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         model_args, data_args, output_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
-        model_args, data_args, output_args, training_args = parser.parse_args_into_dataclasses()
+        model_args, data_args, output_args, training_args = parser.parse_args_into_dataclasses(
+            args=expand_preset(sys.argv[1:])
+        )
 
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",

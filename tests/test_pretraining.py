@@ -104,7 +104,7 @@ def run_main(monkeypatch, args: dict) -> dict:
         pytest.param("perceiver_mlm", "mlm", "bixt", {"concept_losses": ["combined"], "concept_loss_weighting": "kendall_gal"}, marks=pytest.mark.slow),
         ("weighted_mlm", "mlm", "perceiver", {}),
         pytest.param("perceiver_posonly_mlm", "mlm", "bixt", {}, marks=pytest.mark.slow),
-        pytest.param("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "delete", "concept_losses": ["t_regs"], "concept_loss_weighting": "fixed", "concept_loss_warmup_steps": 2, "config_overrides": "cross_attention_normalization=concepts,simcse_weight=0.5"}, marks=pytest.mark.slow),
+        pytest.param("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "delete", "concept_losses": ["t_regs"], "concept_loss_weighting": "fixed", "concept_loss_warmup_steps": 2, "simcse_weight": 0.5, "config_overrides": "cross_attention_normalization=concepts"}, marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_type, objective, layer_type, extra):
@@ -443,6 +443,23 @@ def test_size_flags_and_their_help_come_from_the_config():
     assert help_text["hidden_size"] == "width of tokens, concepts and every attention block (config default: 512)."
     for name in flags:
         assert f"(config default: {getattr(ConceptEncoderConfig(), name)})" in help_text[name], name
+
+
+@pytest.mark.parametrize("name", list(run_pretraining.PRESETS))
+def test_presets_parse_and_command_line_flags_override_them(name):
+    from transformers import TrainingArguments
+
+    parser = HfArgumentParser(
+        (run_pretraining.ModelArguments, run_pretraining.DataTrainingArguments, run_pretraining.OutputArguments,
+         TrainingArguments)
+    )  # fmt: skip
+    argv = run_pretraining.expand_preset(["--preset", name, "--output_dir", "out", "--deletion_prob", "0.5"])
+    model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
+    assert data_args.deletion_prob == 0.5 and data_args.line_by_line
+    run_pretraining.check_model_and_objective(model_args.model_type, data_args.objective)
+    run_pretraining.build_config(model_args)  # every preset's config is valid
+    with pytest.raises(ValueError, match="--preset 'nope' is unknown"):
+        run_pretraining.expand_preset(["--preset", "nope"])
 
 
 def test_model_card_has_a_glue_table_when_given(tmp_path):
