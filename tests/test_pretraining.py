@@ -456,8 +456,8 @@ def test_presets_parse_and_command_line_flags_override_them(name):
     argv = run_pretraining.expand_preset(["--preset", name, "--output_dir", "out", "--deletion_prob", "0.5"])
     model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
     assert data_args.deletion_prob == 0.5 and data_args.line_by_line
-    run_pretraining.check_model_and_objective(model_args.model_type, data_args.objective)
-    run_pretraining.build_config(model_args)  # every preset's config is valid
+    config = run_pretraining.build_config(model_args)  # every preset's config is valid
+    run_pretraining.check_model_and_objective(model_args.model_type, config, data_args.objective)
     with pytest.raises(ValueError, match="--preset 'nope' is unknown"):
         run_pretraining.expand_preset(["--preset", "nope"])
 
