@@ -14,9 +14,11 @@ from transformers import TrainerCallback, TrainingArguments
 import run_glue
 import run_pretraining
 from collators import DataCollatorForConceptMLM
+from concept_encoder_training.config_flags import apply_config_overrides
 from concept_encoder_training.glue import TASKS, load_files
 from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, last_complete_checkpoint
 from concept_encoder_training.trainer import ConceptTrainer
+from configuration_concept_encoder import ConceptEncoderConfig
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderForMaskedLMPerceiverPosOnly
 
 corpus = test_pretraining.corpus  # WikiText-2 lines as local files (a fixture)
@@ -210,3 +212,39 @@ def test_pretraining_reads_each_data_file_by_its_own_format(tmp_path):
     raw = run_pretraining.load_raw_datasets(data_args, str(tmp_path / "cache"))
     assert raw["validation"]["text"] == ["held out line"] and raw["train"]["text"][0] == "first line of text"
     assert run_pretraining.text_column_of(raw, data_args) == "text"
+
+
+# ---- 4. config values that cannot work are refused, whatever path set them -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("layer_norm_eps", -1.0, "layer_norm_eps=-1.0: must be positive"),
+        ("bixt_token_ffn", "no", "bixt_token_ffn='no': must be a boolean"),
+        ("hidden_act", "gelux", "hidden_act='gelux': must be one of \\['gelu'"),
+        ("concept_losses", "combined", "concept_losses='combined': must be a list of strings"),
+        ("mask_token_id", 4.0, "mask_token_id=4.0: must be an integer or None"),
+        ("initializer_range", float("nan"), "initializer_range=nan: must be a finite number"),
+    ],
+)
+def test_config_fields_are_type_and_range_checked(tmp_path, field, value, message):
+    """0.1.0 accepted these: NaN logits, the string "no" read as true, a late bare KeyError, a list of characters."""
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{field: value})
+    config = tiny_config()
+    setattr(config, field, value)  # as an edited config.json or a caller would
+    with pytest.raises(ValueError, match=message):
+        config.validate_concept_encoder()
+    config_dict = tiny_config().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config_dict, field: value}))
+    with pytest.raises(ValueError, match=message):
+        ConceptEncoderConfig.from_pretrained(tmp_path)
+
+
+def test_config_overrides_booleans_parse_as_booleans():
+    """0.1.0 stored `bixt_token_ffn=no` as the string "no", which is true."""
+    assert apply_config_overrides(tiny_config(), "bixt_token_ffn=true").bixt_token_ffn is True
+    assert apply_config_overrides(tiny_config(bixt_token_ffn=True), "bixt_token_ffn=no").bixt_token_ffn is False
+    with pytest.raises(ValueError, match="bixt_token_ffn"):
+        apply_config_overrides(tiny_config(), "bixt_token_ffn=maybe")
