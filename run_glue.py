@@ -244,6 +244,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         )
     if not model_args.use_fast_tokenizer:
         raise ValueError("--use_fast_tokenizer False: transformers 5 has fast tokenizers only; drop the flag.")
+    for name in ("max_seq_length", "max_train_samples", "max_eval_samples"):
+        value = getattr(data_args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name} {value}: must be a positive number (leave it out for the default).")
 
 
 def load_task_data(task: GlueTask | None, data_args: DataTrainingArguments, model_args: ModelArguments):
@@ -308,6 +312,29 @@ def check_sizes(max_seq_length: int, tokenizer_size: int, config: ConceptEncoder
         raise ValueError(
             f"The tokenizer has {tokenizer_size} tokens but the model's vocab_size is {config.vocab_size}: use the "
             "checkpoint's own tokenizer."
+        )
+
+
+def check_tokenizer(tokenizer, model_args: ModelArguments, config: ConceptEncoderConfig):
+    """A pretrained checkpoint's embeddings are indexed by its own tokenizer's ids, so `--tokenizer_name` must give
+    that same vocabulary (the checkpoint's own tokenizer when it ships one, else exactly `vocab_size` tokens); a
+    random-init baseline may use any tokenizer that fits."""
+    if model_args.from_scratch or not model_args.tokenizer_name:
+        return
+    folder = Path(model_args.model_name_or_path)
+    own = None
+    if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+        own = AutoTokenizer.from_pretrained(folder)
+    if own is not None and own.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(
+            f"--tokenizer_name {model_args.tokenizer_name} ({len(tokenizer)} tokens) is not the vocabulary of "
+            f"{model_args.model_name_or_path}'s own tokenizer ({len(own)} tokens): its ids would index other "
+            "embeddings. Drop --tokenizer_name to use the checkpoint's tokenizer."
+        )
+    if own is None and len(tokenizer) != config.vocab_size:
+        raise ValueError(
+            f"--tokenizer_name {model_args.tokenizer_name} has {len(tokenizer)} tokens, the checkpoint's vocabulary "
+            f"{config.vocab_size}: give the tokenizer the checkpoint was trained with."
         )
 
 
@@ -876,6 +903,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     )
     check_sizes(data_args.max_seq_length, len(tokenizer), config)
     limit_to_positions(tokenizer, config.max_position_embeddings)  # saved with the fine-tuned model
+    check_tokenizer(tokenizer, model_args, config)
 
     loaded = [load_task_data(task, data_args, model_args) for task in tasks]
     if training_args.do_predict:

@@ -249,6 +249,15 @@ class DataTrainingArguments:
             raise ValueError(f"--objective {self.objective!r} is unknown: choose one of {list(OBJECTIVES)}.")
         if self.tsdae_mode not in TSDAE_MODES:
             raise ValueError(f"--tsdae_mode {self.tsdae_mode!r} is unknown: choose one of {list(TSDAE_MODES)}.")
+        if self.objective == "mlm" and not 0.0 < self.mlm_probability <= 1.0:
+            raise ValueError(
+                f"--mlm_probability {self.mlm_probability}: must be in (0, 1] (at 0 no token is predicted and the loss "
+                "is undefined)."
+            )
+        for name in ("max_seq_length", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name} {value}: must be a positive number (leave it out for the default).")
         if self.objective == "tsdae" and not self.line_by_line:
             raise ValueError(
                 "--objective tsdae reconstructs single sentences or documents: add --line_by_line (packed chunks "
@@ -258,12 +267,14 @@ class DataTrainingArguments:
             path = getattr(self, name)
             if path is None:
                 continue
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"--{name} {path} is a folder: give the path of one text file in it.")
             extension = path.rsplit(".", 1)[-1]
             if extension not in FILE_BUILDERS:
                 raise ValueError(f"--{name} {path}: unsupported extension, use one of {list(FILE_BUILDERS)}.")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"--{name} {path} does not exist: give the path of a local text file.")
-            if not has_text(path):
+            if not has_text(path, f"--{name}"):
                 raise ValueError(f"--{name} {path} is empty: it holds no text to train or evaluate on.")
         if self.train_file is None and self.validation_file is not None:
             raise ValueError("--validation_file needs --train_file (a Hub dataset brings its own validation split).")
@@ -285,13 +296,20 @@ class OutputArguments:
     )
 
 
-def has_text(path: str) -> bool:
-    """Whether the file holds any non-whitespace character (read in blocks: the files may be large)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        while block := f.read(1 << 20):
-            if block.strip():
-                return True
-    return False
+def has_text(path: str, flag: str) -> bool:
+    """Whether the file holds any non-whitespace character; every block is decoded, so a file that is not UTF-8
+    fails here, by name, rather than inside `datasets` (read in blocks: the files may be large)."""
+    found = False
+    with open(path, encoding="utf-8") as f:
+        try:
+            while block := f.read(1 << 20):
+                found = found or bool(block.strip())
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{flag} {path} is not UTF-8 text ({error.reason} at byte {error.start} of a block): convert it, e.g. "
+                f"`iconv -f latin1 -t utf-8 {path}`."
+            ) from error
+    return found
 
 
 def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
@@ -759,6 +777,11 @@ def main():
     max_seq_length = data_args.max_seq_length or min(config.max_position_embeddings, tokenizer.model_max_length)
     tokenized = tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, training_args)
     train_dataset = select(tokenized["train"], data_args.max_train_samples, data_args.streaming)
+    if not data_args.streaming and training_args.do_train and len(train_dataset) == 0:
+        raise ValueError(
+            f"The training data ({data_name(data_args)}) gives no example of {max_seq_length} tokens: packed "
+            "chunks need at least that many tokens of text; use --line_by_line, a lower --max_seq_length or more text."
+        )
     eval_dataset = None
     if training_args.do_eval:
         if "validation" not in tokenized:

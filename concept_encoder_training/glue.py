@@ -188,7 +188,13 @@ def read_delimited(path: Path, header: bool = True) -> tuple[list[str] | None, l
     tsv = path.suffix.lower() == ".tsv"
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        rows = [(reader.line_num, fields) for fields in reader if fields]
+        try:
+            rows = [(reader.line_num, fields) for fields in reader if fields]
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path} is not UTF-8 text ({error.reason} at byte {error.start} of a block): convert the file, "
+                f"e.g. `iconv -f latin1 -t utf-8 {path}`."
+            ) from error
     if header:
         if not rows:
             raise ValueError(f"{path} is empty: expected a header row and at least one data row.")
@@ -309,6 +315,8 @@ def write_sick_folder(sick_file: str | Path, data_dir: str | Path) -> Path:
 def read_table_file(path: str) -> Dataset:
     """A csv, tsv or json/jsonl file → Dataset with the file's own columns (all strings for csv/tsv)."""
     file = Path(path)
+    if file.is_dir():
+        raise IsADirectoryError(f"Data file {path} is a folder: give the path of one csv, tsv or json file in it.")
     if not file.is_file():
         raise FileNotFoundError(f"Data file {path} does not exist.")
     suffix = file.suffix.lower()
@@ -316,7 +324,11 @@ def read_table_file(path: str) -> Dataset:
         names, rows = read_delimited(file)
         return Dataset.from_dict({name: [fields[i] for _, fields in rows] for i, name in enumerate(names)})
     if suffix in (".json", ".jsonl"):
-        if not file.read_text(encoding="utf-8").strip():
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not UTF-8 text ({error.reason}): convert the file to UTF-8.") from error
+        if not text.strip():
             raise ValueError(f"{path} is empty: expected JSON records (one object per line, or a list).")
         return load_dataset("json", data_files=str(file), split="train")
     raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json or .jsonl.")

@@ -17,6 +17,7 @@ from collators import DataCollatorForConceptMLM
 from concept_encoder_training.config_flags import apply_config_overrides
 from concept_encoder_training.glue import TASKS, load_files
 from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, last_complete_checkpoint
+from concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder_training.trainer import ConceptTrainer
 from configuration_concept_encoder import ConceptEncoderConfig
 from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderForMaskedLMPerceiverPosOnly
@@ -248,3 +249,57 @@ def test_config_overrides_booleans_parse_as_booleans():
     assert apply_config_overrides(tiny_config(bixt_token_ffn=True), "bixt_token_ffn=no").bixt_token_ffn is False
     with pytest.raises(ValueError, match="bixt_token_ffn"):
         apply_config_overrides(tiny_config(), "bixt_token_ffn=maybe")
+
+
+# ---- 5. script arguments that cannot work ------------------------------------------------------------------------
+
+
+def test_glue_refuses_another_tokenizer_and_non_positive_lengths(checkpoint, data_dir, tmp_path, wikitext_lines):
+    """0.1.0 fine-tuned with a smaller tokenizer than the model's (other ids, other embeddings) and read
+    --max_seq_length 0 as the default."""
+    small = tmp_path / "small_tokenizer"
+    train_tokenizer(wikitext_lines, vocab_size=80).save_pretrained(small)
+    with pytest.raises(ValueError, match="is not the vocabulary of .*tiny_posonly's own tokenizer"):
+        glue(checkpoint, tmp_path / "run", data_dir, "mrpc", "--tokenizer_name", str(small))
+    with pytest.raises(ValueError, match="--max_seq_length 0: must be a positive number"):
+        glue(checkpoint, tmp_path / "run", data_dir, "mrpc", "--max_seq_length", "0")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"mlm_probability": 0.0}, "--mlm_probability 0.0: must be in \\(0, 1\\]"),
+        ({"max_seq_length": 0}, "--max_seq_length 0: must be a positive number"),
+        ({"max_train_samples": 0}, "--max_train_samples 0: must be a positive number"),
+        ({"train_file": "FOLDER"}, "--train_file .* is a folder"),
+        ({"train_file": "LATIN1"}, "--train_file .* is not UTF-8 text"),
+    ],
+)
+def test_pretraining_refuses_arguments_that_cannot_work(monkeypatch, tmp_path, corpus, overrides, message):
+    """0.1.0 finished --mlm_probability 0 with eval_loss NaN and exit 0, read --max_seq_length 0 as the default, and
+    failed on a folder or a Latin-1 file without naming it."""
+    if overrides.get("train_file") == "FOLDER":
+        overrides["train_file"] = str(corpus)
+    if overrides.get("train_file") == "LATIN1":
+        overrides["train_file"] = str(tmp_path / "latin1.txt")
+        (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises((ValueError, OSError), match=message):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "run", **overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_corpus_shorter_than_one_chunk_is_refused_by_name(monkeypatch, tmp_path, corpus):
+    (tmp_path / "short.txt").write_text("a few words only\n")
+    args = tiny_args(corpus, tmp_path / "run", train_file=str(tmp_path / "short.txt"), validation_file=None)
+    args.update(do_eval=False, validation_split_percentage=0)
+    with pytest.raises(ValueError, match="short.txt\\) gives no example of 64 tokens"):
+        run_main(monkeypatch, args)
+
+
+def test_glue_data_files_that_cannot_be_read_are_named(tmp_path):
+    (tmp_path / "train.tsv").write_bytes("sentence\tlabel\ncafé\t1\n".encode("latin-1"))
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nb\t0\n")
+    with pytest.raises(ValueError, match="train.tsv is not UTF-8 text"):
+        load_files(TASKS["sst2"], str(tmp_path / "train.tsv"), str(tmp_path / "dev.tsv"))
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_files(TASKS["sst2"], str(tmp_path), str(tmp_path / "dev.tsv"))
