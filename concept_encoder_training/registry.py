@@ -1,4 +1,4 @@
-"""The experiment registry: one Markdown table, in the seed log's columns, with a row per pretraining run.
+r"""The experiment registry: one Markdown table, in the seed log's columns, with a row per pretraining run.
 
 Every run folder holds a `run_summary.json`. A pretraining run (`"kind": "pretraining"`) owns a row; a GLUE run
 (`"kind": "glue"`) fills the "Key GLUE Scores" cell of its checkpoint's row (and creates that row when the checkpoint
@@ -6,14 +6,26 @@ has none, e.g. a random-init `scratch_...` baseline). The table can always be re
 are never lost or duplicated; a rerun of the same run id updates its row; hand-written "Conclusion / Takeaway" cells
 and rows without a run folder (e.g. the seed's) survive every update and rebuild.
 
+Guarantees: every update is a read-modify-write under an exclusive file lock (`registry.md.lock`), written to a
+temporary file and renamed over the registry, so concurrent runs never lose each other's rows and a reader never
+sees half a file; every cell is escaped (`|` as `\|`, a newline as `<br>`), so no text a run records can break the
+table; rows are keyed by unique run ids (an intermediate checkpoint's GLUE scores go to `<run id>/checkpoint-N`).
+`rebuild` reads what it can of a damaged registry (unreadable rows are skipped with a warning and the old file kept
+as `registry.md.bak`), so the conclusions it can still read survive.
+
 CLI: `python -m concept_encoder_training.registry rebuild --runs_dir outputs --registry experiments/registry.md`;
 `... registry plot --runs_dir outputs --output_dir plots` draws the runs' training curves and scores (plots.py).
 """
 
 import argparse
 import json
+import logging
+import os
 import re
+import shutil
 from pathlib import Path
+
+from filelock import FileLock
 
 from concept_encoder_training.diagnostics import format_effective_rank
 from concept_encoder_training.run_info import SUMMARY_FILE
@@ -52,6 +64,7 @@ GLUE_ORDER = [
     "WNLI",
 ]  # the seed's order first
 PERCENT_METRICS = {"accuracy", "f1"}
+logger = logging.getLogger(__name__)
 HEADER_TEXT = (
     "# Experiment registry\n\n"
     "One row per pretraining run (or random-init baseline); GLUE runs fill their checkpoint's row. Rebuilt from the "
@@ -65,13 +78,18 @@ HEADER_TEXT = (
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def escape_cell(text: str) -> str:
+    """A cell's text as it is written in the table: `|` escaped, line breaks as `<br>` (one row per line)."""
+    return " <br> ".join(str(text).replace("|", "\\|").splitlines()) if text else ""
+
+
 def _split_cells(line: str) -> list[str]:
-    """`| a | b \\| c |` → `["a", "b \\| c"]` (escaped pipes stay inside their cell)."""
-    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+    """`| a | b \\| c |` → `["a", "b | c"]`: the cells' own text (escaped pipes stay inside their cell)."""
+    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
 
 
 def _row_line(row: dict) -> str:
-    return "| " + " | ".join(row.get(column, "") for column in COLUMNS) + " |"
+    return "| " + " | ".join(escape_cell(row.get(column, "")) for column in COLUMNS) + " |"
 
 
 def run_id_of(row: dict) -> str:
@@ -79,35 +97,47 @@ def run_id_of(row: dict) -> str:
 
 
 class Registry:
-    """A registry file: the text around the table, and the table's rows as `{column: cell}` dicts."""
+    """A registry file: the text around the table, and the table's rows as `{column: cell text}` dicts.
 
-    def __init__(self, path: str | Path):
+    `lenient` (for `rebuild`) skips what cannot be read (a missing header, rows of the wrong width, e.g. a truncated
+    file) with a warning, recording it in `skipped`, instead of raising."""
+
+    def __init__(self, path: str | Path, lenient: bool = False):
         self.path = Path(path)
         self.before, self.rows, self.after = HEADER_TEXT, [], ""
+        self.lenient, self.skipped = lenient, []
         if self.path.is_file():
             self._read()
+
+    def _problem(self, message: str):
+        if not self.lenient:
+            raise ValueError(message)
+        logger.warning(f"{message} Skipped.")
+        self.skipped.append(message)
 
     def _read(self):
         lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
         header = _row_line({column: column for column in COLUMNS})
         starts = [i for i, line in enumerate(lines) if _split_cells(line) in (COLUMNS, LEGACY_COLUMNS)]
         if not starts:
-            raise ValueError(
+            self._problem(
                 f"{self.path} has no registry table (expected the header line `{header}`): pass another --registry "
                 "path, or add that header."
             )
+            return
         start = starts[0]
         columns = _split_cells(lines[start])
         end = start + 2  # header and separator
         while end < len(lines) and lines[end].lstrip().startswith("|"):
             cells = _split_cells(lines[end])
             names = LEGACY_COLUMNS if len(cells) == len(LEGACY_COLUMNS) else columns  # a row pasted from the seed log
-            if len(cells) != len(names):
-                raise ValueError(
+            if len(cells) == len(names):
+                self.rows.append({ZERO_SHOT: MISSING, **dict(zip(names, cells))})
+            else:
+                self._problem(
                     f"{self.path}, line {end + 1}: {len(cells)} cells where the registry has {len(columns)}; fix the "
                     "row (a `|` inside a cell must be written `\\|`)."
                 )
-            self.rows.append({ZERO_SHOT: MISSING, **dict(zip(names, cells))})
             end += 1
         self.before, self.after = "".join(lines[:start]), "".join(lines[end:])
 
@@ -134,8 +164,18 @@ class Registry:
         return self.before + "\n".join(table) + "\n" + self.after
 
     def save(self):
+        """Write to a temporary file beside the registry, then rename it over the registry (atomic)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(self.render(), encoding="utf-8")
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temporary.write_text(self.render(), encoding="utf-8")
+        os.replace(temporary, self.path)
+
+
+def registry_lock(path: str | Path) -> FileLock:
+    """The exclusive lock every read-modify-write of the registry at `path` holds (`<registry>.lock`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(path.name + ".lock")))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -144,7 +184,7 @@ class Registry:
 
 
 def _cell(value, digits: int | None = None) -> str:
-    """A value as a table cell: `--` when missing, numbers rounded, pipes escaped."""
+    """A value as a table cell: `--` when missing, numbers rounded (escaped when the table is written)."""
     if value is None or value == "":
         return MISSING
     if digits is not None and isinstance(value, (int, float)):
@@ -153,7 +193,7 @@ def _cell(value, digits: int | None = None) -> str:
         text = f"{value:g}"
     else:
         text = str(value)
-    return text.replace("|", "\\|")
+    return text
 
 
 def _link(target: str | None) -> str:
@@ -279,10 +319,13 @@ def _apply(registry: Registry, summary: dict):
 
 
 def record_run(run_dir: str | Path, registry_path: str | Path = "experiments/registry.md") -> Path:
-    """Add or update the registry row(s) for the run saved in `run_dir`; returns the registry path."""
-    registry = Registry(registry_path)
-    _apply(registry, read_summary(run_dir))
-    registry.save()
+    """Add or update the registry row(s) for the run saved in `run_dir` (under the registry's lock); returns the
+    registry path."""
+    summary = read_summary(run_dir)
+    with registry_lock(registry_path):
+        registry = Registry(registry_path)
+        _apply(registry, summary)
+        registry.save()
     return registry.path
 
 
@@ -295,11 +338,24 @@ def _creation_key(summary: dict) -> str:
 def rebuild_registry(runs_root: str | Path, registry_path: str | Path = "experiments/registry.md") -> Path:
     """Rebuild the table from every `run_summary.json` under `runs_root`: rows in the order the runs happened,
     pretraining rows before the GLUE results that fill them. Rows of the existing registry that no run folder
-    describes are kept as they are, and existing conclusions carry over."""
-    summaries = [read_summary(path.parent) for path in sorted(Path(runs_root).rglob(SUMMARY_FILE))]
+    describes are kept as they are, and existing conclusions carry over. Unreadable run summaries and registry rows
+    are skipped with a warning (the old registry is then kept as `<registry>.bak`)."""
+    with registry_lock(registry_path):
+        return _rebuild(runs_root, Path(registry_path))
+
+
+def _rebuild(runs_root: str | Path, registry_path: Path) -> Path:
+    summaries = []
+    for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
+        try:
+            summaries.append(read_summary(path.parent))
+        except (ValueError, KeyError) as error:  # a truncated or foreign run_summary.json
+            logger.warning(f"Skipping {path}: {error}")
     summaries.sort(key=lambda s: (s["kind"] != "pretraining", _creation_key(s)))
-    old = Registry(registry_path)
-    fresh = Registry(registry_path)
+    old = Registry(registry_path, lenient=True)
+    if old.skipped and registry_path.is_file():
+        shutil.copyfile(registry_path, registry_path.with_name(registry_path.name + ".bak"))
+    fresh = Registry(registry_path, lenient=True)
     rebuilt_ids = set()
     fresh.rows = []
     for summary in summaries:

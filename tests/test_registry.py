@@ -152,8 +152,9 @@ def test_conclusions_and_hand_written_rows_survive(tmp_path):
     assert [r["Run ID / Model Type"].strip("`") for r in rows] == ["weighted_mlm_H512L2C128_20260117_153544", A]
     assert rows[0]["Conclusion / Takeaway"] == "Best F1 on MRPC at L2."
     assert (
-        rows[1]["Conclusion / Takeaway"] == "Best L6 model \\| severe collapse." and rows[1]["Task Loss"] == "MLM 2.500"
+        rows[1]["Conclusion / Takeaway"] == "Best L6 model | severe collapse." and rows[1]["Task Loss"] == "MLM 2.500"
     )
+    assert "| Best L6 model \\| severe collapse. |" in text  # read as its text, written escaped again
     assert text.startswith("Notes above the table stay.") and text.endswith("Notes below stay too.\n")
 
 

@@ -3,12 +3,15 @@ another run, NaN training, labels decided from one file, configs that cannot wor
 files, incomplete checkpoints, non-deterministic tokenizers."""
 
 import json
+import multiprocessing
+import time
 
 import pytest
 import test_pretraining
 import torch
 from conftest import tiny_config
 from test_pretraining import run_main, tiny_args
+from test_registry import pretraining_summary, save_run
 from transformers import TrainerCallback, TrainingArguments
 
 import run_glue
@@ -16,6 +19,7 @@ import run_pretraining
 from collators import DataCollatorForConceptMLM
 from concept_encoder_training.config_flags import apply_config_overrides
 from concept_encoder_training.glue import TASKS, load_files
+from concept_encoder_training.registry import Registry, rebuild_registry, record_run
 from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, last_complete_checkpoint
 from concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder_training.trainer import ConceptTrainer
@@ -303,3 +307,78 @@ def test_glue_data_files_that_cannot_be_read_are_named(tmp_path):
         load_files(TASKS["sst2"], str(tmp_path / "train.tsv"), str(tmp_path / "dev.tsv"))
     with pytest.raises(IsADirectoryError, match="is a folder"):
         load_files(TASKS["sst2"], str(tmp_path), str(tmp_path / "dev.tsv"))
+
+
+# ---- 6. the registry: no lost row, no broken table ---------------------------------------------------------------
+
+
+def _record(run_dir, registry_path, start):
+    while time.time() < start:  # every writer starts at the same moment
+        pass
+    record_run(run_dir, registry_path)
+
+
+def test_concurrent_registry_writers_keep_every_row(tmp_path):
+    """0.1.0: 8 simultaneous writers kept 2-4 of 9 rows (read-modify-write without a lock, no atomic rename)."""
+    registry = tmp_path / "registry.md"
+    record_run(
+        save_run(tmp_path / "runs" / "first", pretraining_summary("first_20260101_000000", "2026-01-01")), registry
+    )
+    folders = [
+        save_run(tmp_path / "runs" / f"r{i}", pretraining_summary(f"run{i}_20260102_00000{i}", "2026-01-02"))
+        for i in range(8)
+    ]
+    start = time.time() + 1.0
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_record, args=(folder, registry, start)) for folder in folders]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=60)
+    assert [writer.exitcode for writer in writers] == [0] * 8
+    ids = sorted(row["Run ID / Model Type"].strip("`") for row in Registry(registry).rows)
+    assert ids == sorted(["first_20260101_000000", *(f"run{i}_20260102_00000{i}" for i in range(8))])
+
+
+def test_registry_cells_with_pipes_and_newlines_keep_the_table(tmp_path):
+    """0.1.0: a `|` or a newline in any recorded text broke the table for every later run."""
+    registry = tmp_path / "registry.md"
+    hostile = pretraining_summary("a|b_20260101_000000", "2026-01-01")
+    hostile.update(concept_losses="combined\nsecond line", pretraining_data="x | y")
+    record_run(save_run(tmp_path / "runs" / "hostile", hostile), registry)
+    record_run(
+        save_run(tmp_path / "runs" / "next", pretraining_summary("next_20260102_000000", "2026-01-02")), registry
+    )
+    (first, second) = Registry(registry).rows
+    assert first["Run ID / Model Type"] == "`a|b_20260101_000000`" and first["Pretraining Data"] == "x | y"
+    assert first["Concept Losses"] == "combined <br> second line"
+    assert second["Run ID / Model Type"] == "`next_20260102_000000`"
+
+
+def test_rebuild_recovers_a_truncated_registry_and_keeps_its_readable_conclusions(tmp_path):
+    """0.1.0 could not rebuild a truncated registry, so its hand-written conclusions were lost."""
+    runs, registry = tmp_path / "runs", tmp_path / "registry.md"
+    for name, date in (("a_20260101_000000", "2026-01-01"), ("b_20260102_000000", "2026-01-02")):
+        record_run(save_run(runs / name, pretraining_summary(name, date)), registry)
+    text = registry.read_text().replace("| `54ee870` |  |", "| `54ee870` | my conclusion |", 1)
+    registry.write_text(text[: text.rindex("| 2026-01-02") + 30])  # the last row cut in the middle
+    (runs / "broken").mkdir()
+    (runs / "broken" / "run_summary.json").write_text('{"kind": "pretr')  # a summary cut by a kill
+    rebuild_registry(runs, registry)
+    rows = {row["Run ID / Model Type"].strip("`"): row for row in Registry(registry).rows}
+    assert sorted(rows) == ["a_20260101_000000", "b_20260102_000000"]
+    assert rows["a_20260101_000000"]["Conclusion / Takeaway"] == "my conclusion"
+    assert (tmp_path / "registry.md.bak").read_text() == text[: text.rindex("| 2026-01-02") + 30]
+
+
+def test_glue_scores_of_intermediate_checkpoints_go_to_their_runs_row(tmp_path):
+    """0.1.0 keyed a checkpoint without run_summary.json by its folder name: two runs' checkpoint-10 shared a row."""
+    config = tiny_config()
+    ids = []
+    for run in ("run_a", "run_b"):
+        folder = tmp_path / run / "checkpoint-10"
+        folder.mkdir(parents=True)
+        (folder / IDENTITY_FILE).write_text(json.dumps({"run_id": f"{run}_20260101_000000", "files": {}}))
+        model_args = run_glue.ModelArguments(model_name_or_path=str(folder))
+        ids.append(run_glue.checkpoint_summary(model_args, config)["run_id"])
+    assert ids == ["run_a_20260101_000000/checkpoint-10", "run_b_20260101_000000/checkpoint-10"]
