@@ -337,14 +337,14 @@ def test_seed_protocol_settings_and_best_epoch_label(tokenizer, data_dir, tmp_pa
     config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128, num_hidden_layers=1)
     ConceptEncoderForMaskedLMPerceiverPosOnly(config).save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
-    (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "rte", "--seed_protocol")
+    (summary,) = fine_tune(checkpoint, tmp_path / "run", data_dir, "rte", "--seed_protocol")
     assert summary["pair_encoding"] == "concat" and summary["seed_protocol"]
     assert summary["selection"] == "best epoch on dev (seed protocol)" and summary["epochs"] == 20
-    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["best_metric"] == max(
         entry["eval_accuracy"] for entry in state["log_history"] if "eval_accuracy" in entry
     )
-    assert results(tmp_path)["eval_accuracy"] == state["best_metric"]  # the reported score is the best epoch's
+    assert results(tmp_path / "run")["eval_accuracy"] == state["best_metric"]  # the reported score is the best epoch's
     data_args = run_glue.DataTrainingArguments(task_name="qqp", seed_protocol=True)
     args = run_glue.task_training_args(
         run_glue.TrainingArguments(output_dir=str(tmp_path)), TASKS["qqp"], data_args, str(tmp_path), separate=False
