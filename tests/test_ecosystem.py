@@ -213,3 +213,103 @@ def test_run_mlm_flags_keep_their_meaning(tmp_path, tokenizer):
     raw = DatasetDict(train=Dataset.from_dict({"text": ["a short line", "another one"]}))
     tokenized = run_pretraining.tokenize_datasets(raw, tokenizer, "text", 16, data_args, training_args)
     assert [len(ids) for ids in tokenized["train"]["input_ids"]] == [16, 16]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# PEFT, sentence-transformers, ONNX, torch.compile
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_lora_on_every_attention_and_ffn_projection_changes_the_output_and_trains():
+    from peft import LoraConfig, get_peft_model
+
+    from modeling_concept_encoder import ConceptEncoderForSequenceClassificationPerceiver
+
+    torch.manual_seed(0)
+    model = ConceptEncoderForSequenceClassificationPerceiver(tiny_config(num_labels=2)).eval()
+    ids = torch.randint(5, 150, (2, 10))
+    before = model(ids).logits
+    targets = ["q_proj", "k_proj", "v_proj", "out_proj", "wi", "wo"]
+    peft_model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", target_modules=targets, r=4))
+    lora_a = {name: p for name, p in peft_model.named_parameters() if "lora_A" in name}
+    assert len(lora_a) == 2 * 2 * 4 + 2 * 2  # 2 layers x (2 attentions x 4 projections + FFN wi, wo)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.1)
+    after = peft_model(input_ids=ids).logits
+    assert (after - before).abs().max() > 1e-4  # every wrapper runs
+    peft_model(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_a.values())
+
+
+def test_sentence_transformers_encodes_batch_independently_as_the_mean_of_concepts(tmp_path, tokenizer):
+    from sentence_transformers import SentenceTransformer
+
+    from concept_encoder_training.ecosystem import add_sentence_transformers
+    from modeling_concept_encoder import ConceptEncoderModel
+
+    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer))).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    add_sentence_transformers(tmp_path)
+    model = SentenceTransformer(str(tmp_path), trust_remote_code=True)
+    short, long = "The cat sat .", "A much longer sentence with many more words than the first one has ."
+    alone = model.encode([short], convert_to_tensor=True)
+    batched = model.encode([short, long, short * 3], convert_to_tensor=True)
+    assert torch.allclose(alone[0], batched[0], atol=1e-5)
+    encoder = ConceptEncoderModel.from_pretrained(tmp_path).eval()  # the package's zero-shot embedding
+    with torch.no_grad():
+        expected = encoder(**tokenizer([short], return_tensors="pt")).last_hidden_state.mean(dim=1)
+    assert torch.allclose(alone, expected, atol=1e-5)
+
+
+class OutputGraph(torch.nn.Module):
+    """The model with one tensor output, as an exported graph has."""
+
+    def __init__(self, model, output: str):
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, input_ids, attention_mask):
+        return getattr(self.model(input_ids, attention_mask), self.output)
+
+
+def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path):
+    import onnxruntime
+
+    from modeling_concept_encoder import ConceptEncoderForSequenceClassificationPerceiver, ConceptEncoderModel
+
+    torch.manual_seed(0)
+    for model_class, output in ((ConceptEncoderModel, "last_hidden_state"),
+                                (ConceptEncoderForSequenceClassificationPerceiver, "logits")):  # fmt: skip
+        model = model_class(tiny_config()).eval()
+        ids = torch.randint(5, 150, (2, 12))
+        batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=POSITIONS)
+        path = tmp_path / f"{model_class.__name__}.onnx"
+        torch.onnx.export(
+            OutputGraph(model, output), (ids, torch.ones_like(ids)), str(path), dynamo=True,
+            dynamic_shapes=({0: batch, 1: length}, {0: batch, 1: length}),
+            input_names=["input_ids", "attention_mask"], output_names=[output],
+        )  # fmt: skip
+        session = onnxruntime.InferenceSession(str(path))
+        for size, seq in ((1, 5), (3, 30)):  # other shapes than traced, padded rows
+            ids = torch.randint(5, 150, (size, seq))
+            mask = torch.ones_like(ids)
+            mask[0, seq // 2 :] = 0
+            (onnx_out,) = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+            with torch.no_grad():
+                reference = getattr(model(ids, mask), output)
+            assert abs(onnx_out - reference.numpy()).max() < 1e-5
+    with pytest.raises(ValueError, match="outside the vocabulary"):  # eager mode keeps its friendly checks
+        model(torch.tensor([[1, 10_000]]))
+
+
+def test_torch_compile_fullgraph():
+    from modeling_concept_encoder import ConceptEncoderModel
+
+    model = ConceptEncoderModel(tiny_config()).eval()
+    ids = torch.randint(5, 150, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        assert torch.allclose(compiled(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state, atol=1e-5)

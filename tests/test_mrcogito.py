@@ -73,7 +73,9 @@ def test_seed_checkpoint_loads_exactly_through_the_auto_class(name):
     assert max(differences.values()) < 1e-5, differences
     # every tensor of the file went somewhere: none dropped as unexpected (a tied head is one tensor, not two)
     tied = 1 if model.config.tie_word_embeddings and hasattr(model, "lm_head") else 0
-    assert len(load_file(FIXTURES / name / "model.safetensors")) == len(model.state_dict()) - tied
+    saved = load_file(FIXTURES / name / "model.safetensors")
+    fused = sum(key.endswith(("in_proj_weight", "in_proj_bias")) for key in saved)  # each split into q, k, v
+    assert len(saved) + 2 * fused == len(model.state_dict()) - tied
 
 
 @pytest.mark.parametrize("name", TIED)
@@ -151,7 +153,7 @@ def test_seed_preset_starts_from_the_seed_initialisation():
         assert linear.weight.std().item() == pytest.approx(0.1, rel=0.05)
         assert not linear.bias.any()
     xavier_std = (2 / (256 + 3 * 256)) ** 0.5  # PyTorch MultiheadAttention's in_proj_weight [3H, H]
-    assert encoder.layers[0].self_attention.qkv_proj.weight.std().item() == pytest.approx(xavier_std, rel=0.05)
+    assert encoder.layers[0].self_attention.q_proj.weight.std().item() == pytest.approx(xavier_std, rel=0.05)
     assert model.position_concept_logits.weight.std().item() == pytest.approx(64**-0.5, rel=0.05)
     assert not encoder.embeddings.token_embeddings.weight[config.pad_token_id].any()
     assert ConceptEncoderConfig().initialization == "normal"  # today's defaults stay the default

@@ -120,7 +120,7 @@ def test_run_pretraining_continues_a_seed_checkpoint_with_tsdae(small_tokenizer,
     run_pretraining.main()
     expected = AutoModelForMaskedLM.from_pretrained(seed).state_dict()
     saved = load_file(tmp_path / "out" / "model.safetensors")
-    assert saved.keys() <= expected.keys() and "encoder.layers.0.token_attention.qkv_proj.weight" in saved
+    assert saved.keys() <= expected.keys() and "encoder.layers.0.token_attention.q_proj.weight" in saved
     for key, tensor in saved.items():
         assert torch.equal(tensor, expected[key]), key
 

@@ -1,0 +1,31 @@
+"""sentence-transformers pooling for concept encoders, shipped with checkpoints that sentence-transformers loads.
+
+A concept encoder's `last_hidden_state` is `[batch, concepts, hidden]`: one state per **concept**, not per token. The
+stock `Pooling` module applies the token attention mask to that axis whenever the padded length happens to equal the
+number of concepts, so the same sentence gets another embedding in another batch. `ConceptMeanPooling` takes the
+mean over the concepts and never looks at the token mask (padding is already masked inside the encoder's
+cross-attention): the package's zero-shot sentence embedding, independent of the batch.
+"""
+
+from sentence_transformers.base.modules import Module
+
+
+class ConceptMeanPooling(Module):
+    """`features["token_embeddings"]` (the final concept states) → `features["sentence_embedding"]`, their mean."""
+
+    config_keys = ["embedding_dimension"]
+
+    def __init__(self, embedding_dimension: int):
+        super().__init__()
+        self.embedding_dimension = embedding_dimension
+
+    def forward(self, features: dict, **kwargs) -> dict:
+        concepts = features["token_embeddings"]  # [batch, concepts, hidden]
+        features["sentence_embedding"] = concepts.mean(dim=1)  # [batch, hidden]
+        return features
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
