@@ -212,11 +212,9 @@ def test_concept_normalised_cross_attention_is_slot_attention():
         output = model(input_ids, attention_mask, output_attentions=True)
         layer = model.layers[0]
         attention = layer.cross_attention
-        query = F.linear(
-            layer.cross_attention_norm(model.concepts), *[p.chunk(3)[0] for p in attention.qkv_proj.parameters()]
-        )
+        query = attention.q_proj(layer.cross_attention_norm(model.concepts))
         tokens = model.embeddings(input_ids)
-        key = F.linear(tokens, attention.qkv_proj.weight.chunk(3)[1], attention.qkv_proj.bias.chunk(3)[1])
+        key = attention.k_proj(tokens)
         heads, head_dim = attention.num_heads, attention.head_dim
         query = query.view(-1, heads, head_dim).transpose(0, 1)  # [heads, C, d]
         key = key.view(BATCH, SEQ, heads, head_dim).transpose(1, 2)  # [batch, heads, N, d]
