@@ -263,44 +263,63 @@ def test_sentence_transformers_encodes_batch_independently_as_the_mean_of_concep
 
 
 class OutputGraph(torch.nn.Module):
-    """The model with one tensor output, as an exported graph has."""
+    """The model with one tensor output, as an exported graph has; the pair head takes both sentences."""
 
     def __init__(self, model, output: str):
         super().__init__()
         self.model, self.output = model, output
 
-    def forward(self, input_ids, attention_mask):
-        return getattr(self.model(input_ids, attention_mask), self.output)
+    def forward(self, input_ids, attention_mask, input_ids_b=None, attention_mask_b=None):
+        pair = {} if input_ids_b is None else {"input_ids_b": input_ids_b, "attention_mask_b": attention_mask_b}
+        return getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, **pair), self.output)
 
 
-def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path):
+ONNX_HEADS = [
+    ("ConceptEncoderModel", "last_hidden_state"),
+    ("ConceptEncoderForMaskedLMWeighted", "logits"),
+    ("ConceptEncoderForMaskedLMPerceiver", "logits"),
+    ("ConceptEncoderForMaskedLMPerceiverPosOnly", "logits"),
+    ("ConceptEncoderForSequenceClassificationPerceiver", "logits"),
+    ("ConceptEncoderForSequenceClassificationViaDecoder", "logits"),
+    ("ConceptEncoderForSentencePairClassification", "logits"),
+]
+
+
+def padded_batch(size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(5, 150, (size, length))
+    mask = torch.ones_like(ids)
+    mask[0, length // 2 :] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("class_name, output", ONNX_HEADS)
+def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path, class_name, output):
     import onnxruntime
 
-    from modeling_concept_encoder import ConceptEncoderForSequenceClassificationPerceiver, ConceptEncoderModel
+    import modeling_concept_encoder
 
     torch.manual_seed(0)
-    for model_class, output in ((ConceptEncoderModel, "last_hidden_state"),
-                                (ConceptEncoderForSequenceClassificationPerceiver, "logits")):  # fmt: skip
-        model = model_class(tiny_config()).eval()
-        ids = torch.randint(5, 150, (2, 12))
-        batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=POSITIONS)
-        path = tmp_path / f"{model_class.__name__}.onnx"
-        torch.onnx.export(
-            OutputGraph(model, output), (ids, torch.ones_like(ids)), str(path), dynamo=True,
-            dynamic_shapes=({0: batch, 1: length}, {0: batch, 1: length}),
-            input_names=["input_ids", "attention_mask"], output_names=[output],
-        )  # fmt: skip
-        session = onnxruntime.InferenceSession(str(path))
-        for size, seq in ((1, 5), (3, 30)):  # other shapes than traced, padded rows
-            ids = torch.randint(5, 150, (size, seq))
-            mask = torch.ones_like(ids)
-            mask[0, seq // 2 :] = 0
-            (onnx_out,) = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
-            with torch.no_grad():
-                reference = getattr(model(ids, mask), output)
-            assert abs(onnx_out - reference.numpy()).max() < 1e-5
+    model = getattr(modeling_concept_encoder, class_name)(tiny_config()).eval()
+    pair = class_name == "ConceptEncoderForSentencePairClassification"
+    ids = torch.randint(5, 150, (2, 12))
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=POSITIONS)
+    inputs, shapes = (ids, torch.ones_like(ids)), ({0: batch, 1: length}, {0: batch, 1: length})
+    if pair:
+        length_b = torch.export.Dim("length_b", max=POSITIONS)
+        inputs += (ids[:, :9].clone(), torch.ones_like(ids[:, :9]))
+        shapes += ({0: batch, 1: length_b}, {0: batch, 1: length_b})
+    path = tmp_path / f"{class_name}.onnx"
+    torch.onnx.export(OutputGraph(model, output), inputs, str(path), dynamo=True, dynamic_shapes=shapes)
+    session = onnxruntime.InferenceSession(str(path))
+    names = [node.name for node in session.get_inputs()]
+    for size, seq in ((1, 5), (3, 30)):  # other shapes than traced, padded rows
+        batch_inputs = padded_batch(size, seq) + (padded_batch(size, seq - 2) if pair else ())
+        (onnx_out,) = session.run(None, {name: x.numpy() for name, x in zip(names, batch_inputs)})
+        with torch.no_grad():
+            reference = OutputGraph(model, output)(*batch_inputs)
+        assert abs(onnx_out - reference.numpy()).max() < 1e-5
     with pytest.raises(ValueError, match="outside the vocabulary"):  # eager mode keeps its friendly checks
-        model(torch.tensor([[1, 10_000]]))
+        model(*(torch.tensor([[1, 10_000]]), torch.ones(1, 2, dtype=torch.long)) * (2 if pair else 1))
 
 
 def test_torch_compile_fullgraph():
