@@ -209,21 +209,29 @@ def test_seed_fields_given_to_our_config_are_refused():
         ConceptEncoderConfig.from_seed("diffusion_mlm")
 
 
-def test_seed_checkpoint_whose_config_does_not_match_its_weights_is_refused(tmp_path):
-    """`use_bixt` flipped on a perceiver checkpoint: the BiXT token attention would be random."""
-    folder = copy_fixture("encoder", tmp_path, use_bixt=True)
-    with pytest.raises(ValueError, match="token_attention"):
-        AutoModel.from_pretrained(folder)
+def seed_encoder_with_bixt_flipped(tmp_path):
+    """`use_bixt` set on a perceiver checkpoint: the BiXT token attention would be random."""
+    return copy_fixture("encoder", tmp_path, use_bixt=True)
 
 
-def test_our_checkpoint_with_a_missing_encoder_weight_is_refused(tmp_path):
-    model = modeling.ConceptEncoderForMaskedLMPerceiver(tiny_config())
-    model.save_pretrained(tmp_path)
+def our_mlm_without_an_encoder_weight(tmp_path):
+    modeling.ConceptEncoderForMaskedLMPerceiver(tiny_config()).save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
     del weights["encoder.layers.1.ffn.wo.bias"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"encoder\.layers\.1\.ffn\.wo\.bias"):
-        AutoModelForMaskedLM.from_pretrained(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "make_folder, auto_class, weight",
+    [
+        (seed_encoder_with_bixt_flipped, AutoModel, "token_attention"),
+        (our_mlm_without_an_encoder_weight, AutoModelForMaskedLM, r"encoder\.layers\.1\.ffn\.wo\.bias"),
+    ],
+)
+def test_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path, make_folder, auto_class, weight):
+    with pytest.raises(ValueError, match=weight):
+        auto_class.from_pretrained(make_folder(tmp_path))
 
 
 def test_checkpoint_with_half_a_head_is_refused_and_a_new_head_is_not(tmp_path):

@@ -62,7 +62,7 @@ def tiny_args(corpus, output_dir, **overrides) -> dict:
         validation_file=str(corpus / "valid.txt"),
         train_tokenizer_vocab_size=200,
         **{**TINY_SIZES, "num_hidden_layers": 1},
-        max_seq_length=64,
+        max_seq_length=TINY_SIZES["max_position_embeddings"],
         per_device_train_batch_size=4,
         per_device_eval_batch_size=8,
         max_eval_samples=16,
