@@ -25,17 +25,21 @@ evaluation and at the end of pretraining.
     python scripts/study.py --budget seed                                    # H512 L6 C128 on Minipile (GPU)
 
 Everything is ordinary run_pretraining.py / run_glue.py / zero-shot calls (printed as they run) into
-`<output_dir>/models/<row>/`; the registry of the study is `<output_dir>/registry.md`.
+`<output_dir>/models/<row>/`; the registry of the study is `<output_dir>/registry.md`. `--jobs 2` runs two rows at
+once, each in its own process with half the cores (each row's output then goes to `<output_dir>/logs/<row>.log`):
+tiny models use one thread poorly, so two one-thread rows finish sooner than two two-thread rows in turn.
 """
 
 import argparse
 import contextlib
 import importlib.util
 import json
+import multiprocessing
 import os
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +57,7 @@ from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
 TASK_METRICS = {"stsb": ("pearson",), "mrpc": ("accuracy", "f1"), "rte": ("accuracy",), "sickr": ("pearson",)}
 DEFAULT_TASKS = "stsb,mrpc,rte,sickr"
 GLUE_FOLDERS = ("STS-B", "MRPC", "RTE")
+REFERENCE = "all-MiniLM-L6-v2"  # the reference row's name
 
 
 @dataclass
@@ -167,7 +172,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the budget's)")
     parser.add_argument("--glue_train_samples", type=int, default=None, help="per task (default: the budget's)")
     parser.add_argument("--reference", default=None, help="'minilm' (default for small/seed when installed) or 'none'")
-    return parser.parse_args(argv)
+    parser.add_argument("--jobs", type=int, default=1, help="rows run at once, each in its own process (default 1)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more rows to run at once.")
+    return args
 
 
 def parse_extra_row(text: str) -> tuple[str, Row]:
@@ -404,41 +413,82 @@ class Study:
             echo("-m concept_encoder_training.zero_shot", flags)
             zero_shot.main(flags)
 
-    def timed_score(self, name: str):
+    def timed_score(self, name: str, model: dict):
         began = time.perf_counter()
-        self.score(name, self.models[name])
+        self.score(name, model)
         self.timings[f"score {name}"] = time.perf_counter() - began
-        self.wall_time = time.perf_counter() - self.start
-        write_report(self)  # after every model: a study cut short still has its report
+
+    def run_unit(self, unit: str) -> tuple[dict, dict]:
+        """One row: pretrain it, score it, then score the random-init rows it lends its config to (or score the
+        reference). Returns the `models` and `timings` entries it made, so a worker process can hand them back."""
+        self.models, self.timings = {}, {}
+        if unit == REFERENCE:
+            self.models[unit] = self.reference()
+            self.timed_score(unit, self.models[unit])
+            return self.models, self.timings
+        row = self.rows[unit]
+        began = time.perf_counter()
+        self.pretrain(unit, row)
+        self.timings[f"pretrain {unit}"] = time.perf_counter() - began
+        self.timed_score(unit, self.models[unit])
+        for random_name, (source, covered) in self.random_rows().items():
+            if source == unit:
+                model = {"checkpoint": self.models[unit]["checkpoint"], "from_scratch": True, "row": row}
+                self.timed_score(random_name, model)
+                self.models[random_name] = {**model, "random_of": covered}
+        return self.models, self.timings
 
     def run(self):
         """Baselines come as early as they can: each row is scored right after its pretraining, and each random-init
-        row right after the row that lends it its config; the reference comes last."""
+        row right after the row that lends it its config; the reference comes last. The report is rewritten after
+        every row, so a study cut short still has one; its rows keep this order whatever order the jobs end in."""
         self.start = time.perf_counter()
         self.root.mkdir(parents=True, exist_ok=True)
         self.prepare_data()
+        units = [*self.rows, *([REFERENCE] if self.reference() is not None else [])]
         randoms = self.random_rows()
-        for name, row in self.rows.items():
-            began = time.perf_counter()
-            self.pretrain(name, row)
-            self.timings[f"pretrain {name}"] = time.perf_counter() - began
-            self.timed_score(name)
-            for random_name, (source, covered) in randoms.items():
-                if source == name:
-                    self.models[random_name] = {
-                        "checkpoint": self.models[name]["checkpoint"],
-                        "from_scratch": True,
-                        "row": row,
-                        "random_of": covered,
-                    }
-                    self.timed_score(random_name)
-        reference = self.reference()
-        if reference is not None:
-            self.models["all-MiniLM-L6-v2"] = reference
-            self.timed_score("all-MiniLM-L6-v2")
-        self.wall_time = time.perf_counter() - self.start
+        planned = [[unit, *(name for name, (source, _) in randoms.items() if source == unit)] for unit in units]
+        order = {name: index for index, name in enumerate(name for names in planned for name in names)}
+        models, timings = {}, {}
+
+        def absorb(result):
+            models.update(result[0])
+            timings.update(result[1])
+            self.models = dict(sorted(models.items(), key=lambda item: order[item[0]]))
+            self.timings, self.wall_time = timings, time.perf_counter() - self.start
+            write_report(self)
+
+        if self.args.jobs == 1:
+            for unit in units:
+                absorb(self.run_unit(unit))
+        else:
+            (self.root / "logs").mkdir(exist_ok=True)
+            threads = max(1, (os.cpu_count() or 1) // self.args.jobs)
+            print(f"{len(units)} rows, {self.args.jobs} at a time with {threads} thread(s) each; logs in "
+                  f"{self.root / 'logs'}", flush=True)  # fmt: skip
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+            with ProcessPoolExecutor(self.args.jobs, mp_context=context) as pool:
+                futures = {pool.submit(run_unit_in_worker, self, unit, threads): unit for unit in units}
+                for future in as_completed(futures):
+                    absorb(future.result())
+                    print(f"{futures[future]}: done ({time.perf_counter() - self.start:.0f} s)", flush=True)
         self.finished = True
+        self.wall_time = time.perf_counter() - self.start
         return write_report(self)
+
+
+def run_unit_in_worker(study: Study, unit: str, threads: int) -> tuple[dict, dict]:
+    """A worker process: `threads` threads for torch, its output into `<root>/logs/<unit>.log` (file descriptors 1
+    and 2, so the Trainer's and tokenizers' output goes there too)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with open(study.root / "logs" / f"{unit}.log", "a", encoding="utf-8") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        return study.run_unit(unit)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

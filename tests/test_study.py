@@ -25,11 +25,13 @@ def check_images(folder):
 
 
 def test_smoke_study_writes_the_report_registry_rows_and_both_plots(tmp_path, data_dir):
-    report = run_smoke(tmp_path, data_dir, "--rows", "tsdae_posonly,bert_mlm", "--tasks", "stsb")
+    """Two rows at once (`--jobs 2`, one process each): the report keeps the rows' order and each row has its log."""
+    report = run_smoke(tmp_path, data_dir, "--rows", "tsdae_posonly,bert_mlm", "--tasks", "stsb", "--jobs", "2")
     folder = report.parent
     text = report.read_text()
-    for row in ("tsdae_posonly", "bert_mlm", "random_init", "random_bert"):
-        assert f"| {row} |" in text
+    positions = [text.index(f"| {row} |") for row in ("tsdae_posonly", "random_init", "bert_mlm", "random_bert")]
+    assert positions == sorted(positions)
+    assert "$ python run_pretraining.py" in (folder / "logs" / "bert_mlm.log").read_text()
     assert "## Pretrained − its random init" in text and "## Row − bert_mlm (same budget)" in text
     assert "spread" in text and "Wall time:" in text
     rows = {run_id_of(row): row for row in Registry(folder / "registry.md").rows}
