@@ -27,11 +27,12 @@ CHECK_LENGTH = 8  # tokens of the batch the converted model is checked on
 
 
 def model_class_of(config: ConceptEncoderConfig):
-    """The class `config.architectures` names (the seed's class names are ours), else the encoder."""
+    """The class `config.architectures` names (the seed's class names are translated to ours when the config is
+    read), else the encoder."""
+    classes = {model_class.__name__: model_class for model_class in modeling_concept_encoder.AUTO_CLASSES.values()}
     for name in config.architectures or []:
-        model_class = getattr(modeling_concept_encoder, name, None)
-        if isinstance(model_class, type) and issubclass(model_class, modeling_concept_encoder.PreTrainedModel):
-            return model_class
+        if name in classes:
+            return classes[name]
     if config.architectures:
         raise ValueError(f"config.architectures={config.architectures} names no class of modeling_concept_encoder.")
     return modeling_concept_encoder.ConceptEncoderModel
@@ -78,7 +79,9 @@ def convert(source: str, output_dir: str, tokenizer_name: str | None = None):
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(0, config.vocab_size, (2, CHECK_LENGTH), generator=generator)
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    if model_class is modeling_concept_encoder.ConceptEncoderForSentencePairClassification:
+    if model_class is modeling_concept_encoder.ConceptEncoderForSequenceClassification and (
+        config.classifier_head == "sentence_pair"
+    ):
         inputs.update(input_ids_b=input_ids.flip(1), attention_mask_b=inputs["attention_mask"])
     with torch.no_grad():
         before, after = model(**inputs), reloaded(**inputs)

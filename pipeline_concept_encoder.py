@@ -1,9 +1,9 @@
 """`pipeline("text-classification")` for separately encoded sentence pairs, shipped with pair checkpoints.
 
-`ConceptEncoderForSentencePairClassification` encodes each sentence on its own (`input_ids`, `input_ids_b`), which the
-stock text-classification pipeline cannot feed: it tokenizes a pair as one `[A; SEP; B]` sequence. This pipeline
-tokenizes the two sides separately and keeps everything else (labels, scores, `top_k`, `function_to_apply`) of the
-stock one. A pair checkpoint names it in `config.custom_pipelines`, so that
+The sentence-pair classifier (`classifier_head="sentence_pair"`) encodes each sentence on its own (`input_ids`,
+`input_ids_b`), which the stock text-classification pipeline cannot feed: it tokenizes a pair as one `[A; SEP; B]`
+sequence. This pipeline tokenizes the two sides separately and keeps everything else (labels, scores, `top_k`,
+`function_to_apply`) of the stock one. A pair checkpoint names it in `config.custom_pipelines`, so that
 
     pipeline("text-classification", model=path, trust_remote_code=True)({"text": a, "text_pair": b})
 

@@ -5,10 +5,10 @@ Same argument names (`--model_name_or_path`, `--task_name`, `--max_seq_length`, 
 file as the only argument works too) and the same result files (`train_results.json`, `eval_results.json`,
 `all_results.json`). Added:
 - data from `--data_dir` in the classic GLUE layout (`MRPC/train.tsv`, `MRPC/dev.tsv`, ...; PAWS as `paws/`);
-- `--pair_encoding separate` (each sentence encoded on its own, `ConceptEncoderForSentencePairClassification`, the
-  default) or `concat` (`[A; SEP; B]` through `ConceptEncoderForSequenceClassificationPerceiver`);
-- `--classifier via_decoder`: the seed's ViaDecoder head (`ConceptEncoderForSequenceClassificationViaDecoder`: the
-  checkpoint's perceiver MLM decoder decodes the input positions, mean → classifier; pairs concatenated);
+- `--pair_encoding separate` (each sentence encoded on its own: `ConceptEncoderForSequenceClassification` with
+  `classifier_head="sentence_pair"`, the default) or `concat` (`[A; SEP; B]` through the `"pooled"` head);
+- `--classifier via_decoder`: the seed's ViaDecoder head (`classifier_head="via_decoder"`: the checkpoint's
+  perceiver MLM decoder decodes the input positions, mean → classifier; pairs concatenated);
 - `--from_scratch`: a random-init baseline of the same size and tokenizer (`--config_name`/`--config_overrides`);
 - `--task_name all` or a comma list: one subfolder per task and one summary table `glue_summary.md`;
 - `--seeds 1,2,3`: each task fine-tuned once per seed (subfolders `seed_1`, ...), mean ± sample std in
@@ -49,9 +49,8 @@ from transformers import (
 )
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-import modeling_concept_encoder
 from collators import DataCollatorForSentencePairs
-from concept_encoder_training.config_flags import apply_config_overrides
+from concept_encoder_training.config_flags import apply_config_overrides, override_items
 from concept_encoder_training.ecosystem import add_pair_pipeline
 from concept_encoder_training.glue import (
     GlueTask,
@@ -79,6 +78,7 @@ from concept_encoder_training.tokenizer import limit_to_positions
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import glue_eval_result, write_model_card
+from modeling_concept_encoder import ConceptEncoderForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
@@ -338,17 +338,21 @@ def check_tokenizer(tokenizer, model_args: ModelArguments, config: ConceptEncode
         )
 
 
-def concept_class(name: str, model_args: ModelArguments):
-    """A class of `modeling_concept_encoder` (or `configuration_...`): the installed one, or with
-    `--trust_remote_code` the checkpoint's own copy."""
-    module = "configuration_concept_encoder" if name == "ConceptEncoderConfig" else "modeling_concept_encoder"
-    if model_args.trust_remote_code and model_args.model_name_or_path:
-        return get_class_from_dynamic_module(
-            f"{module}.{name}",
-            model_args.model_name_or_path,
-            **model_args.hub_options(),
+def concept_class(auto_class: str, auto_map: dict | None, model_args: ModelArguments):
+    """The config (`"AutoConfig"`) or classifier (`"AutoModelForSequenceClassification"`) class: the installed one,
+    or with `--trust_remote_code` the one the checkpoint's own code serves under that Auto class (`auto_map`)."""
+    if not (model_args.trust_remote_code and model_args.model_name_or_path):
+        return {
+            "AutoConfig": ConceptEncoderConfig,
+            "AutoModelForSequenceClassification": ConceptEncoderForSequenceClassification,
+        }[auto_class]
+    reference = (auto_map or {}).get(auto_class)
+    if reference is None:
+        raise ValueError(
+            f"--trust_remote_code: {model_args.model_name_or_path} has no code for {auto_class} (config.json "
+            "auto_map); drop --trust_remote_code to use the installed package."
         )
-    return ConceptEncoderConfig if name == "ConceptEncoderConfig" else getattr(modeling_concept_encoder, name)
+    return get_class_from_dynamic_module(reference, model_args.model_name_or_path, **model_args.hub_options())
 
 
 def task_labels(task: GlueTask) -> dict:
@@ -364,11 +368,16 @@ def task_labels(task: GlueTask) -> dict:
 
 
 def build_config(config_dict: dict, model_args: ModelArguments, task: GlueTask | None = None) -> ConceptEncoderConfig:
-    """The checkpoint's config (`config_dict`, read once) with any `--config_overrides` and the task's labels."""
-    config_dict = {key: value for key, value in config_dict.items() if key != "architectures"}  # head chosen here
+    """The checkpoint's config (`config_dict`, read once) with any `--config_overrides` and the task's labels. The
+    head (`classifier_head`) is the flags' to choose (`build_model`), not an override's."""
     if task is not None:
-        config_dict.update(task_labels(task), finetuning_task=task.name)
-    config = concept_class("ConceptEncoderConfig", model_args).from_dict(config_dict)
+        config_dict = {**config_dict, **task_labels(task), "finetuning_task": task.name}
+    config = concept_class("AutoConfig", config_dict.get("auto_map"), model_args).from_dict(config_dict)
+    if "classifier_head" in override_items(model_args.config_overrides, config):
+        raise ValueError(
+            "--config_overrides classifier_head=...: the head follows --classifier (pooled, via_decoder) and "
+            "--pair_encoding (separate: sentence_pair); give those flags instead."
+        )
     return apply_config_overrides(config, model_args.config_overrides)
 
 
@@ -379,20 +388,24 @@ def resolve_pair_encoding(model_args: ModelArguments, data_args: DataTrainingArg
     return model_args.pair_encoding or ("concat" if concat else "separate")
 
 
-def classifier_name(task: GlueTask, pair_encoding: str, classifier: str) -> str:
-    """Separate pair encoding for pair tasks; single sentences and concatenated pairs go through the sequence
-    classifier, or the ViaDecoder head with `--classifier via_decoder`."""
-    if task.is_pair and pair_encoding == "separate":
-        return "ConceptEncoderForSentencePairClassification"
-    if classifier == "via_decoder":
-        return "ConceptEncoderForSequenceClassificationViaDecoder"
-    return "ConceptEncoderForSequenceClassificationPerceiver"
+def classifier_head_of(task: GlueTask, pair_encoding: str, classifier: str) -> str:
+    """`config.classifier_head` of the fine-tuned model: `"sentence_pair"` for separately encoded pairs; single
+    sentences and concatenated pairs get `--classifier` (`"pooled"` or `"via_decoder"`)."""
+    return "sentence_pair" if task.is_pair and pair_encoding == "separate" else classifier
 
 
 def build_model(task: GlueTask, pair_encoding: str, config: ConceptEncoderConfig, model_args: ModelArguments):
-    """The classifier of `config`: encoder weights from the checkpoint and a new head (transformers reports it as
-    newly initialised), or everything random with `--from_scratch`."""
-    model_class = concept_class(classifier_name(task, pair_encoding, model_args.classifier), model_args)
+    """The classifier of `config` with the head of the flags: encoder weights (and the ViaDecoder's decoder) from
+    the checkpoint and a new head (transformers reports it as newly initialised), or everything random with
+    `--from_scratch`."""
+    if not hasattr(config, "classifier_head"):
+        raise ValueError(
+            f"--trust_remote_code: {model_args.model_name_or_path}'s own code predates config.classifier_head (it "
+            "has a class per head), so it cannot build the head these flags ask for: drop --trust_remote_code to "
+            "fine-tune the checkpoint with the installed package."
+        )
+    config.classifier_head = classifier_head_of(task, pair_encoding, model_args.classifier)
+    model_class = concept_class("AutoModelForSequenceClassification", getattr(config, "auto_map", None), model_args)
     if model_args.from_scratch:
         return model_class(config)
     return model_class.from_pretrained(

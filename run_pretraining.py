@@ -48,18 +48,16 @@ from concept_encoder_training.run_info import architecture_of, run_id, run_summa
 from concept_encoder_training.tokenizer import ALGORITHMS, limit_to_positions, train_tokenizer
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLMPerceiver,
-    ConceptEncoderForMaskedLMPerceiverPosOnly,
-    ConceptEncoderForMaskedLMWeighted,
-)
+from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 logger = logging.getLogger(__name__)
 
-MODEL_CLASSES = {
-    "weighted_mlm": ConceptEncoderForMaskedLMWeighted,
-    "perceiver_mlm": ConceptEncoderForMaskedLMPerceiver,
-    "perceiver_posonly_mlm": ConceptEncoderForMaskedLMPerceiverPosOnly,
+# `--model_type`: the seed log's MLM heads, each the `ConceptEncoderForMaskedLM` config fields it sets (on a new
+# config, and on a checkpoint's); `perceiver_mlm` leaves `decoder_query` as the config has it.
+MODEL_TYPES = {
+    "weighted_mlm": {"mlm_decoder": "weighted"},
+    "perceiver_mlm": {"mlm_decoder": "perceiver"},
+    "perceiver_posonly_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position"},
 }
 BASELINE_TYPES = ("bert_mlm",)  # transformers models trained by the same script, to compare with
 OBJECTIVES = ("mlm", "tsdae")
@@ -88,9 +86,7 @@ class ModelArguments:
 
     model_type: str = field(
         default="perceiver_mlm",
-        metadata={
-            "help": f"MLM head to pretrain, one of {list(MODEL_CLASSES)}, or the baseline {list(BASELINE_TYPES)}."
-        },
+        metadata={"help": f"MLM head to pretrain, one of {list(MODEL_TYPES)}, or the baseline {list(BASELINE_TYPES)}."},
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -172,9 +168,9 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub code of the tokenizer."})
 
     def __post_init__(self):
-        if self.model_type not in (*MODEL_CLASSES, *BASELINE_TYPES):
+        if self.model_type not in (*MODEL_TYPES, *BASELINE_TYPES):
             raise ValueError(
-                f"--model_type {self.model_type!r} is unknown: choose one of {list(MODEL_CLASSES) + list(BASELINE_TYPES)}."
+                f"--model_type {self.model_type!r} is unknown: choose one of {list(MODEL_TYPES) + list(BASELINE_TYPES)}."
             )
         if self.model_type in BASELINE_TYPES and self.model_name_or_path is not None:
             raise ValueError(
@@ -327,10 +323,11 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
         for name in ("concept_losses", "concept_loss_weighting", "concept_loss_weight", "simcse_weight")
         if getattr(model_args, name) is not None
     }
+    head = MODEL_TYPES.get(model_args.model_type, {})
     if model_args.model_name_or_path is not None:
         config = ConceptEncoderConfig.from_pretrained(model_args.model_name_or_path, **hub_options(model_args))
-        for name, value in concept_settings.items():
-            setattr(config, name, value)
+        check_continued_head(model_args, config)
+        config.update({**head, **concept_settings})
         config.validate_concept_encoder()
         return config
     sizes = given_config_flags(model_args)
@@ -338,14 +335,26 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
         config = ConceptEncoderConfig.from_seed(model_args.model_type, **sizes, **concept_settings)
     elif model_args.config_name is not None:
         config = ConceptEncoderConfig.from_pretrained(model_args.config_name, **hub_options(model_args))
-        config.update({**sizes, **concept_settings})
+        config.update({**head, **sizes, **concept_settings})
         config.validate_concept_encoder()
     else:
-        config = ConceptEncoderConfig(**sizes, **concept_settings)
+        config = ConceptEncoderConfig(**head, **sizes, **concept_settings)
     both = sorted(sizes.keys() & override_items(model_args.config_overrides, config).keys())
     if both:
         raise ValueError(f"{both} given both as flags and in --config_overrides: give each once.")
     return apply_config_overrides(config, model_args.config_overrides)
+
+
+def check_continued_head(model_args: ModelArguments, config: ConceptEncoderConfig):
+    """A pretrained MLM continues with its own decoder: `--model_type` may change the queries (`perceiver_mlm` →
+    `perceiver_posonly_mlm`), not swap the decoder, whose weights the checkpoint does not have."""
+    wanted = MODEL_TYPES[model_args.model_type]["mlm_decoder"]
+    if ConceptEncoderForMaskedLM.__name__ in (config.architectures or []) and config.mlm_decoder != wanted:
+        own = [name for name, fields in MODEL_TYPES.items() if fields["mlm_decoder"] == config.mlm_decoder]
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path} is an MLM with mlm_decoder={config.mlm_decoder!r}, "
+            f"but --model_type {model_args.model_type} has mlm_decoder={wanted!r}: give --model_type {own[0]}."
+        )
 
 
 def hub_options(model_args: ModelArguments) -> dict:
@@ -367,16 +376,18 @@ def check_accelerate_cpu_launch():
         )
 
 
-def check_model_and_objective(model_type: str, config: ConceptEncoderConfig, objective: str):
+def check_model_and_objective(config: ConceptEncoderConfig, objective: str):
     """TSDAE reconstructs every token from the concepts alone, which only the perceiver decoder with position-only
-    queries does (`decoder_query="position"`: `perceiver_posonly_mlm`, or `perceiver_mlm` configured so)."""
-    position_only = model_type == "perceiver_posonly_mlm" or config.decoder_query == "position"
-    if objective == "tsdae" and (model_type == "weighted_mlm" or not position_only):
+    queries does: judged by the config (`mlm_decoder="perceiver"`, `decoder_query="position"`), whichever flags set
+    it (`--model_type perceiver_posonly_mlm`, or `perceiver_mlm` with `--config_overrides decoder_query=position`)."""
+    if objective == "tsdae" and (config.mlm_decoder, config.decoder_query) != ("perceiver", "position"):
         raise ValueError(
-            f"--objective tsdae needs --model_type perceiver_posonly_mlm (decoder_query='position'), not {model_type} "
-            f"with decoder_query={config.decoder_query!r}: TSDAE's dense loss must flow through the concepts. perceiver_mlm's decoder queries contain the input token itself (in 'mask' "
-            "mode the deleted token is still in input_ids: a shortcut that makes the loss trivial; in 'delete' mode "
-            "the input positions no longer line up with the labels), and weighted_mlm decodes each position with a "
+            "--objective tsdae needs the perceiver decoder with position-only queries (--model_type "
+            f"perceiver_posonly_mlm: mlm_decoder='perceiver', decoder_query='position'), not mlm_decoder="
+            f"{config.mlm_decoder!r} with decoder_query={config.decoder_query!r}: TSDAE's dense loss must flow through "
+            "the concepts. Token-and-position queries contain the input token itself (in 'mask' mode the deleted token "
+            "is still in input_ids: a shortcut that makes the loss trivial; in 'delete' mode the input positions no "
+            "longer line up with the labels), and the weighted decoder (weighted_mlm) decodes each position with a "
             "fixed, input-independent mixture of concepts built for sparse MLM on aligned positions."
         )
 
@@ -463,7 +474,7 @@ def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: Tr
     if training_args.world_size > 1:
         torch.distributed.broadcast_object_list(stamp, src=0)
     sizes = (
-        architecture_of(config) if model_type in MODEL_CLASSES else f"H{config.hidden_size} L{config.num_hidden_layers}"
+        architecture_of(config) if model_type in MODEL_TYPES else f"H{config.hidden_size} L{config.num_hidden_layers}"
     )
     return run_id(model_type, sizes, stamp[0])
 
@@ -606,16 +617,13 @@ def bert_config_of(config: ConceptEncoderConfig) -> BertConfig:
 
 
 def build_model(model_args: ModelArguments, config: ConceptEncoderConfig):
-    """A fresh model of `--model_type`, or the checkpoint loaded as that class (continuing, e.g., MLM with TSDAE)."""
+    """A fresh MLM of `config` (`build_config` set the `--model_type` fields), or the checkpoint loaded into it
+    (continuing, e.g., MLM with TSDAE; an encoder-only checkpoint gets a new decoder and LM head)."""
     if model_args.model_type == "bert_mlm":
         return BertForMaskedLM(bert_config_of(config))
-    model_class = MODEL_CLASSES[model_args.model_type]
     if model_args.model_name_or_path is None:
-        return model_class(config)
-    if config.architectures and model_class.__name__ not in config.architectures:
-        logger.warning(f"Loading a {config.architectures} checkpoint as {model_class.__name__} (--model_type).")
-        config.architectures = None  # else the checkpoint's class would be loaded instead; its head may be new
-    return model_class.from_pretrained(
+        return ConceptEncoderForMaskedLM(config)
+    return ConceptEncoderForMaskedLM.from_pretrained(
         model_args.model_name_or_path, config=config, dtype=model_args.torch_dtype, **hub_options(model_args)
     )
 
@@ -724,7 +732,7 @@ def main():
         )
     check_hub_needs(model_args, data_args, training_args)
     config = build_config(model_args)
-    check_model_and_objective(model_args.model_type, config, data_args.objective)
+    check_model_and_objective(config, data_args.objective)
     if data_args.max_seq_length is not None and data_args.max_seq_length > config.max_position_embeddings:
         raise ValueError(
             f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings="
@@ -806,7 +814,7 @@ def main():
         processing_class=tokenizer,
         data_collator=build_collator(data_args, tokenizer, max_seq_length),
     )
-    concept_model = model_args.model_type in MODEL_CLASSES
+    concept_model = model_args.model_type in MODEL_TYPES
     if concept_model:  # the seed measured the rank on training documents
         concept_callback = ConceptLossCallback(
             eval_batch=rank_batch(train_dataset, tokenizer), warmup_steps=model_args.concept_loss_warmup_steps

@@ -62,7 +62,7 @@ from transformers.models.perceiver.modeling_perceiver import PerceiverTextPrepro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderModel  # noqa: E402
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel  # noqa: E402
 
 # perceiver_read_once: our perceiver with token_read_layers=[0], the tokens read once as in HF Perceiver
 MODELS = ("perceiver", "perceiver_read_once", "bixt", "bert", "modernbert", "hf_perceiver")
@@ -531,7 +531,7 @@ def mlm_steps(args: BenchmarkArguments) -> dict[str, Result]:
     (sparse decoding: only those reach the decoder FFN and LM head) and labels on every position (dense)."""
     torch.manual_seed(0)
     config = concept_config(args, "perceiver", args.mlm_length, args.concept_num)
-    model = ConceptEncoderForMaskedLMPerceiver(config).to(args.device)
+    model = ConceptEncoderForMaskedLM(config).to(args.device)  # mlm_decoder="perceiver", the default
     sparse = random_batch(args, args.mlm_length, args.mlm_batch_size)
     labelled = torch.rand(sparse["input_ids"].shape, device=args.device) < args.mlm_probability
     dense = {**sparse, "labels": sparse["input_ids"]}

@@ -211,7 +211,7 @@ def measure_pipeline(args: PipelineArguments, flags: list[str]) -> dict:
         collator_seconds.append(time.perf_counter() - start)
 
     torch.manual_seed(0)
-    model = run_pretraining.MODEL_CLASSES[model_args.model_type](config)
+    model = run_pretraining.build_model(model_args, config)  # fresh weights of the run's config
     model.train()
     trainer = ConceptTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True))
     optimizer = trainer.create_optimizer()

@@ -1,4 +1,4 @@
-"""Sentence-pair batches for separate encoding of the two sides (`ConceptEncoderForSentencePairClassification`)."""
+"""Sentence-pair batches for separate encoding of the two sides (the `classifier_head="sentence_pair"` classifier)."""
 
 import torch
 from transformers import PreTrainedTokenizerBase

@@ -19,8 +19,8 @@ class DataCollatorForTSDAE:
       `attention_mask` (0) and their ids are replaced by the pad id, so no head can read them.
     - `mode="delete"` (the TSDAE paper): deleted tokens are removed from `input_ids`, survivors close the gap in
       their original order and rows are padded to the longest survivor row. `labels` keep the full original length,
-      so the encoder input is shorter than the labels: use `ConceptEncoderForMaskedLMPerceiverPosOnly`, which
-      decodes `labels.shape[1]` positions from the concepts alone.
+      so the encoder input is shorter than the labels: use the perceiver MLM with `decoder_query="position"`
+      (`perceiver_posonly_mlm`), which decodes `labels.shape[1]` positions from the concepts alone.
 
     New noise is drawn on every call (torch's global RNG; `torch.manual_seed` makes it reproducible), vectorised
     over the whole batch.

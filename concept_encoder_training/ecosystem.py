@@ -1,6 +1,6 @@
 """What a saved checkpoint folder needs beyond `save_pretrained` for the rest of the Hugging Face stack.
 
-- Pair checkpoints (`ConceptEncoderForSentencePairClassification`) get the custom text-classification pipeline
+- Pair checkpoints (`classifier_head="sentence_pair"`) get the custom text-classification pipeline
   (`pipeline_concept_encoder.py`, named in `config.json`'s `custom_pipelines`), since the stock pipeline feeds one
   concatenated sequence.
 - Any checkpoint can get a sentence-transformers configuration (`modules.json`: the stock `Transformer` module, then

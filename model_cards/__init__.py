@@ -26,7 +26,11 @@ OBJECTIVES = {
     "concept states alone (position-only decoder queries)",
 }
 PIPELINE_TAGS = {"AutoModelForMaskedLM": "fill-mask", "AutoModelForSequenceClassification": "text-classification"}
-PAIR_CLASS = "ConceptEncoderForSentencePairClassification"
+# The config fields that make each class's head variant (one class per Auto class), shown beside the class.
+HEAD_FIELDS = {
+    "ConceptEncoderForMaskedLM": ("mlm_decoder", "decoder_query"),
+    "ConceptEncoderForSequenceClassification": ("classifier_head",),
+}
 LOCAL_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl")
 LICENSE = "apache-2.0"  # the package's license (setup.cfg)
 LANGUAGE = ["en"]  # every corpus and task the scripts train on is English
@@ -42,13 +46,23 @@ def count_parameters(folder: str) -> int:
     return total
 
 
+def saved_class_of(config: dict) -> str:
+    """The saved class (`config.architectures`), the encoder when none is named."""
+    return (config.get("architectures") or ["ConceptEncoderModel"])[0]
+
+
 def auto_class_of(config: dict) -> str:
     """The Auto class under which `config.auto_map` serves the saved architecture (the card's loading snippet)."""
-    architecture = (config.get("architectures") or ["ConceptEncoderModel"])[0]
+    architecture = saved_class_of(config)
     for auto_class, reference in (config.get("auto_map") or {}).items():
         if reference.endswith("." + architecture) and auto_class != "AutoConfig":
             return auto_class
     return "AutoModel"
+
+
+def head_variant(config: dict) -> str:
+    """`mlm_decoder=perceiver, decoder_query=position`: the fields that make the saved head (empty for the encoder)."""
+    return ", ".join(f"{name}={config[name]}" for name in HEAD_FIELDS.get(saved_class_of(config), ()) if name in config)
 
 
 def glue_rows(glue_results: dict | None) -> list[tuple[str, str, str]]:
@@ -118,7 +132,10 @@ def write_model_card(
         config = json.load(f)
     auto_class = auto_class_of(config)
     pipeline_tag = PIPELINE_TAGS.get(auto_class)
-    if config.get("architectures") == [PAIR_CLASS] and "custom_pipelines" not in config:
+    pair = saved_class_of(config) == "ConceptEncoderForSequenceClassification" and (
+        config.get("classifier_head") == "sentence_pair"
+    )
+    if pair and "custom_pipelines" not in config:
         pipeline_tag = None  # the stock text-classification pipeline cannot feed two separately encoded sentences
     data = summary.get("pretraining_data") or "n/a"
     run_id = summary.get("run_id") or Path(output_dir).name
@@ -141,7 +158,8 @@ def write_model_card(
         run_id=run_id,
         repo_id=repo_id or ".",
         local_snippet=repo_id is None,
-        model_class=(config.get("architectures") or ["ConceptEncoderModel"])[0],
+        model_class=saved_class_of(config),
+        head_variant=head_variant(config),
         pair_pipeline="custom_pipelines" in config,
         pipeline_tag=pipeline_tag,
         base_model=base_model,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from collators import DataCollatorForConceptMLM, DataCollatorForSentencePairs, DataCollatorForTSDAE
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
+from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 BATCH = 32
 MAX_LENGTH = 64
@@ -136,7 +136,7 @@ def test_tsdae_delete_batch_trains_the_posonly_model(tokenizer, features):
     from conftest import tiny_config
 
     torch.manual_seed(0)
-    model = ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer))).train()
+    model = ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).train()
     batch = DataCollatorForTSDAE(tokenizer, mode="delete")(features[:8])
     output = model(**batch)
     output.loss.backward()

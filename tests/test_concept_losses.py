@@ -13,7 +13,7 @@ from concept_encoder_training.diagnostics import (
     mean_concept_cosine,
 )
 from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLMPerceiver,
+    ConceptEncoderForMaskedLM,
     concept_loss_terms,
     covariance_loss,
     orthogonality_loss,
@@ -101,7 +101,7 @@ def test_simcse_term_adds_a_second_encoder_pass_to_pretraining():
     config = tiny_config(simcse_weight=0.5, simcse_temperature=0.1, hidden_dropout_prob=0.0)
     config.attention_probs_dropout_prob = 0.0  # both views identical, so the term can be recomputed exactly
     torch.manual_seed(0)
-    model = ConceptEncoderForMaskedLMPerceiver(config).train()
+    model = ConceptEncoderForMaskedLM(config).train()
     batch = mlm_batch()
     output = model(**batch)
     pooled = model.encoder(batch["input_ids"], batch["attention_mask"]).last_hidden_state.mean(dim=1)
@@ -152,9 +152,9 @@ def test_mean_concept_cosine_and_format():
     assert format_effective_rank(122.2, 128) == "122.2 / 128 (95%)"
 
 
-def mlm_model(**overrides) -> ConceptEncoderForMaskedLMPerceiver:
+def mlm_model(**overrides) -> ConceptEncoderForMaskedLM:
     torch.manual_seed(0)
-    return ConceptEncoderForMaskedLMPerceiver(tiny_config(concept_losses=["orthogonality", "vicreg"], **overrides))
+    return ConceptEncoderForMaskedLM(tiny_config(concept_losses=["orthogonality", "vicreg"], **overrides))
 
 
 def mlm_batch(seed: int = 0) -> dict:
@@ -205,5 +205,5 @@ def test_kendall_gal_log_variances_stay_clamped_and_round_trip(tmp_path):
         assert torch.isfinite(output.loss)
     assert model.concept_loss_log_vars.detach().abs().max() > 2.0  # pushed past the limit; only the clamp is used
     model.save_pretrained(tmp_path)
-    loaded = ConceptEncoderForMaskedLMPerceiver.from_pretrained(tmp_path)
+    loaded = ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
     assert torch.equal(loaded.concept_loss_log_vars, model.concept_loss_log_vars)

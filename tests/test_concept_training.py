@@ -12,7 +12,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from collators import DataCollatorForConceptMLM
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver
+from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 LOSSES = ["orthogonality", "vicreg"]
 COMPONENTS = [
@@ -36,11 +36,9 @@ class LogRecorder(TrainerCallback):
         self.logs.append(dict(logs))
 
 
-def tiny_mlm(tokenizer, **overrides) -> ConceptEncoderForMaskedLMPerceiver:
+def tiny_mlm(tokenizer, **overrides) -> ConceptEncoderForMaskedLM:
     torch.manual_seed(0)
-    return ConceptEncoderForMaskedLMPerceiver(
-        tiny_config(vocab_size=len(tokenizer), concept_losses=LOSSES, **overrides)
-    )
+    return ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer), concept_losses=LOSSES, **overrides))
 
 
 def arguments(output_dir, **overrides) -> TrainingArguments:

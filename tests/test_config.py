@@ -24,6 +24,8 @@ def test_config_round_trips_through_json(tmp_path):
     config = tiny_config(
         encoder_layer_type="bixt",
         decoder_query="position",
+        mlm_decoder="weighted",
+        classifier_head="via_decoder",
         classifier_pooling="mean",
         cross_attention_normalization="concepts",
         simcse_weight=0.3,
@@ -35,6 +37,8 @@ def test_config_round_trips_through_json(tmp_path):
     for field in (
         "encoder_layer_type",
         "decoder_query",
+        "mlm_decoder",
+        "classifier_head",
         "classifier_pooling",
         "cross_attention_normalization",
         "simcse_weight",
@@ -62,6 +66,8 @@ INVALID = [
     (dict(encoder_layer_type="transformer"), "encoder_layer_type", "bixt"),
     (dict(decoder_query="token"), "decoder_query", "token_and_position"),
     (dict(classifier_pooling="cls"), "classifier_pooling", "weighted"),
+    (dict(mlm_decoder="diffusion"), "mlm_decoder", "weighted"),
+    (dict(classifier_head="cls"), "classifier_head", "via_decoder"),
     (dict(concept_losses=["orthogonality"], concept_loss_weighting="learned"), "concept_loss_weighting", "kendall_gal"),
     (dict(concept_losses=["orthogonal"]), "concept_losses", "soft_orthogonality"),
     (dict(concept_losses=["variance", "variance"]), "concept_losses", "repeat"),
@@ -105,3 +111,35 @@ def test_valid_edge_values_are_accepted(tmp_path):
     tiny_config(**edges).save_pretrained(tmp_path)
     loaded = ConceptEncoderConfig.from_pretrained(tmp_path)  # validated again on load
     assert {name: getattr(loaded, name) for name in edges} == edges
+
+
+@pytest.mark.parametrize(
+    "legacy, class_name, variant",
+    [
+        ("ConceptEncoder", "ConceptEncoderModel", {}),
+        ("ConceptEncoderForMaskedLMWeighted", "ConceptEncoderForMaskedLM", {"mlm_decoder": "weighted"}),
+        ("ConceptEncoderForMaskedLMPerceiver", "ConceptEncoderForMaskedLM", {"mlm_decoder": "perceiver"}),
+        (
+            "ConceptEncoderForMaskedLMPerceiverPosOnly",
+            "ConceptEncoderForMaskedLM",
+            {"mlm_decoder": "perceiver", "decoder_query": "position"},
+        ),
+        ("ConceptEncoderForSequenceClassificationPerceiver", "ConceptEncoderForSequenceClassification", {"classifier_head": "pooled"}),
+        ("ConceptEncoderForSequenceClassificationViaDecoder", "ConceptEncoderForSequenceClassification", {"classifier_head": "via_decoder"}),
+        ("ConceptEncoderForSentencePairClassification", "ConceptEncoderForSequenceClassification", {"classifier_head": "sentence_pair"}),
+    ],
+)  # fmt: skip
+def test_a_class_per_variant_in_architectures_reads_as_our_class_and_its_fields(legacy, class_name, variant):
+    """0.1.0 and the seed had a class per head variant; a config naming one reads as our class with the variant's
+    fields, whatever the dict says of them (the old class fixed them), and saves under the new name."""
+    written = {**tiny_config().to_dict(), "architectures": [legacy], "mlm_decoder": "weighted"}
+    written.pop("classifier_head")  # 0.1.0 wrote no such field
+    config = ConceptEncoderConfig.from_dict(written)
+    assert config.architectures == [class_name]
+    expected = {
+        "mlm_decoder": "weighted",
+        "decoder_query": "token_and_position",
+        "classifier_head": "pooled",
+        **variant,
+    }
+    assert {field: getattr(config, field) for field in expected} == expected

@@ -16,10 +16,7 @@ from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, pip
 import run_glue
 import run_pretraining
 from model_cards import write_model_card
-from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLMPerceiverPosOnly,
-    ConceptEncoderForSentencePairClassification,
-)
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
 
 POSITIONS = 64
 TRAIN, DEV, TEST = 32, 24, 20
@@ -41,7 +38,9 @@ def paws_dir(tmp_path_factory, data_dir):
 def pair_run(tmp_path_factory, tokenizer, paws_dir):
     """A tiny checkpoint fine-tuned on PAWS with separate pair encoding, with predictions for test.tsv."""
     checkpoint = tmp_path_factory.mktemp("checkpoint") / "tiny_posonly"
-    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer))).save_pretrained(checkpoint)
+    ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
+        checkpoint
+    )
     tokenizer.save_pretrained(checkpoint)  # model_max_length 1e30, as a freshly trained tokenizer has
     output_dir = tmp_path_factory.mktemp("paws_run")
     run_glue.main(
@@ -63,7 +62,8 @@ def test_saved_tokenizer_carries_the_position_limit(pair_run):
 
 def test_text_classification_pipeline_on_a_pair_checkpoint(pair_run, paws_dir):
     config = json.loads((pair_run / "config.json").read_text())
-    assert config["architectures"] == ["ConceptEncoderForSentencePairClassification"]
+    assert config["architectures"] == ["ConceptEncoderForSequenceClassification"]
+    assert config["classifier_head"] == "sentence_pair"
     assert (pair_run / "pipeline_concept_encoder.py").is_file() and "text-classification" in config["custom_pipelines"]
     classify = pipeline("text-classification", model=str(pair_run), trust_remote_code=True)
     first, second = "The cat sat on the mat .", "A cat was sitting on the mat ."
@@ -101,7 +101,7 @@ def test_card_metadata_reads_back_with_model_card_load(pair_run):
     assert results["accuracy"].dataset_split == "validation"
     assert "google-research-datasets/paws" in data.datasets
     assert f"| Training examples | {TRAIN} |" in card.text and f"| Dev examples scored | {DEV} |" in card.text
-    assert "| Class | `ConceptEncoderForSentencePairClassification` |" in card.text
+    assert "| Class | `ConceptEncoderForSequenceClassification` (classifier_head=sentence_pair) |" in card.text
 
 
 def test_card_snippets_run_without_a_prompt(pair_run):
@@ -121,7 +121,7 @@ def test_card_snippets_run_without_a_prompt(pair_run):
 
 
 def test_card_of_a_hub_fine_tune_names_its_base_model(tmp_path):
-    ConceptEncoderForSentencePairClassification(tiny_config()).save_pretrained(tmp_path)
+    ConceptEncoderForSequenceClassification(tiny_config(classifier_head="sentence_pair")).save_pretrained(tmp_path)
     path = write_model_card(tmp_path, {"run_id": "glue_mrpc_x"}, base_model="someone/concept-encoder-base")
     data = ModelCard.load(path).data
     assert data.base_model == "someone/concept-encoder-base" and data.eval_results is None
@@ -200,7 +200,7 @@ def test_run_mlm_flags_keep_their_meaning(tmp_path, tokenizer):
         run_pretraining.ModelArguments(config_name=str(tmp_path / "config"), config_overrides="concept_num=4")
     )
     assert (config.num_hidden_layers, config.concept_num, config.hidden_size) == (3, 4, 32)
-    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).save_pretrained(tmp_path / "checkpoint")
+    ConceptEncoderForMaskedLM(tiny_config(decoder_query="position")).save_pretrained(tmp_path / "checkpoint")
     model_args = run_pretraining.ModelArguments(
         model_type="perceiver_posonly_mlm", model_name_or_path=str(tmp_path / "checkpoint"), torch_dtype="bfloat16"
     )
@@ -223,10 +223,8 @@ def test_run_mlm_flags_keep_their_meaning(tmp_path, tokenizer):
 def test_lora_on_every_attention_and_ffn_projection_changes_the_output_and_trains():
     from peft import LoraConfig, get_peft_model
 
-    from modeling_concept_encoder import ConceptEncoderForSequenceClassificationPerceiver
-
     torch.manual_seed(0)
-    model = ConceptEncoderForSequenceClassificationPerceiver(tiny_config(num_labels=2)).eval()
+    model = ConceptEncoderForSequenceClassification(tiny_config(num_labels=2)).eval()
     ids = torch.randint(5, 150, (2, 10))
     before = model(ids).logits
     targets = ["q_proj", "k_proj", "v_proj", "out_proj", "wi", "wo"]
@@ -248,7 +246,9 @@ def test_sentence_transformers_encodes_batch_independently_as_the_mean_of_concep
     from concept_encoder_training.ecosystem import add_sentence_transformers
     from concept_encoder_training.zero_shot import load_encoder, sentence_vectors
 
-    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer))).save_pretrained(tmp_path)
+    ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
+        tmp_path
+    )
     tokenizer.save_pretrained(tmp_path)
     add_sentence_transformers(tmp_path)
     model = SentenceTransformer(str(tmp_path), trust_remote_code=True)
@@ -273,15 +273,15 @@ class OutputGraph(torch.nn.Module):
         return getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, **pair), self.output)
 
 
-ONNX_HEADS = [
-    ("ConceptEncoderModel", "last_hidden_state"),
-    ("ConceptEncoderForMaskedLMWeighted", "logits"),
-    ("ConceptEncoderForMaskedLMPerceiver", "logits"),
-    ("ConceptEncoderForMaskedLMPerceiverPosOnly", "logits"),
-    ("ConceptEncoderForSequenceClassificationPerceiver", "logits"),
-    ("ConceptEncoderForSequenceClassificationViaDecoder", "logits"),
-    ("ConceptEncoderForSentencePairClassification", "logits"),
-]
+ONNX_HEADS = {  # name: (class, config fields of the head variant, output)
+    "encoder": ("ConceptEncoderModel", {}, "last_hidden_state"),
+    "weighted_mlm": ("ConceptEncoderForMaskedLM", {"mlm_decoder": "weighted"}, "logits"),
+    "perceiver_mlm": ("ConceptEncoderForMaskedLM", {}, "logits"),
+    "perceiver_posonly_mlm": ("ConceptEncoderForMaskedLM", {"decoder_query": "position"}, "logits"),
+    "pooled": ("ConceptEncoderForSequenceClassification", {}, "logits"),
+    "via_decoder": ("ConceptEncoderForSequenceClassification", {"classifier_head": "via_decoder"}, "logits"),
+    "sentence_pair": ("ConceptEncoderForSequenceClassification", {"classifier_head": "sentence_pair"}, "logits"),
+}
 
 
 def padded_batch(size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,15 +291,16 @@ def padded_batch(size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-@pytest.mark.parametrize("class_name, output", ONNX_HEADS)
-def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path, class_name, output):
+@pytest.mark.parametrize("head", ONNX_HEADS)
+def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path, head):
     import onnxruntime
 
     import modeling_concept_encoder
 
+    class_name, variant, output = ONNX_HEADS[head]
     torch.manual_seed(0)
-    model = getattr(modeling_concept_encoder, class_name)(tiny_config()).eval()
-    pair = class_name == "ConceptEncoderForSentencePairClassification"
+    model = getattr(modeling_concept_encoder, class_name)(tiny_config(**variant)).eval()
+    pair = head == "sentence_pair"
     ids = torch.randint(5, 150, (2, 12))
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=POSITIONS)
     inputs, shapes = (ids, torch.ones_like(ids)), ({0: batch, 1: length}, {0: batch, 1: length})
@@ -307,7 +308,7 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path, cla
         length_b = torch.export.Dim("length_b", max=POSITIONS)
         inputs += (ids[:, :9].clone(), torch.ones_like(ids[:, :9]))
         shapes += ({0: batch, 1: length_b}, {0: batch, 1: length_b})
-    path = tmp_path / f"{class_name}.onnx"
+    path = tmp_path / f"{head}.onnx"
     torch.onnx.export(OutputGraph(model, output), inputs, str(path), dynamo=True, dynamic_shapes=shapes)
     session = onnxruntime.InferenceSession(str(path))
     names = [node.name for node in session.get_inputs()]

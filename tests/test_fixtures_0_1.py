@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 import modeling_concept_encoder  # noqa: F401  (registers the Auto classes)
+from configuration_concept_encoder import LEGACY_ARCHITECTURES
 
 FIXTURES = data_root().parent / "fixtures" / "concept_encoder_0.1"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -26,7 +27,9 @@ def auto_class_of(class_name: str):
 def test_0_1_checkpoint_loads_to_its_stored_outputs(name):
     folder = FIXTURES / name
     model = auto_class_of(MANIFEST[name]["class"]).from_pretrained(folder).eval()
-    assert type(model).__name__ == MANIFEST[name]["class"]
+    class_name, variant = LEGACY_ARCHITECTURES.get(MANIFEST[name]["class"], (MANIFEST[name]["class"], {}))
+    assert type(model).__name__ == class_name  # 0.1.0's class per variant → our class per Auto class + the variant
+    assert {field: getattr(model.config, field) for field in variant} == variant
     io = load_file(folder / "io.safetensors")
     inputs = {key: value for key, value in io.items() if key not in OUTPUT_KEYS}
     (output_key,) = [key for key in OUTPUT_KEYS if key in io]

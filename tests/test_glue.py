@@ -22,7 +22,7 @@ from concept_encoder_training.glue import (
     read_glue_tsv,
 )
 from concept_encoder_training.hub import HubAccessError
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
+from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "qnli": 5463, "wnli": 71}
 
@@ -31,8 +31,8 @@ DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "q
 def checkpoint(tmp_path_factory, tokenizer):
     """A tiny TSDAE-style (PosOnly MLM) checkpoint with its tokenizer, saved as run_pretraining.py saves one."""
     folder = tmp_path_factory.mktemp("checkpoint") / "tiny_posonly"
-    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=64)
-    ConceptEncoderForMaskedLMPerceiverPosOnly(config).save_pretrained(folder)
+    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=64, decoder_query="position")
+    ConceptEncoderForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -194,7 +194,8 @@ def test_mrpc_concat_pairs_with_the_checkpoint_code(checkpoint, data_dir, tmp_pa
     (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "mrpc", "--pair_encoding", "concat", "--trust_remote_code")
     assert summary["pair_encoding"] == "concat"
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["architectures"] == ["ConceptEncoderForSequenceClassificationPerceiver"]
+    assert config["architectures"] == ["ConceptEncoderForSequenceClassification"]
+    assert config["classifier_head"] == "pooled"
     assert 0.0 <= results(tmp_path)["eval_f1"] <= 1.0
 
 
@@ -334,8 +335,10 @@ def test_seeds_give_one_run_each_and_numpys_mean_and_std(checkpoint, data_dir, t
 @pytest.mark.slow
 def test_seed_protocol_settings_and_best_epoch_label(tokenizer, data_dir, tmp_path):
     checkpoint = tmp_path / "positions_128"  # the protocol's max length is 128
-    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128, num_hidden_layers=1)
-    ConceptEncoderForMaskedLMPerceiverPosOnly(config).save_pretrained(checkpoint)
+    config = tiny_config(
+        vocab_size=len(tokenizer), max_position_embeddings=128, num_hidden_layers=1, decoder_query="position"
+    )
+    ConceptEncoderForMaskedLM(config).save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
     (summary,) = fine_tune(checkpoint, tmp_path / "run", data_dir, "rte", "--seed_protocol")
     assert summary["pair_encoding"] == "concat" and summary["seed_protocol"]

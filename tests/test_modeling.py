@@ -1,34 +1,39 @@
-"""Every model class on tiny random configs: shapes, losses, gradients, save/load, padding, decoding, checkpointing."""
+"""Every model class and head variant on tiny random configs: shapes, losses, gradients, save/load, padding,
+decoding, checkpointing."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
+from conftest import TINY_SIZES, tiny_config
 from transformers import pipeline
 
 from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLMPerceiver,
-    ConceptEncoderForMaskedLMPerceiverPosOnly,
-    ConceptEncoderForMaskedLMWeighted,
-    ConceptEncoderForSentencePairClassification,
-    ConceptEncoderForSequenceClassificationPerceiver,
+    ConceptEncoderForMaskedLM,
+    ConceptEncoderForSequenceClassification,
     ConceptEncoderModel,
 )
 
-MLM_CLASSES = [
-    ConceptEncoderForMaskedLMWeighted,
-    ConceptEncoderForMaskedLMPerceiver,
-    ConceptEncoderForMaskedLMPerceiverPosOnly,
-]
-CLASSIFIER_CLASSES = [ConceptEncoderForSequenceClassificationPerceiver, ConceptEncoderForSentencePairClassification]
-ALL_CLASSES = [ConceptEncoderModel, *MLM_CLASSES, *CLASSIFIER_CLASSES]
+# Every head the log names: the config fields of its variant (one class per Auto class).
+MLM_HEADS = {
+    "weighted_mlm": {"mlm_decoder": "weighted"},
+    "perceiver_mlm": {"mlm_decoder": "perceiver"},
+    "perceiver_posonly_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position"},
+}
+CLASSIFIER_HEADS = {head: {"classifier_head": head} for head in ("pooled", "via_decoder", "sentence_pair")}
+HEADS = {
+    "encoder": (ConceptEncoderModel, {}),
+    **{name: (ConceptEncoderForMaskedLM, variant) for name, variant in MLM_HEADS.items()},
+    **{name: (ConceptEncoderForSequenceClassification, variant) for name, variant in CLASSIFIER_HEADS.items()},
+}
 LAYER_TYPES = ["perceiver", "bixt"]
 BATCH, SEQ, PAD = 3, 10, 0
 
 
-def build(model_class, layer_type, **overrides):
+def build(head, layer_type, **overrides):
+    """A fresh model of `head` (a key of `HEADS`)."""
     torch.manual_seed(0)
-    return model_class(tiny_config(encoder_layer_type=layer_type, **overrides))
+    model_class, variant = HEADS[head]
+    return model_class(tiny_config(encoder_layer_type=layer_type, **variant, **overrides))
 
 
 def random_ids(generator, batch=BATCH, length=SEQ, vocab=200):
@@ -40,16 +45,16 @@ def random_ids(generator, batch=BATCH, length=SEQ, vocab=200):
     return ids.masked_fill(mask == 0, PAD), mask
 
 
-def make_inputs(model_class, with_labels: bool, seed: int = 0) -> dict:
-    """Forward keyword arguments for `model_class`, with labels of the right kind when asked."""
+def make_inputs(head, with_labels: bool, seed: int = 0) -> dict:
+    """Forward keyword arguments for `head`, with labels of the right kind when asked."""
     generator = torch.Generator().manual_seed(seed)
     input_ids, attention_mask = random_ids(generator)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if model_class is ConceptEncoderForSentencePairClassification:
+    if head == "sentence_pair":
         inputs["input_ids_b"], inputs["attention_mask_b"] = random_ids(generator, length=SEQ - 3)
-    if not with_labels or model_class is ConceptEncoderModel:
+    if not with_labels or head == "encoder":
         return inputs
-    if model_class in MLM_CLASSES:
+    if head in MLM_HEADS:
         labels = torch.full_like(input_ids, -100)
         labels[:, 1:4] = input_ids[:, 1:4]  # three labelled positions per row, all real tokens
         inputs["labels"] = labels
@@ -68,28 +73,28 @@ def encoder_of(model) -> ConceptEncoderModel:
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
-@pytest.mark.parametrize("model_class", ALL_CLASSES, ids=lambda c: c.__name__)
-def test_forward_shapes_loss_and_gradients(model_class, layer_type):
-    model = build(model_class, layer_type).train()
+@pytest.mark.parametrize("head", HEADS)
+def test_forward_shapes_loss_and_gradients(head, layer_type):
+    model = build(head, layer_type).train()
     config = model.config
 
-    unlabelled = model(**make_inputs(model_class, with_labels=False))
-    if model_class is ConceptEncoderModel:
+    unlabelled = model(**make_inputs(head, with_labels=False))
+    if head == "encoder":
         assert unlabelled.last_hidden_state.shape == (BATCH, config.concept_num, config.hidden_size)
         expected_tokens = (BATCH, SEQ, config.hidden_size) if layer_type == "bixt" else None
         assert getattr(unlabelled.token_hidden_state, "shape", None) == expected_tokens
         objective = unlabelled.last_hidden_state.pow(2).mean()
-    elif model_class in MLM_CLASSES:
+    elif head in MLM_HEADS:
         assert unlabelled.logits.shape == (BATCH, SEQ, config.vocab_size)  # dense without labels
         assert unlabelled.loss is None
     else:
         assert unlabelled.logits.shape == (BATCH, config.num_labels)
         assert unlabelled.loss is None
 
-    if model_class is not ConceptEncoderModel:
-        inputs = make_inputs(model_class, with_labels=True)
+    if head != "encoder":
+        inputs = make_inputs(head, with_labels=True)
         labelled = model(**inputs)
-        if model_class in MLM_CLASSES:
+        if head in MLM_HEADS:
             assert labelled.logits.shape == ((inputs["labels"] != -100).sum(), config.vocab_size)  # sparse
         assert torch.isfinite(labelled.loss)
         assert torch.equal(labelled.loss, labelled.task_loss)  # concept_loss_weighting="none" trains the task alone
@@ -104,7 +109,7 @@ def test_forward_shapes_loss_and_gradients(model_class, layer_type):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"no gradient reaches the {name}"
 
 
-@pytest.mark.parametrize("model_class", CLASSIFIER_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("head", CLASSIFIER_HEADS)
 @pytest.mark.parametrize(
     "num_labels, problem_type, labels, reference",
     [
@@ -119,9 +124,9 @@ def test_forward_shapes_loss_and_gradients(model_class, layer_type):
     ],
     ids=["regression", "multi_label", "single_label"],
 )
-def test_classifier_problem_types(model_class, num_labels, problem_type, labels, reference):
-    model = build(model_class, "perceiver", num_labels=num_labels, problem_type=problem_type).eval()
-    inputs = make_inputs(model_class, with_labels=False)
+def test_classifier_problem_types(head, num_labels, problem_type, labels, reference):
+    model = build(head, "perceiver", num_labels=num_labels, problem_type=problem_type).eval()
+    inputs = make_inputs(head, with_labels=False)
     output = model(**inputs, labels=labels)
     assert output.logits.shape == (BATCH, num_labels)
     torch.testing.assert_close(output.loss, reference(output.logits, labels))
@@ -129,9 +134,9 @@ def test_classifier_problem_types(model_class, num_labels, problem_type, labels,
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_encoder_hidden_states_and_attentions(layer_type):
-    model = build(ConceptEncoderModel, layer_type).eval()
+    model = build("encoder", layer_type).eval()
     config = model.config
-    inputs = make_inputs(ConceptEncoderModel, with_labels=False)
+    inputs = make_inputs("encoder", with_labels=False)
     output = model(**inputs, output_hidden_states=True, output_attentions=True)
     assert len(output.hidden_states) == config.num_hidden_layers + 1
     assert len(output.attentions) == len(output.cross_attentions) == config.num_hidden_layers
@@ -149,8 +154,8 @@ def test_encoder_hidden_states_and_attentions(layer_type):
 def test_pair_head_returns_both_sentences_attentions():
     """The pair head takes `output_attentions`/`output_hidden_states` like every head: per-layer tuples of sentence
     A's states and weights, then sentence B's."""
-    model = build(ConceptEncoderForSentencePairClassification, "bixt").eval()
-    inputs = make_inputs(ConceptEncoderForSentencePairClassification, with_labels=False)
+    model = build("sentence_pair", "bixt").eval()
+    inputs = make_inputs("sentence_pair", with_labels=False)
     output = model(**inputs, output_hidden_states=True, output_attentions=True)
     layers = model.config.num_hidden_layers
     assert len(output.hidden_states) == 2 * (layers + 1) and len(output.attentions) == 2 * layers
@@ -159,28 +164,30 @@ def test_pair_head_returns_both_sentences_attentions():
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
-@pytest.mark.parametrize("model_class", ALL_CLASSES, ids=lambda c: c.__name__)
-def test_save_load_round_trip(model_class, layer_type, tmp_path):
-    model = build(model_class, layer_type).eval()
+@pytest.mark.parametrize("head", HEADS)
+def test_save_load_round_trip(head, layer_type, tmp_path):
+    model = build(head, layer_type).eval()
     with torch.no_grad():  # move every tensor off its initial value, so a re-initialised one cannot pass
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.01)
     model.save_pretrained(tmp_path)
+    model_class, variant = HEADS[head]
     loaded = model_class.from_pretrained(tmp_path).eval()
 
     assert type(loaded) is model_class
+    assert {field: getattr(loaded.config, field) for field in variant} == variant
     expected, actual = model.state_dict(), loaded.state_dict()
     assert expected.keys() == actual.keys()
     for name, tensor in expected.items():
         assert torch.equal(tensor, actual[name]), f"{name} changed in the save/load round trip"
-    inputs = make_inputs(model_class, with_labels=False)
+    inputs = make_inputs(head, with_labels=False)
     with torch.no_grad():
         assert torch.equal(outputs_of(model, inputs), outputs_of(loaded, inputs))
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_padding_does_not_change_concept_states(layer_type):
-    model = build(ConceptEncoderModel, layer_type, hidden_dropout_prob=0.1).eval()
+    model = build("encoder", layer_type, hidden_dropout_prob=0.1).eval()
     ids = torch.randint(5, 200, (1, 7), generator=torch.Generator().manual_seed(1))
     padded_ids = torch.cat([ids, torch.full((1, 9), PAD)], dim=1)
     padded_mask = torch.cat([torch.ones(1, 7, dtype=torch.long), torch.zeros(1, 9, dtype=torch.long)], dim=1)
@@ -193,9 +200,9 @@ def test_padding_does_not_change_concept_states(layer_type):
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
-@pytest.mark.parametrize("model_class", [ConceptEncoderModel, ConceptEncoderForMaskedLMPerceiver])
-def test_fully_padded_row_is_finite(model_class, layer_type):
-    model = build(model_class, layer_type).eval()
+@pytest.mark.parametrize("head", ["encoder", "perceiver_mlm"])
+def test_fully_padded_row_is_finite(head, layer_type):
+    model = build(head, layer_type).eval()
     input_ids, attention_mask = random_ids(torch.Generator().manual_seed(2))
     input_ids[0], attention_mask[0] = PAD, 0
     with torch.no_grad():
@@ -206,7 +213,7 @@ def test_fully_padded_row_is_finite(model_class, layer_type):
 def test_concept_normalised_cross_attention_is_slot_attention():
     """cross_attention_normalization="concepts": softmax over the concepts per token, padding zeroed, then each
     concept's weights over the tokens rescaled to sum to 1 (Slot Attention), written out by hand."""
-    model = build(ConceptEncoderModel, "perceiver", cross_attention_normalization="concepts").eval()
+    model = build("encoder", "perceiver", cross_attention_normalization="concepts").eval()
     input_ids, attention_mask = random_ids(torch.Generator().manual_seed(4))
     with torch.no_grad():
         output = model(input_ids, attention_mask, output_attentions=True)
@@ -225,13 +232,13 @@ def test_concept_normalised_cross_attention_is_slot_attention():
         # the eager path (weights returned) and the training path give the same states
         torch.testing.assert_close(model(input_ids, attention_mask).last_hidden_state, output.last_hidden_state)
         # the self-attention keeps the usual normalisation over keys
-        plain = build(ConceptEncoderModel, "perceiver").eval()(input_ids, attention_mask, output_attentions=True)
+        plain = build("encoder", "perceiver").eval()(input_ids, attention_mask, output_attentions=True)
         assert not torch.allclose(plain.cross_attentions[0], output.cross_attentions[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_concept_normalised_cross_attention_ignores_padding(layer_type):
-    model = build(ConceptEncoderModel, layer_type, cross_attention_normalization="concepts").eval()
+    model = build("encoder", layer_type, cross_attention_normalization="concepts").eval()
     ids = torch.randint(5, 200, (1, 7), generator=torch.Generator().manual_seed(1))
     padded_ids = torch.cat([ids, torch.full((1, 5), PAD)], dim=1)
     padded_mask = torch.cat([torch.ones(1, 7, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long)], dim=1)
@@ -242,10 +249,10 @@ def test_concept_normalised_cross_attention_ignores_padding(layer_type):
     assert torch.isfinite(empty).all()
 
 
-@pytest.mark.parametrize("model_class", MLM_CLASSES, ids=lambda c: c.__name__)
-def test_sparse_decoding_matches_dense_cross_entropy(model_class):
-    model = build(model_class, "perceiver").eval()
-    inputs = make_inputs(model_class, with_labels=True)
+@pytest.mark.parametrize("head", MLM_HEADS)
+def test_sparse_decoding_matches_dense_cross_entropy(head):
+    model = build(head, "perceiver").eval()
+    inputs = make_inputs(head, with_labels=True)
     labels = inputs.pop("labels")
     selected = labels != -100
     with torch.no_grad():
@@ -257,7 +264,7 @@ def test_sparse_decoding_matches_dense_cross_entropy(model_class):
 
 def test_posonly_decodes_every_label_position_from_a_shorter_input():
     """TSDAE delete mode: the encoder sees the surviving tokens, the decoder restores all `labels.shape[1]`."""
-    model = build(ConceptEncoderForMaskedLMPerceiverPosOnly, "perceiver").train()
+    model = build("perceiver_posonly_mlm", "perceiver").train()
     generator = torch.Generator().manual_seed(3)
     labels = torch.randint(5, 200, (2, 12), generator=generator)
     labels[1, 9:] = -100  # the shorter original sentence is padded
@@ -268,18 +275,16 @@ def test_posonly_decodes_every_label_position_from_a_shorter_input():
 
 
 def test_token_queries_refuse_labels_longer_than_the_input():
-    model = build(ConceptEncoderForMaskedLMPerceiver, "perceiver")
+    model = build("perceiver_mlm", "perceiver")
     labels = torch.randint(5, 200, (2, 12))
-    with pytest.raises(ValueError, match="ConceptEncoderForMaskedLMPerceiverPosOnly"):
+    with pytest.raises(ValueError, match="decoder_query='position'"):
         model(input_ids=labels[:, :6], labels=labels)
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(layer_type):
-    model = build(
-        ConceptEncoderForMaskedLMPerceiver, layer_type, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
-    ).train()
-    inputs = make_inputs(ConceptEncoderForMaskedLMPerceiver, with_labels=True)
+    model = build("perceiver_mlm", layer_type, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    inputs = make_inputs("perceiver_mlm", with_labels=True)
     layer_calls = []
     # a pre-hook inside the checkpointed layer: the recomputation stops early, before post-hooks of its last block
     model.encoder.layers[0].ffn.register_forward_pre_hook(lambda *_: layer_calls.append(1))
@@ -303,23 +308,26 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(layer_type):
 
 
 @pytest.mark.parametrize("tied", [True, False])
-@pytest.mark.parametrize("model_class", MLM_CLASSES, ids=lambda c: c.__name__)
-def test_lm_head_tying_survives_save_and_load(model_class, tied, tmp_path):
-    model = build(model_class, "perceiver", tie_word_embeddings=tied)
+@pytest.mark.parametrize("head", MLM_HEADS)
+def test_lm_head_tying_survives_save_and_load(head, tied, tmp_path):
+    model = build(head, "perceiver", tie_word_embeddings=tied)
     model.save_pretrained(tmp_path)
-    loaded = model_class.from_pretrained(tmp_path)
+    loaded = ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
     for candidate in (model, loaded):
         head, embeddings = candidate.lm_head.decoder.weight, candidate.encoder.embeddings.token_embeddings.weight
         assert (head.data_ptr() == embeddings.data_ptr()) is tied
     assert torch.equal(loaded.lm_head.decoder.weight, model.lm_head.decoder.weight)
 
 
-@pytest.mark.parametrize("model_class", MLM_CLASSES, ids=lambda c: c.__name__)
-def test_fill_mask_pipeline(model_class, tokenizer):
+@pytest.mark.parametrize("head", MLM_HEADS)
+def test_fill_mask_pipeline(head, tokenizer):
     config = tiny_config(
-        vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id
+        vocab_size=len(tokenizer),
+        mask_token_id=tokenizer.mask_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **MLM_HEADS[head],
     )
-    model = model_class(config).eval()
+    model = ConceptEncoderForMaskedLM(config).eval()
     fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer)
     text = f"the {tokenizer.mask_token} of the city"
     predictions = fill_mask(text, top_k=3)
@@ -333,12 +341,10 @@ def test_fill_mask_pipeline(model_class, tokenizer):
 
 def test_kendall_gal_log_variances_learn_and_round_trip(tmp_path):
     losses = ["orthogonality", "uniformity"]
-    model = build(
-        ConceptEncoderForMaskedLMPerceiver, "bixt", concept_losses=losses, concept_loss_weighting="kendall_gal"
-    ).train()
+    model = build("perceiver_mlm", "bixt", concept_losses=losses, concept_loss_weighting="kendall_gal").train()
     with torch.no_grad():
         model.concept_loss_log_vars.copy_(torch.tensor([0.3, -0.2, 0.7]))
-    output = model(**make_inputs(ConceptEncoderForMaskedLMPerceiver, with_labels=True))
+    output = model(**make_inputs("perceiver_mlm", with_labels=True))
     terms = torch.stack([output.task_loss, *(output.concept_loss_terms[name] for name in losses)])
     limit = model.config.concept_loss_log_var_limit
     s = limit * torch.tanh(model.concept_loss_log_vars / limit)  # the soft clamp
@@ -347,12 +353,12 @@ def test_kendall_gal_log_variances_learn_and_round_trip(tmp_path):
     assert model.concept_loss_log_vars.grad is not None and model.concept_loss_log_vars.grad.abs().min() > 0
 
     model.save_pretrained(tmp_path)
-    loaded = ConceptEncoderForMaskedLMPerceiver.from_pretrained(tmp_path)
+    loaded = ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
     assert torch.equal(loaded.concept_loss_log_vars, model.concept_loss_log_vars)
 
 
 def test_over_long_sequence_raises_a_clear_error():
-    model = build(ConceptEncoderModel, "perceiver")
+    model = build("encoder", "perceiver")
     too_long = torch.randint(5, 200, (1, model.config.max_position_embeddings + 1))
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model(too_long)
@@ -360,6 +366,29 @@ def test_over_long_sequence_raises_a_clear_error():
 
 @pytest.mark.parametrize("bad_id", [-1, 200])
 def test_ids_outside_the_vocabulary_raise_a_clear_error(bad_id):
-    model = build(ConceptEncoderModel, "perceiver")
+    model = build("encoder", "perceiver")
     with pytest.raises(ValueError, match="vocab_size"):
         model(torch.tensor([[5, 6, bad_id]]))
+
+
+def test_each_classifier_head_refuses_the_inputs_of_another():
+    """The sentence-pair head's second sentence and `cosine_only` belong to it alone; the decoders need input_ids."""
+    inputs = make_inputs("sentence_pair", with_labels=False)
+    for head in ("pooled", "via_decoder"):
+        with pytest.raises(ValueError, match=f"classifier_head='{head}'"):
+            build(head, "perceiver")(**inputs)
+        with pytest.raises(ValueError, match=f"classifier_head='{head}'"):
+            build(head, "perceiver")(inputs["input_ids"], cosine_only=True)
+    with pytest.raises(ValueError, match="needs input_ids_b"):
+        build("sentence_pair", "perceiver")(inputs["input_ids"], inputs["attention_mask"])
+    embeddings = torch.randn(BATCH, SEQ, TINY_SIZES["hidden_size"])
+    for head in ("via_decoder", "perceiver_mlm"):
+        with pytest.raises(ValueError, match="needs input_ids"):
+            build(head, "perceiver")(inputs_embeds=embeddings)
+
+
+def test_a_head_field_set_after_the_config_was_built_is_validated_with_the_model():
+    config = tiny_config()
+    config.classifier_head = "cls"  # as from_pretrained(..., classifier_head="cls") sets it
+    with pytest.raises(ValueError, match="ConceptEncoderConfig.classifier_head='cls'"):
+        ConceptEncoderForSequenceClassification(config)

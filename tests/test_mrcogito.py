@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 import convert_mrcogito_checkpoint
 import modeling_concept_encoder as modeling
 from concept_encoder_training.tokenizer import train_tokenizer
-from configuration_concept_encoder import ConceptEncoderConfig
+from configuration_concept_encoder import LEGACY_ARCHITECTURES, ConceptEncoderConfig
 
 FIXTURES = data_root().parent / "fixtures" / "mrcogito"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -27,6 +27,11 @@ def auto_class_of(seed_class: str):
     if seed_class == "ConceptEncoder":
         return AutoModel
     return AutoModelForMaskedLM if "MaskedLM" in seed_class else AutoModelForSequenceClassification
+
+
+def ours_of(seed_class: str) -> tuple[str, dict]:
+    """Our class for the seed's, and the config fields of its variant (`LEGACY_ARCHITECTURES`)."""
+    return LEGACY_ARCHITECTURES[seed_class]
 
 
 # Also run in a fresh process that cannot import this repository (after conversion), hence source text.
@@ -68,7 +73,9 @@ max_differences = _namespace["max_differences"]
 def test_seed_checkpoint_loads_exactly_through_the_auto_class(name):
     seed_class = MANIFEST[name]["class"]
     model = auto_class_of(seed_class).from_pretrained(FIXTURES / name)
-    assert type(model).__name__ == ("ConceptEncoderModel" if seed_class == "ConceptEncoder" else seed_class)
+    class_name, variant = ours_of(seed_class)
+    assert type(model).__name__ == class_name
+    assert {field: getattr(model.config, field) for field in variant} == variant
     differences = max_differences(model, FIXTURES / name)
     assert max(differences.values()) < 1e-5, differences
     # every tensor of the file went somewhere: none dropped as unexpected (a tied head is one tensor, not two)
@@ -101,9 +108,9 @@ def test_seed_config_translates_to_our_fields():
 
 SEED_PARAMETERS = {  # H512 L6 C128 I2048 V50368, 512 positions: the counts of the seed's own classes
     "encoder": (modeling.ConceptEncoderModel, 57_645_056),
-    "perceiver_mlm": (modeling.ConceptEncoderForMaskedLMPerceiver, 61_059_584),
-    "perceiver_posonly_mlm": (modeling.ConceptEncoderForMaskedLMPerceiverPosOnly, 61_059_584),
-    "weighted_mlm": (modeling.ConceptEncoderForMaskedLMWeighted, 83_762_688),
+    "perceiver_mlm": (modeling.ConceptEncoderForMaskedLM, 61_059_584),
+    "perceiver_posonly_mlm": (modeling.ConceptEncoderForMaskedLM, 61_059_584),
+    "weighted_mlm": (modeling.ConceptEncoderForMaskedLM, 83_762_688),
 }
 
 
@@ -132,9 +139,9 @@ def test_seed_preset_weights_have_the_seed_names_and_shapes():
             num_labels=entry["config"].get("num_labels", 2),
         )
         head = {"ConceptEncoderForMaskedLMWeighted": "weighted_mlm"}.get(entry["class"], "perceiver_mlm")
-        config = ConceptEncoderConfig.from_seed(head, **sizes)
-        seed_class = entry["class"] if entry["class"] != "ConceptEncoder" else "ConceptEncoderModel"
-        ours = getattr(modeling, seed_class)(config).state_dict()
+        class_name, variant = ours_of(entry["class"])
+        config = ConceptEncoderConfig.from_seed(head, **sizes, **variant)
+        ours = getattr(modeling, class_name)(config).state_dict()
         loaded = auto_class_of(entry["class"]).from_pretrained(FIXTURES / name).state_dict()
         assert {key: tuple(value.shape) for key, value in ours.items()} == {
             key: tuple(value.shape) for key, value in loaded.items()
@@ -146,7 +153,8 @@ def test_seed_preset_starts_from_the_seed_initialisation():
     config = ConceptEncoderConfig.from_seed(
         "weighted_mlm", vocab_size=1000, hidden_size=256, num_hidden_layers=1, concept_num=64, intermediate_size=512
     )
-    model = modeling.ConceptEncoderForMaskedLMWeighted(config)
+    model = modeling.ConceptEncoderForMaskedLM(config)
+    assert config.mlm_decoder == "weighted"
     encoder = model.encoder
     assert encoder.concepts.std().item() == pytest.approx(0.2, rel=0.05)
     for linear in (encoder.layers[0].cross_attention.out_proj, encoder.layers[0].ffn.wi, model.lm_head.dense):
@@ -164,17 +172,10 @@ def test_seed_renamings_leave_our_weight_names_alone():
         tiny_config(encoder_layer_type="bixt", bixt_token_ffn=True),
         tiny_config(decoder_position_embeddings="own", lm_head_type="norm_dense_act", tie_word_embeddings=False),
     ]
-    classes = [
-        modeling.ConceptEncoderModel,
-        modeling.ConceptEncoderForMaskedLMPerceiver,
-        modeling.ConceptEncoderForMaskedLMWeighted,
-        modeling.ConceptEncoderForSequenceClassificationPerceiver,
-        modeling.ConceptEncoderForSequenceClassificationViaDecoder,
-        modeling.ConceptEncoderForSentencePairClassification,
-    ]
     for config in configs:
-        for model_class in classes:
-            for key in model_class(config).state_dict():
+        for class_name, variant in LEGACY_ARCHITECTURES.values():  # every class and head variant
+            config.update(variant)
+            for key in getattr(modeling, class_name)(config).state_dict():
                 for source in modeling.SEED_WEIGHT_RENAMINGS:
                     assert not re.search(source, key), (source, key)
 
@@ -215,7 +216,7 @@ def seed_encoder_with_bixt_flipped(tmp_path):
 
 
 def our_mlm_without_an_encoder_weight(tmp_path):
-    modeling.ConceptEncoderForMaskedLMPerceiver(tiny_config()).save_pretrained(tmp_path)
+    modeling.ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
     del weights["encoder.layers.1.ffn.wo.bias"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
@@ -235,7 +236,7 @@ def test_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path, mak
 
 
 def test_checkpoint_with_half_a_head_is_refused_and_a_new_head_is_not(tmp_path):
-    model = modeling.ConceptEncoderForSequenceClassificationPerceiver(tiny_config())
+    model = modeling.ConceptEncoderForSequenceClassification(tiny_config())
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
     del weights["classifier.bias"]
@@ -249,9 +250,9 @@ def test_checkpoint_with_half_a_head_is_refused_and_a_new_head_is_not(tmp_path):
         AutoModelForSequenceClassification.from_pretrained(tmp_path)
     # an MLM checkpoint under a classifier: the classifier is new (transformers reports it), the encoder loaded
     mlm_folder = tmp_path / "mlm"
-    mlm = modeling.ConceptEncoderForMaskedLMPerceiver(tiny_config())
+    mlm = modeling.ConceptEncoderForMaskedLM(tiny_config())
     mlm.save_pretrained(mlm_folder)
-    classifier = modeling.ConceptEncoderForSequenceClassificationPerceiver.from_pretrained(mlm_folder)
+    classifier = modeling.ConceptEncoderForSequenceClassification.from_pretrained(mlm_folder)
     torch.testing.assert_close(classifier.encoder.concepts, mlm.encoder.concepts, rtol=0, atol=0)
 
 
@@ -295,9 +296,7 @@ def test_converted_seed_checkpoints_load_with_remote_code_in_a_fresh_process(tmp
     differences = json.loads(output.strip().splitlines()[-1])
     assert differences.keys() == MANIFEST.keys()
     for name, (class_name, difference) in differences.items():
-        assert class_name == (
-            "ConceptEncoderModel" if MANIFEST[name]["class"] == "ConceptEncoder" else MANIFEST[name]["class"]
-        )
+        assert class_name == ours_of(MANIFEST[name]["class"])[0]
         assert max(difference.values()) < 1e-5, (name, difference)
 
 

@@ -23,7 +23,7 @@ from concept_encoder_training.hub import HubAccessError
 from concept_encoder_training.tokenizer import train_tokenizer
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import write_model_card
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiverPosOnly
+from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 SUMMARY_KEYS = {
     "kind", "run_id", "date", "model_type", "architecture", "encoder_layer_type", "objective", "pretraining_data",
@@ -125,7 +125,11 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
         missing = [name for name in HUB_FILES if not (folder / name).is_file()]
         assert not missing, f"{folder} lacks {missing}"
     config = json.loads((output_dir / "config.json").read_text())
-    assert config["auto_map"]["AutoModelForMaskedLM"].endswith(run_pretraining.MODEL_CLASSES[model_type].__name__)
+    assert config["auto_map"]["AutoModelForMaskedLM"] == "modeling_concept_encoder.ConceptEncoderForMaskedLM"
+    assert config["architectures"] == ["ConceptEncoderForMaskedLM"]
+    assert {field: config[field] for field in run_pretraining.MODEL_TYPES[model_type]} == (
+        run_pretraining.MODEL_TYPES[model_type]
+    )  # the head variant --model_type asked for
     assert config["encoder_layer_type"] == layer_type and config["vocab_size"] == len(
         AutoTokenizer.from_pretrained(output_dir)
     )
@@ -178,7 +182,7 @@ model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eva
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
 with torch.no_grad():
     loss = model(**torch.load(os.path.join(folder, "..", "batch.pt"))).loss
-print(type(model).__name__, repr(loss.item()))
+print(type(model).__name__ + ":" + model.config.decoder_query, repr(loss.item()))
 """
 
 
@@ -196,12 +200,12 @@ def test_run_folder_loads_with_trust_remote_code_in_a_fresh_process(monkeypatch,
     features = [tokenizer(line, truncation=True, max_length=64) for line in lines if line.strip()][:8]
     batch = DataCollatorForTSDAE(tokenizer, max_length=64)(features)
     torch.save(batch, tmp_path / "batch.pt")
-    model = ConceptEncoderForMaskedLMPerceiverPosOnly.from_pretrained(output_dir).eval()
+    model = ConceptEncoderForMaskedLM.from_pretrained(output_dir).eval()
     with torch.no_grad():
         expected = model(**batch).loss.item()
 
     name, loss = run_isolated(LOADER, output_dir, cwd=tmp_path, timeout=120).split()[-2:]
-    assert name == "ConceptEncoderForMaskedLMPerceiverPosOnly"
+    assert name == "ConceptEncoderForMaskedLM:position"
     assert float(loss) == expected
 
 
@@ -218,7 +222,7 @@ def test_continue_from_a_checkpoint_with_another_head_and_objective(monkeypatch,
     )  # fmt: skip
     run_main(monkeypatch, args)
     config = json.loads((tmp_path / "tsdae" / "config.json").read_text())
-    assert config["architectures"] == ["ConceptEncoderForMaskedLMPerceiverPosOnly"]
+    assert config["architectures"] == ["ConceptEncoderForMaskedLM"] and config["decoder_query"] == "position"
     before, after = (load_file(tmp_path / name / "model.safetensors") for name in ("mlm", "tsdae"))
     encoder = [key for key in before if key.startswith("encoder.")]
     assert encoder and all(torch.equal(before[key], after[key]) for key in encoder)
@@ -465,12 +469,15 @@ def test_presets_parse_and_command_line_flags_override_them(name):
 def test_model_card_has_a_glue_table_when_given(tmp_path):
     from conftest import tiny_config
 
-    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).save_pretrained(tmp_path)
+    ConceptEncoderForMaskedLM(tiny_config(decoder_query="position")).save_pretrained(tmp_path)
     summary = {"run_id": "perceiver_posonly_mlm_H32L2C8_20260101_000000", "objective": "tsdae", "effective_rank": 3.25}
     card = open(write_model_card(tmp_path, summary, {"mrpc": {"accuracy": 0.8125, "f1": 0.85}, "stsb": 0.5})).read()
     assert "| mrpc | accuracy | 0.8125 |" in card and "| stsb | score | 0.5 |" in card
-    assert "3.2 / 8 (41%)" in card and "ConceptEncoderForMaskedLMPerceiverPosOnly" in card
-    parameters = sum(p.numel() for p in ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).parameters())
+    assert (
+        "3.2 / 8 (41%)" in card
+        and "`ConceptEncoderForMaskedLM` (mlm_decoder=perceiver, decoder_query=position)" in card
+    )
+    parameters = sum(p.numel() for p in ConceptEncoderForMaskedLM(tiny_config(decoder_query="position")).parameters())
     assert f"{parameters:,}" in card
 
 

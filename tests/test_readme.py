@@ -11,4 +11,4 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
-    assert "ConceptEncoderForMaskedLMPerceiver (2, 12, 100) (2, 8, 32)" in capsys.readouterr().out
+    assert "ConceptEncoderForMaskedLM (2, 12, 100) (2, 8, 32)" in capsys.readouterr().out

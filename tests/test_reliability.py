@@ -24,7 +24,7 @@ from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason
 from concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder_training.trainer import ConceptTrainer
 from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderForMaskedLMPerceiverPosOnly
+from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 corpus = test_pretraining.corpus  # WikiText-2 lines as local files (a fixture)
 
@@ -33,7 +33,7 @@ corpus = test_pretraining.corpus  # WikiText-2 lines as local files (a fixture)
 def checkpoint(tmp_path_factory, tokenizer):
     """A tiny PosOnly MLM checkpoint with its tokenizer."""
     folder = tmp_path_factory.mktemp("checkpoint") / "tiny_posonly"
-    ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer))).save_pretrained(folder)
+    ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -146,7 +146,7 @@ def test_a_batch_without_labelled_positions_gives_zero_task_loss_and_zero_task_g
     """0.1.0: cross-entropy over no masked token is NaN, which Kendall-Gal weighting spread into every weight."""
     losses = ["variance"] if weighting != "none" else []
     torch.manual_seed(0)
-    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(concept_losses=losses, concept_loss_weighting=weighting))
+    model = ConceptEncoderForMaskedLM(tiny_config(concept_losses=losses, concept_loss_weighting=weighting))
     model.train()
     input_ids = torch.randint(5, 200, (1, 6))
     output = model(input_ids, labels=torch.full_like(input_ids, -100))
@@ -169,7 +169,7 @@ def test_training_stops_at_the_first_non_finite_loss_without_saving_it(tmp_path,
                 with torch.no_grad():
                     model.encoder.embeddings.token_embeddings.weight.fill_(float("nan"))
 
-    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(vocab_size=len(tokenizer)))
+    model = ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer)))
     data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:40]]
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=4, save_strategy="steps", save_steps=1,
@@ -394,7 +394,7 @@ def test_same_named_checkpoint_folders_each_run_their_own_code(tmp_path):
     in dynamic_module_utils.get_cached_module_file, yet this collides). Known limitation, written in the README."""
     for run, marker in (("run_a", "a"), ("run_b", "b")):
         folder = tmp_path / run / "pretrained"
-        ConceptEncoderForMaskedLMPerceiver(tiny_config()).save_pretrained(folder)
+        ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(folder)
         with open(folder / "modeling_concept_encoder.py", "a", encoding="utf-8") as f:
             f.write(f'\nRUN_MARKER = "{marker}"\n')
     script = """

@@ -6,13 +6,18 @@ import json
 import torch
 from conftest import run_isolated, tiny_config
 
-from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLMPerceiver,
-    ConceptEncoderForMaskedLMPerceiverPosOnly,
-    ConceptEncoderForMaskedLMWeighted,
-    ConceptEncoderForSentencePairClassification,
-    ConceptEncoderForSequenceClassificationPerceiver,
-)
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
+
+MLM, CLASSIFIER = ConceptEncoderForMaskedLM.__name__, ConceptEncoderForSequenceClassification.__name__
+# Each saved head: its class and the config fields of its variant.
+HEADS = {
+    "mlm": (ConceptEncoderForMaskedLM, {"mlm_decoder": "perceiver"}),
+    "weighted": (ConceptEncoderForMaskedLM, {"mlm_decoder": "weighted"}),
+    "posonly": (ConceptEncoderForMaskedLM, {"decoder_query": "position"}),
+    "classifier": (ConceptEncoderForSequenceClassification, {"classifier_head": "pooled"}),
+    "via_decoder": (ConceptEncoderForSequenceClassification, {"classifier_head": "via_decoder"}),
+    "pair": (ConceptEncoderForSequenceClassification, {"classifier_head": "sentence_pair"}),
+}
 
 # Runs in the fresh process: argv = checkpoints root, JSON list of loads to perform.
 LOADER = """
@@ -37,30 +42,19 @@ for name, folder, auto_class in json.loads(sys.argv[2]):
             output = model(**inputs).logits
         else:
             output = model(inputs["input_ids"], inputs["attention_mask"]).logits
-    results[name] = (type(model).__name__, output)
+    variant = {field: getattr(model.config, field) for field in ("mlm_decoder", "decoder_query", "classifier_head")}
+    results[name] = (type(model).__name__, variant, output)
 torch.save(results, os.path.join(checkpoints, "results.pt"))
 """
 
 
 def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
-    layer_types = {
-        "mlm": "bixt",
-        "weighted": "perceiver",
-        "posonly": "perceiver",
-        "classifier": "bixt",
-        "pair": "perceiver",
-    }
-    classes = {
-        "mlm": ConceptEncoderForMaskedLMPerceiver,
-        "weighted": ConceptEncoderForMaskedLMWeighted,
-        "posonly": ConceptEncoderForMaskedLMPerceiverPosOnly,
-        "classifier": ConceptEncoderForSequenceClassificationPerceiver,
-        "pair": ConceptEncoderForSentencePairClassification,
-    }
+    layer_types = {"mlm": "bixt", "classifier": "bixt", "via_decoder": "bixt"}  # the others: perceiver
     torch.manual_seed(0)
     models = {}
-    for folder, model_class in classes.items():
-        model = model_class(tiny_config(encoder_layer_type=layer_types[folder], num_labels=3)).eval()
+    for folder, (model_class, variant) in HEADS.items():
+        layer_type = layer_types.get(folder, "perceiver")
+        model = model_class(tiny_config(encoder_layer_type=layer_type, num_labels=3, **variant)).eval()
         model.save_pretrained(tmp_path / folder)
         models[folder] = model
 
@@ -80,6 +74,7 @@ def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
             "weighted": models["weighted"](input_ids, attention_mask).logits,
             "posonly": models["posonly"](input_ids, attention_mask).logits,
             "classifier": models["classifier"](input_ids, attention_mask).logits,
+            "via_decoder": models["via_decoder"](input_ids, attention_mask).logits,
             "pair": models["pair"](**inputs).logits,
         }
     loads = [
@@ -89,20 +84,17 @@ def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
         ("weighted", "weighted", "AutoModelForMaskedLM"),
         ("posonly", "posonly", "AutoModelForMaskedLM"),
         ("classifier", "classifier", "AutoModelForSequenceClassification"),
+        ("via_decoder", "via_decoder", "AutoModelForSequenceClassification"),
         ("pair", "pair", "AutoModelForSequenceClassification"),
     ]
     expected_classes = {
-        "mlm": "ConceptEncoderForMaskedLMPerceiver",
+        **{name: model_class.__name__ for name, (model_class, _) in HEADS.items()},
         "mlm_encoder": "ConceptEncoderModel",
-        "finetune_encoder": "ConceptEncoderForSequenceClassificationPerceiver",
-        "weighted": "ConceptEncoderForMaskedLMWeighted",
-        "posonly": "ConceptEncoderForMaskedLMPerceiverPosOnly",
-        "classifier": "ConceptEncoderForSequenceClassificationPerceiver",
-        "pair": "ConceptEncoderForSentencePairClassification",
+        "finetune_encoder": CLASSIFIER,
     }
     expected["finetune_encoder"] = expected["mlm_encoder"]
 
-    for folder in classes:  # a complete Hub repo: both code files and an auto_map naming every Auto class
+    for folder in HEADS:  # a complete Hub repo: both code files and an auto_map naming every Auto class
         assert {
             "config.json",
             "model.safetensors",
@@ -117,8 +109,10 @@ def test_checkpoints_load_with_trust_remote_code_in_a_fresh_process(tmp_path):
     run_isolated(LOADER, tmp_path, json.dumps(loads), cwd=tmp_path)
 
     results = torch.load(tmp_path / "results.pt")
-    for name, (class_name, output) in results.items():
+    for name, (class_name, variant, output) in results.items():
         assert class_name == expected_classes[name], name
+        expected_variant = HEADS[name][1] if name in HEADS else {}
+        assert expected_variant.items() <= variant.items(), (name, variant)
         assert torch.equal(output, expected[name]), f"{name}: outputs differ from the saving process"
     assert results.keys() == expected_classes.keys()
 
@@ -128,24 +122,20 @@ def test_installed_package_auto_classes_load_every_head(tmp_path):
     come back as its own class, with or without `trust_remote_code`."""
     from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-    heads = [
-        (ConceptEncoderForMaskedLMWeighted, AutoModelForMaskedLM),
-        (ConceptEncoderForMaskedLMPerceiver, AutoModelForMaskedLM),
-        (ConceptEncoderForMaskedLMPerceiverPosOnly, AutoModelForMaskedLM),
-        (ConceptEncoderForSequenceClassificationPerceiver, AutoModelForSequenceClassification),
-        (ConceptEncoderForSentencePairClassification, AutoModelForSequenceClassification),
-    ]
-    for model_class, auto_class in heads:
-        model = model_class(tiny_config())
-        model.save_pretrained(tmp_path / model_class.__name__)
+    auto_classes = {MLM: AutoModelForMaskedLM, CLASSIFIER: AutoModelForSequenceClassification}
+    for name, (model_class, variant) in HEADS.items():
+        model = model_class(tiny_config(**variant))
+        model.save_pretrained(tmp_path / name)
         for trust_remote_code in (False, True):
-            loaded = auto_class.from_pretrained(tmp_path / model_class.__name__, trust_remote_code=trust_remote_code)
+            loaded = auto_classes[model_class.__name__].from_pretrained(
+                tmp_path / name, trust_remote_code=trust_remote_code
+            )
             assert type(loaded).__name__ == model_class.__name__
-            assert all(torch.equal(tensor, loaded.state_dict()[name]) for name, tensor in model.state_dict().items())
-        encoder = AutoModel.from_pretrained(tmp_path / model_class.__name__)
+            assert {field: getattr(loaded.config, field) for field in variant} == variant
+            assert all(torch.equal(tensor, loaded.state_dict()[key]) for key, tensor in model.state_dict().items())
+        encoder = AutoModel.from_pretrained(tmp_path / name)
         assert torch.equal(encoder.concepts, model.encoder.concepts)
-        # fine-tuning starts from any head's checkpoint: a new classifier over the same encoder
-        classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / model_class.__name__, num_labels=2)
+        # fine-tuning starts from any head's checkpoint: a classifier over the same encoder (a new one for an MLM)
+        classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / name, num_labels=2)
         assert torch.equal(classifier.encoder.concepts, model.encoder.concepts)
-        if model_class is not ConceptEncoderForSentencePairClassification:
-            assert type(classifier) is ConceptEncoderForSequenceClassificationPerceiver
+        assert type(classifier) is ConceptEncoderForSequenceClassification

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config
 
 from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import ConceptEncoderForMaskedLMPerceiver, ConceptEncoderModel
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 
 def encoder(**overrides) -> ConceptEncoderModel:
@@ -55,9 +55,9 @@ def test_only_reading_layers_get_token_gradients():
 
 
 def test_save_and_load_keep_the_reading_layers(tmp_path):
-    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(token_read_layers=[1]))
+    model = ConceptEncoderForMaskedLM(tiny_config(token_read_layers=[1]))
     model.save_pretrained(tmp_path)
-    loaded = ConceptEncoderForMaskedLMPerceiver.from_pretrained(tmp_path)
+    loaded = ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
     assert loaded.config.token_read_layers == [1]
     inputs = torch.randint(5, 200, (2, 10))
     with torch.no_grad():

@@ -10,15 +10,12 @@ import pytest
 import torch
 from conftest import data_root, tiny_config
 from safetensors.torch import load_file
-from transformers import AutoModelForMaskedLM
+from transformers import AutoModelForMaskedLM, HfArgumentParser
 
 import run_glue
 import run_pretraining
 from concept_encoder_training.tokenizer import train_tokenizer
-from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLMPerceiverPosOnly,
-    ConceptEncoderForSequenceClassificationViaDecoder,
-)
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
 
 SEED_FIXTURES = data_root().parent / "fixtures" / "mrcogito"
 
@@ -35,6 +32,10 @@ def small_tokenizer(tmp_path_factory):
     return folder
 
 
+def via_decoder(**overrides) -> ConceptEncoderForSequenceClassification:
+    return ConceptEncoderForSequenceClassification(tiny_config(classifier_head="via_decoder", **overrides))
+
+
 def decoder_and_encoder_weights(model) -> dict:
     return {key: value for key, value in model.state_dict().items() if key.startswith(("encoder.", "decoder."))}
 
@@ -43,11 +44,13 @@ def decoder_and_encoder_weights(model) -> dict:
 def test_via_decoder_loads_encoder_and_decoder_from_an_mlm_checkpoint(tmp_path, source):
     if source == "ours":
         folder = tmp_path / "mlm"
-        ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config()).save_pretrained(folder)
+        ConceptEncoderForMaskedLM(tiny_config(decoder_query="position")).save_pretrained(folder)
     else:
         folder = SEED_FIXTURES / "perceiver_posonly_mlm"
     mlm = AutoModelForMaskedLM.from_pretrained(folder)
-    classifier = ConceptEncoderForSequenceClassificationViaDecoder.from_pretrained(folder, num_labels=3)
+    classifier = ConceptEncoderForSequenceClassification.from_pretrained(
+        folder, num_labels=3, classifier_head="via_decoder"
+    )
     assert classifier.config.decoder_query == "position"
     expected, loaded = decoder_and_encoder_weights(mlm), decoder_and_encoder_weights(classifier)
     assert expected.keys() == loaded.keys() and any(key.startswith("decoder.") for key in loaded)
@@ -59,7 +62,7 @@ def test_via_decoder_loads_encoder_and_decoder_from_an_mlm_checkpoint(tmp_path, 
 @pytest.mark.parametrize("decoder_query", ["position", "token_and_position"])
 def test_via_decoder_logits_do_not_depend_on_padding(decoder_query):
     torch.manual_seed(0)
-    model = ConceptEncoderForSequenceClassificationViaDecoder(tiny_config(decoder_query=decoder_query)).eval()
+    model = via_decoder(decoder_query=decoder_query).eval()
     input_ids = torch.randint(5, 200, (2, 7))
     padded = torch.cat([input_ids, torch.zeros(2, 5, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(2, 7, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long)], dim=1)
@@ -70,13 +73,11 @@ def test_via_decoder_logits_do_not_depend_on_padding(decoder_query):
 
 
 def test_via_decoder_problem_types():
-    model = ConceptEncoderForSequenceClassificationViaDecoder(tiny_config(num_labels=1))
+    model = via_decoder(num_labels=1)
     input_ids = torch.randint(5, 200, (3, 6))
     loss = model(input_ids, labels=torch.tensor([0.5, 1.0, 2.0])).loss  # regression
     assert loss.ndim == 0 and loss > 0
-    multi = ConceptEncoderForSequenceClassificationViaDecoder(
-        tiny_config(num_labels=2, problem_type="multi_label_classification")
-    )
+    multi = via_decoder(num_labels=2, problem_type="multi_label_classification")
     assert multi(input_ids, labels=torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])).loss > 0
 
 
@@ -96,7 +97,8 @@ def test_run_glue_fine_tunes_a_seed_checkpoint_through_its_decoder(small_tokeniz
     )  # fmt: skip
     assert summary["pair_encoding"] == "concat"
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["architectures"] == ["ConceptEncoderForSequenceClassificationViaDecoder"]
+    assert config["architectures"] == ["ConceptEncoderForSequenceClassification"]
+    assert config["classifier_head"] == "via_decoder"
     assert config["decoder_position_embeddings"] == "own" and "decoder_posonly" not in config
     assert 0.0 <= json.loads((tmp_path / "all_results.json").read_text())["eval_f1"] <= 1.0
     with pytest.raises(ValueError, match="--pair_encoding concat"):
@@ -125,10 +127,39 @@ def test_run_pretraining_continues_a_seed_checkpoint_with_tsdae(small_tokenizer,
         assert torch.equal(tensor, expected[key]), key
 
 
+def config_of_flags(*flags: str):
+    return run_pretraining.build_config(
+        HfArgumentParser(run_pretraining.ModelArguments).parse_args_into_dataclasses(list(flags))[0]
+    )
+
+
 def test_tsdae_is_judged_by_the_config_not_the_model_type_string():
-    run_pretraining.check_model_and_objective("perceiver_mlm", tiny_config(decoder_query="position"), "tsdae")
-    run_pretraining.check_model_and_objective("perceiver_posonly_mlm", tiny_config(), "tsdae")
+    for flags in (
+        ["--model_type", "perceiver_mlm", "--config_overrides", "decoder_query=position"],
+        ["--model_type", "perceiver_posonly_mlm"],
+        ["--model_type", "perceiver_posonly_mlm", "--architecture", "mrcogito"],
+    ):
+        config = config_of_flags(*flags)
+        assert (config.mlm_decoder, config.decoder_query) == ("perceiver", "position"), flags
+        run_pretraining.check_model_and_objective(config, "tsdae")
     with pytest.raises(ValueError, match="decoder_query='token_and_position'"):
-        run_pretraining.check_model_and_objective("perceiver_mlm", tiny_config(), "tsdae")
-    with pytest.raises(ValueError, match="weighted_mlm"):
-        run_pretraining.check_model_and_objective("weighted_mlm", tiny_config(decoder_query="position"), "tsdae")
+        run_pretraining.check_model_and_objective(config_of_flags("--model_type", "perceiver_mlm"), "tsdae")
+    weighted = config_of_flags("--model_type", "weighted_mlm", "--config_overrides", "decoder_query=position")
+    with pytest.raises(ValueError, match="mlm_decoder='weighted'"):
+        run_pretraining.check_model_and_objective(weighted, "tsdae")
+    with pytest.raises(ValueError, match="token_and_position"):  # the overrides have the last word
+        run_pretraining.check_model_and_objective(
+            config_of_flags(
+                "--model_type", "perceiver_posonly_mlm", "--config_overrides", "decoder_query=token_and_position"
+            ),
+            "tsdae",
+        )
+
+
+def test_a_pretrained_mlm_keeps_its_decoder(tmp_path):
+    ConceptEncoderForMaskedLM(tiny_config(mlm_decoder="weighted")).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="give --model_type weighted_mlm"):
+        config_of_flags("--model_name_or_path", str(tmp_path), "--model_type", "perceiver_mlm")
+    assert (
+        config_of_flags("--model_name_or_path", str(tmp_path), "--model_type", "weighted_mlm").mlm_decoder == "weighted"
+    )
