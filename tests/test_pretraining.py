@@ -382,7 +382,7 @@ def test_wandb_offline_run_holds_loss_components_and_effective_rank(monkeypatch,
         ({"train_file": "EMPTY"}, ValueError, "is empty"),
         ({"model_type": "roberta_mlm"}, ValueError, "one of \\['weighted_mlm', 'perceiver_mlm', 'perceiver_posonly_mlm', 'bert_mlm'\\]"),
         ({"max_seq_length": 128}, ValueError, "--max_seq_length 128 exceeds the model's max_position_embeddings=64"),
-        ({"objective": "tsdae", "line_by_line": True}, ValueError, "needs --model_type perceiver_posonly_mlm"),
+        ({"objective": "tsdae", "line_by_line": True}, ValueError, "position-only queries \\(--model_type perceiver_posonly_mlm"),
         ({"objective": "tsdae", "model_type": "perceiver_posonly_mlm"}, ValueError, "add --line_by_line"),
         ({"config_overrides": "hidden_sise=64"}, ValueError, "'hidden_sise' is not a ConceptEncoderConfig field"),
         ({"train_file": None, "validation_file": None}, HubAccessError,
@@ -461,7 +461,7 @@ def test_presets_parse_and_command_line_flags_override_them(name):
     model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
     assert data_args.deletion_prob == 0.5 and data_args.line_by_line
     config = run_pretraining.build_config(model_args)  # every preset's config is valid
-    run_pretraining.check_model_and_objective(model_args.model_type, config, data_args.objective)
+    run_pretraining.check_model_and_objective(config, data_args.objective)
     with pytest.raises(ValueError, match="--preset 'nope' is unknown"):
         run_pretraining.expand_preset(["--preset", "nope"])
 
