@@ -440,14 +440,16 @@ class Study:
 
     def run(self):
         """Baselines come as early as they can: each row is scored right after its pretraining, and each random-init
-        row right after the row that lends it its config; the reference comes last. The report is rewritten after
-        every row, so a study cut short still has one; its rows keep this order whatever order the jobs end in."""
+        row right after the row that lends it its config, and the reference (nothing to pretrain) runs first. The
+        report is rewritten after every row, so a study cut short still has one; its table keeps the rows' order
+        (the reference last) whatever order the jobs end in."""
         self.start = time.perf_counter()
         self.root.mkdir(parents=True, exist_ok=True)
         self.prepare_data()
-        units = [*self.rows, *([REFERENCE] if self.reference() is not None else [])]
+        reference = [REFERENCE] if self.reference() is not None else []
         randoms = self.random_rows()
-        planned = [[unit, *(name for name, (source, _) in randoms.items() if source == unit)] for unit in units]
+        planned = [[unit, *(name for name, (source, _) in randoms.items() if source == unit)] for unit in self.rows]
+        planned.append(reference)
         order = {name: index for index, name in enumerate(name for names in planned for name in names)}
         models, timings = {}, {}
 
@@ -458,6 +460,7 @@ class Study:
             self.timings, self.wall_time = timings, time.perf_counter() - self.start
             write_report(self)
 
+        units = [*reference, *self.rows]
         if self.args.jobs == 1:
             for unit in units:
                 absorb(self.run_unit(unit))
