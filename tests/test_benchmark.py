@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TINY_SIZES
 
 from benchmarks.bench_encoder import (
     MODELS,
@@ -133,3 +134,22 @@ def test_benchmark_skips_hf_perceiver_by_its_attention_weights(capsys):
 def test_benchmark_rejects_unknown_models():
     with pytest.raises(ValueError, match="--models has unknown names"):
         BenchmarkArguments(models=["gpt"])
+
+
+def test_recipe_cost_benchmark_builds_each_preset_as_run_pretraining_does(tmp_path, tokenizer, data_dir, capsys):
+    from benchmarks import bench_recipe_cost
+
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    sizes = ",".join(f"{key}={value}" for key, value in TINY_SIZES.items())
+    argv = ["--tokenizer_name", str(tmp_path / "tokenizer"), "--config_overrides", sizes, "--batch_size", "4",
+            "--max_seq_length", "32", "--rounds", "2", "--threads", "1",
+            "--train_file", str(data_dir / "corpus" / "wikitext-2" / "train.txt")]  # fmt: skip
+    args = bench_recipe_cost.parse_args(argv)
+    model, collator = bench_recipe_cost.build_recipe(
+        bench_recipe_cost.recipe_flags("tsdae_posonly_tregs")[1], args, tokenizer
+    )
+    assert model.config.concept_losses == ["t_regs"] and model.config.decoder_query == "position"
+    assert type(collator).__name__ == "DataCollatorForTSDAE"
+    medians = bench_recipe_cost.main([*argv, "--recipes", "tsdae_posonly", "mlm=--model_type perceiver_mlm"])
+    assert list(medians) == ["tsdae_posonly", "mlm"] and all(value > 0 for value in medians.values())
+    assert "| mlm |" in capsys.readouterr().out
