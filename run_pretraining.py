@@ -545,9 +545,9 @@ def load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoin
             source, trust_remote_code=model_args.trust_remote_code, **hub_options(model_args)
         )
     with training_args.main_process_first(local=False, desc="tokenizer training"):
-        if training_args.process_index != 0:  # training twice may permute the ids: every process uses rank 0's
+        if training_args.process_index != 0:  # trained once, by rank 0; the others load its copy
             return AutoTokenizer.from_pretrained(training_args.output_dir)
-        texts = (text for text in raw["train"][text_column] if text.strip())
+        texts = [text for text in raw["train"][text_column] if text.strip()]  # read twice by WordPiece training
         tokenizer = train_tokenizer(texts, model_args.train_tokenizer_vocab_size, model_args.tokenizer_algorithm)
         tokenizer.save_pretrained(training_args.output_dir)
         logger.info(f"Trained a {model_args.tokenizer_algorithm} tokenizer of {len(tokenizer)} tokens.")

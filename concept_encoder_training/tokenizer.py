@@ -1,5 +1,7 @@
-"""Offline tokenizers: train a fast WordPiece or BPE tokenizer on the training text with the `tokenizers` library."""
+"""Offline tokenizers: train a fast WordPiece or BPE tokenizer on the training text with the `tokenizers` library,
+deterministically (the same text gives the same tokenizer.json in every process)."""
 
+import json
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -19,18 +21,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, algorithm: str = "wor
     """A fast tokenizer trained on `texts`, with the special tokens the collators need ([PAD] id 0, [MASK], ...).
 
     Single texts are encoded `[CLS] A [SEP]`, pairs `[CLS] A [SEP] B [SEP]`; only `input_ids` and `attention_mask`
-    are returned (concept encoders have no segment embeddings).
+    are returned (concept encoders have no segment embeddings). The result depends on the texts alone, not on the
+    process (`train_wordpiece`); WordPiece reads `texts` twice (an iterator is first turned into a list).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"Unknown tokenizer algorithm {algorithm!r}: choose one of {list(ALGORITHMS)}.")
     specials = list(SPECIAL_TOKENS.values())
     if algorithm == "wordpiece":
-        backend = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-        backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
-    else:
+        backend = train_wordpiece(texts, vocab_size, specials)
+    else:  # no subword prefix: the BPE trainer's ids and ties are already fixed (alphabet in code-point order)
         backend = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
         backend.normalizer = normalizers.NFKC()
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
@@ -38,7 +37,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, algorithm: str = "wor
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
         )
-    backend.train_from_iterator(texts, trainer=trainer)
+        backend.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -46,6 +45,43 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, algorithm: str = "wor
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, model_input_names=["input_ids", "attention_mask"], **SPECIAL_TOKENS
     )
+
+
+def wordpiece_backend() -> Tokenizer:
+    """An untrained BERT-style WordPiece tokenizer (lower-cased, split at whitespace and punctuation)."""
+    backend = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    return backend
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, specials: list[str]) -> Tokenizer:
+    """WordPiece trained on `texts`, the same in every process.
+
+    `tokenizers`' WordPiece trainer (its BPE trainer with the `##` prefix) gives each continuing-subword token
+    (`##c`) its id in the iteration order of a Rust hash map whose seed is random per process (ahash), and breaks
+    ties between equally frequent pairs by token id, so two processes learned different vocabularies from the same
+    text (neither threads nor PYTHONHASHSEED change that). Here a first pass without merges finds the base tokens (the
+    alphabet and every `##c`); the real pass gets them, after the special tokens, in a fixed order (characters, then
+    `##` tokens, each by code point), so that every id and every tie is decided by the text alone. The base tokens
+    are then ordinary vocabulary entries again (not added tokens).
+    """
+    if iter(texts) is texts:
+        texts = list(texts)
+    scan = wordpiece_backend()
+    scan.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(vocab_size=0, special_tokens=specials))
+    prefix = trainers.WordPieceTrainer().continuing_subword_prefix
+    base = sorted(
+        (token for token in scan.get_vocab(with_added_tokens=False) if token not in specials),
+        key=lambda token: (token.startswith(prefix), [ord(character) for character in token]),
+    )
+    backend = wordpiece_backend()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials + base)
+    backend.train_from_iterator(texts, trainer=trainer)
+    saved = json.loads(backend.to_str())
+    saved["added_tokens"] = [token for token in saved["added_tokens"] if token["content"] in specials]
+    return Tokenizer.from_str(json.dumps(saved))
 
 
 def limit_to_positions(tokenizer, max_position_embeddings: int):

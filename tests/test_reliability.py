@@ -4,12 +4,16 @@ files, incomplete checkpoints, non-deterministic tokenizers."""
 
 import json
 import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 import test_pretraining
 import torch
-from conftest import run_isolated, tiny_config
+from conftest import REPO_ROOT, run_isolated, tiny_config
 from test_pretraining import run_main, tiny_args
 from test_registry import pretraining_summary, save_run
 from transformers import TrainerCallback, TrainingArguments
@@ -382,6 +386,34 @@ def test_glue_scores_of_intermediate_checkpoints_go_to_their_runs_row(tmp_path):
         model_args = run_glue.ModelArguments(model_name_or_path=str(folder))
         ids.append(run_glue.checkpoint_summary(model_args, config)["run_id"])
     assert ids == ["run_a_20260101_000000/checkpoint-10", "run_b_20260101_000000/checkpoint-10"]
+
+
+# ---- 10. reproducibility: the same text gives the same tokenizer in every process ------------------------------
+
+
+def test_trained_tokenizer_is_the_same_in_every_process(tmp_path, wikitext_lines):
+    """0.1.0's WordPiece gave the `##` tokens ids in the order of a Rust hash map seeded per process, and ties between
+    equally frequent pairs went by those ids: two processes trained different vocabularies from the same text."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(wikitext_lines[:300]) + "\n", encoding="utf-8")
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from concept_encoder_training.tokenizer import train_tokenizer
+
+        texts = Path(sys.argv[1]).read_text(encoding="utf-8").splitlines()
+        for algorithm in ("wordpiece", "bpe"):
+            train_tokenizer(iter(texts), vocab_size=300, algorithm=algorithm).save_pretrained(f"{sys.argv[2]}/{algorithm}")
+    """)
+    for seed in ("1", "2"):
+        environment = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO_ROOT)}
+        command = [sys.executable, "-c", script, str(corpus), str(tmp_path / seed)]
+        subprocess.run(command, env=environment, check=True, capture_output=True, timeout=300)
+    for algorithm in ("wordpiece", "bpe"):
+        first, second = tmp_path / "1" / algorithm, tmp_path / "2" / algorithm
+        assert sorted(path.name for path in first.iterdir()) == sorted(path.name for path in second.iterdir())
+        for path in first.iterdir():
+            assert path.read_bytes() == (second / path.name).read_bytes(), f"{algorithm}: {path.name} differs"
 
 
 # ---- Hub code: same-named checkpoint folders in one process ----------------------------------------------------
