@@ -44,7 +44,14 @@ from concept_encoder_training.config_flags import (
 )
 from concept_encoder_training.hub import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
 from concept_encoder_training.run_folder import RunIdentityCallback, check_room, identity_hash, prepare_output_dir
-from concept_encoder_training.run_info import architecture_of, run_id, run_summary, timestamp, write_run_summary
+from concept_encoder_training.run_info import (
+    architecture_of,
+    read_run_summary,
+    run_id,
+    run_summary,
+    timestamp,
+    write_run_summary,
+)
 from concept_encoder_training.tokenizer import ALGORITHMS, limit_to_positions, train_tokenizer
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
@@ -827,17 +834,25 @@ def main():
     if training_args.do_train:
         if trainer.is_world_process_zero():
             check_room(training_args.output_dir, model.num_parameters())
-        tokens_before = 0
+        steps_before, tokens_before = 0, 0
         if resume_checkpoint is not None:
-            tokens_before = TrainerState.load_from_json(
-                os.path.join(resume_checkpoint, "trainer_state.json")
-            ).num_input_tokens_seen
+            resumed = TrainerState.load_from_json(os.path.join(resume_checkpoint, "trainer_state.json"))
+            steps_before, tokens_before = resumed.global_step, resumed.num_input_tokens_seen
         train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
         trainer.save_model()  # model, both .py files, tokenizer, training_args.bin
         metrics = train_result.metrics
         metrics["train_tokens_per_second"] = round(
             (trainer.state.num_input_tokens_seen - tokens_before) / metrics["train_runtime"], 3
         )
+        speed = {
+            "steps_per_second": metrics["train_steps_per_second"],
+            "tokens_per_second": metrics["train_tokens_per_second"],
+        }
+        if trainer.state.global_step == steps_before and resume_checkpoint is not None:
+            # A rerun of a finished run trains nothing: its summary keeps the speed measured when it trained.
+            logger.info(f"{resume_checkpoint} is the end of this run: nothing left to train.")
+            previous = read_run_summary(training_args.output_dir) or {}
+            speed = {name: previous.get(name) for name in speed}
         if not data_args.streaming:
             metrics["train_samples"] = len(train_dataset)
         if concept_model and not training_args.do_eval:  # else the evaluation measures it on the same batch
@@ -874,8 +889,7 @@ def main():
             effective_rank=all_metrics.get(
                 "eval_concept_effective_rank", all_metrics.get("train_concept_effective_rank")
             ),
-            steps_per_second=all_metrics["train_steps_per_second"],
-            tokens_per_second=all_metrics["train_tokens_per_second"],
+            **speed,
         )
         write_run_summary(training_args.output_dir, summary)
         if concept_model:  # our card describes a concept encoder

@@ -83,6 +83,14 @@ def write_run_summary(output_dir: str | Path, summary: dict) -> Path:
     return path
 
 
+def read_run_summary(output_dir: str | Path) -> dict | None:
+    """`output_dir/run_summary.json`, or None when there is none (or an unreadable one)."""
+    try:
+        return json.loads(Path(output_dir, SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def scratch_run_id(config) -> str:
     """The registry row id of a random-init baseline of `config`: `scratch_H128L2C32` for a concept encoder,
     `scratch_bert_H128L2` for another transformers model (run_glue.py and the zero-shot command share it)."""

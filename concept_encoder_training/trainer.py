@@ -2,8 +2,13 @@
 evaluation, a warm-up of the fixed concept-loss weight, weight-decay groups that spare the Kendall-Gal
 log-variances, our model card in `push_to_hub`'s one commit, and a stop at the first non-finite loss or gradient."""
 
+import os
+import random
+
+import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import safe_globals
 
 from concept_encoder_training.diagnostics import ConceptStatistics
 from model_cards import write_model_card
@@ -13,7 +18,7 @@ ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mas
 
 
 class ConceptTrainer(Trainer):
-    """The stock `Trainer`, except for three things.
+    """The stock `Trainer`, except for these things.
 
     - The Kendall-Gal log-variances (`concept_loss_log_vars`) get no weight decay. Weight decay pulls parameters
       towards 0; for a log-variance sᵢ that means pulling every weight ½·exp(−sᵢ) back to ½ regardless of the data, a
@@ -23,6 +28,7 @@ class ConceptTrainer(Trainer):
       optional `card_glue_results`) instead of the Trainer's draft. `push_to_hub` calls it before it uploads the
       output folder, so the card goes up with the weights in one commit (as TRL's trainers do).
     - Training stops at the first non-finite loss or gradient norm (`NonFiniteStopCallback`).
+    - Resuming inside an epoch is exact (`CollateRandomness`), and a resumed finished run trains no further step.
     """
 
     card_summary: dict | None = None
@@ -32,6 +38,57 @@ class ConceptTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.add_callback(NonFiniteStopCallback())
+        self.collate_randomness = None  # the training collator's wrapper
+        self._replay_from, self._skip_rng_restore = None, False  # a mid-epoch resume (CollateRandomness)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        self._replay_from, self._skip_rng_restore = resume_from_checkpoint, False
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def get_train_dataloader(self):
+        """The stock training dataloader, its collator wrapped in a `CollateRandomness` (see `_save_rng_state`)."""
+        collator = self.data_collator
+        self.collate_randomness = self.data_collator = CollateRandomness(collator, self)
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = collator
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """The Trainer's `rng_state.pth`, and `collate_rng_state.pth`: the random state before the training
+        collator's latest call, i.e. before the batch that accelerate's dataloader has already collated ahead of the
+        next step (it reads one batch ahead). Resuming inside an epoch collates that batch from this state again."""
+        super()._save_rng_state(output_dir)
+        if self.collate_randomness is not None and self.collate_randomness.before_last_call is not None:
+            torch.save(self.collate_randomness.before_last_call, os.path.join(output_dir, collate_rng_file(self.args)))
+
+    def restore_rng_after_replay(self, checkpoint: str) -> None:
+        """The checkpoint's state after its step (`rng_state.pth`), set once the batch collated ahead is collated
+        again; the Trainer's own restore after the first resumed batches is then skipped."""
+        super()._load_rng_state(checkpoint)
+        self._skip_rng_restore = True
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if self._skip_rng_restore:  # already restored by CollateRandomness, before the first resumed batch
+            self._skip_rng_restore = False
+            return
+        self._replay_from = None  # at an epoch boundary the Trainer restores before the first batch is drawn
+        super()._load_rng_state(checkpoint)
+
+    def replay_checkpoint(self) -> str | None:
+        """The checkpoint whose first batch the collator must collate again (a resume inside an epoch), once."""
+        checkpoint, self._replay_from = self._replay_from, None
+        if checkpoint is None or self.args.ignore_data_skip:
+            return None
+        return checkpoint if os.path.isfile(os.path.join(checkpoint, collate_rng_file(self.args))) else None
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """No batch is drawn once `max_steps` is reached: the stock Trainer resumed a finished run inside its epoch
+        and trained one step beyond `max_steps`."""
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]
@@ -50,6 +107,61 @@ class ConceptTrainer(Trainer):
                 repo_id=repo_id,
                 **(self.card_options or {}),
             )
+
+
+def collate_rng_file(args) -> str:
+    """`collate_rng_state.pth`, or `collate_rng_state_<rank>.pth` per process (as the Trainer's `rng_state`)."""
+    return "collate_rng_state.pth" if args.world_size <= 1 else f"collate_rng_state_{args.process_index}.pth"
+
+
+def rng_states() -> dict:
+    """The CPU random states a collator can draw from: Python's, NumPy's and torch's."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.random.set_rng_state(states["cpu"])
+
+
+class CollateRandomness:
+    """The training collator, made resumable inside an epoch.
+
+    Random collators (MLM masking, TSDAE deletion) draw from the global random state, as dropout does, and
+    accelerate's dataloader collates one batch ahead: when step k is saved, the batch of step k+1 was collated
+    before step k's dropout, from a state the checkpoint's `rng_state.pth` (saved after step k) no longer holds. The
+    stock Trainer restores that state only after it has drawn the first resumed batch (transformers issue #39215), so
+    every mask and dropout after a resume came from another random stream than the uninterrupted run's.
+
+    This wrapper remembers the state before each call (`before_last_call`, saved as `collate_rng_state.pth`); on the
+    first call after a resume inside an epoch it collates from that state, then sets the checkpoint's `rng_state.pth`
+    state, so the batch collated ahead and everything after it draw exactly what the uninterrupted run drew (the
+    Trainer's own, later restore is skipped). Collation must happen in the main process (`dataloader_num_workers=0`,
+    the default); with workers no state is recorded and resuming is as the stock Trainer's.
+    """
+
+    def __init__(self, collator, trainer: "ConceptTrainer"):
+        self.collator = collator
+        self.trainer = trainer
+        self.before_last_call = None
+
+    def __getstate__(self):  # dataloader workers get the collator alone (they neither record nor replay)
+        return {**self.__dict__, "trainer": None}
+
+    def __call__(self, features):
+        if self.trainer is None or torch.utils.data.get_worker_info() is not None:
+            return self.collator(features)
+        checkpoint = self.trainer.replay_checkpoint()
+        if checkpoint is not None:
+            with safe_globals():
+                states = torch.load(os.path.join(checkpoint, collate_rng_file(self.trainer.args)), weights_only=True)
+            set_rng_states(states)
+        self.before_last_call = rng_states()
+        batch = self.collator(features)
+        if checkpoint is not None:
+            self.trainer.restore_rng_after_replay(checkpoint)
+        return batch
 
 
 class NonFiniteStopCallback(TrainerCallback):

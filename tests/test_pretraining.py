@@ -48,7 +48,7 @@ def corpus(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory, corpus):
-    """One trained tokenizer for runs that must match exactly (training one twice may permute its ids)."""
+    """One trained tokenizer for runs that must match exactly (trained once for the module)."""
     folder = tmp_path_factory.mktemp("tokenizer")
     lines = [line for line in (corpus / "train.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
     train_tokenizer(lines, vocab_size=200).save_pretrained(folder)
@@ -239,11 +239,8 @@ class Interruption(RuntimeError):
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_path, corpus, tokenizer_dir):
     """A 10-step run killed right after its step-5 checkpoint and started again (the last checkpoint is found
-    automatically) ends exactly like an uninterrupted 10-step run, dropout and random masking included.
-
-    The checkpoint falls on an epoch boundary (20 examples, batch 4): resuming inside an epoch is not bit-exact with
-    random collators in transformers 5 (the Trainer draws the first resumed batch before restoring the RNG state,
-    transformers issue #39215)."""
+    automatically) ends exactly like an uninterrupted 10-step run, dropout and random masking included (the checkpoint
+    falls on an epoch boundary, 20 examples of batch 4; test_reliability.py resumes inside an epoch)."""
     common = dict(model_type="perceiver_mlm", max_steps=10, save_steps=5, logging_steps=1, seed=3,
                   max_train_samples=20, train_tokenizer_vocab_size=None, tokenizer_name=str(tokenizer_dir))  # fmt: skip
     uninterrupted = run_main(monkeypatch, tiny_args(corpus, tmp_path / "whole", **common))

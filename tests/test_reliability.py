@@ -20,7 +20,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 import run_glue
 import run_pretraining
-from collators import DataCollatorForConceptMLM
+from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
 from concept_encoder_training.config_flags import apply_config_overrides
 from concept_encoder_training.glue import TASKS, load_files
 from concept_encoder_training.registry import Registry, rebuild_registry, record_run
@@ -131,7 +131,9 @@ def test_pretraining_default_folder_is_resumable_and_a_run_killed_before_its_fir
     first = json.loads((folder / "run_summary.json").read_text())
     run_main(monkeypatch, args)  # and again: resumes the finished run from its checkpoint, keeping its id
     assert [path.name for path in (tmp_path / "outputs").iterdir()] == [folder.name]
-    assert json.loads((folder / "run_summary.json").read_text())["run_id"] == first["run_id"]
+    again = json.loads((folder / "run_summary.json").read_text())
+    assert again["run_id"] == first["run_id"] and again["steps_per_second"] == first["steps_per_second"] > 0
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 2  # 0.1.0 trained a step 3
 
 
 def test_pretraining_never_writes_into_a_users_folder_without_the_flag(monkeypatch, tmp_path, corpus):
@@ -266,7 +268,7 @@ def test_glue_refuses_another_tokenizer_and_non_positive_lengths(checkpoint, dat
     """0.1.0 fine-tuned with a smaller tokenizer than the model's (other ids, other embeddings) and read
     --max_seq_length 0 as the default."""
     small = tmp_path / "small_tokenizer"
-    train_tokenizer(wikitext_lines, vocab_size=80).save_pretrained(small)
+    train_tokenizer(wikitext_lines[:50], vocab_size=80).save_pretrained(small)  # fewer characters, fewer tokens
     with pytest.raises(ValueError, match="is not the vocabulary of .*tiny_posonly's own tokenizer"):
         glue(checkpoint, tmp_path / "run", data_dir, "mrpc", "--tokenizer_name", str(small))
     with pytest.raises(ValueError, match="--max_seq_length 0: must be a positive number"):
@@ -414,6 +416,73 @@ def test_trained_tokenizer_is_the_same_in_every_process(tmp_path, wikitext_lines
         assert sorted(path.name for path in first.iterdir()) == sorted(path.name for path in second.iterdir())
         for path in first.iterdir():
             assert path.read_bytes() == (second / path.name).read_bytes(), f"{algorithm}: {path.name} differs"
+
+
+class KilledAfterSave(Exception):
+    pass
+
+
+def train_losses(output_dir, tokenizer, data, collator, resume=None, kill_at=None, **options):
+    """Per-step training losses (the log history, a resumed checkpoint's included) and final weights of a tiny ConceptTrainer run (dropout on, random collator), killed
+    right after the checkpoint of step `kill_at`, or resumed from checkpoint `resume`."""
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == kill_at:
+                raise KilledAfterSave(f"killed after the checkpoint of step {kill_at}")
+
+    torch.manual_seed(0)
+    model = ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer), hidden_dropout_prob=0.2))
+    args = TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=4, save_strategy="steps", save_steps=3,
+        logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, seed=5, **options,
+    )  # fmt: skip
+    trainer = ConceptTrainer(
+        model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[KillAfterSave()]
+    )  # fmt: skip
+    trainer.train(resume_from_checkpoint=resume)
+    losses = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    return losses, {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "objective, accumulation, examples",
+    [("mlm", 1, 96), ("tsdae", 1, 96), ("mlm", 2, 96), ("mlm", 1, 12)],
+    ids=["mlm", "tsdae", "mlm-accumulation", "mlm-epoch-boundary"],
+)
+def test_resume_is_exact(tmp_path, tokenizer, wikitext_lines, objective, accumulation, examples):
+    """0.1.0 (with the stock Trainer) resumed inside an epoch from another random stream (accelerate collates one
+    batch ahead, the Trainer restored the RNG state after the first resumed batch), so every mask and dropout after
+    the resume differed from the uninterrupted run's (losses up to 0.16 apart). 96 examples: the step-3 checkpoint is
+    inside the epoch; 12 (3 batches): on its boundary."""
+    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:examples]]
+    collator = (
+        DataCollatorForConceptMLM(tokenizer)
+        if objective == "mlm"
+        else DataCollatorForTSDAE(tokenizer, deletion_prob=0.6, max_length=32)
+    )
+    options = dict(max_steps=6, gradient_accumulation_steps=accumulation)
+    whole, whole_weights = train_losses(tmp_path / "whole", tokenizer, data, collator, **options)
+    with pytest.raises(KilledAfterSave):
+        train_losses(tmp_path / "resumed", tokenizer, data, collator, kill_at=3, **options)
+    resumed, resumed_weights = train_losses(
+        tmp_path / "resumed", tokenizer, data, collator, resume=str(tmp_path / "resumed" / "checkpoint-3"), **options
+    )
+    assert [step for step, _ in resumed] == [1, 2, 3, 4, 5, 6] and resumed == whole  # steps 1-3: the checkpoint's log
+    assert all(torch.equal(whole_weights[name], resumed_weights[name]) for name in whole_weights)
+
+
+def test_resuming_a_finished_run_trains_no_further_step(tmp_path, tokenizer, wikitext_lines):
+    """The stock Trainer resumed a finished max_steps run inside its epoch and trained one step beyond max_steps."""
+    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:96]]
+    collator = DataCollatorForConceptMLM(tokenizer)
+    losses, finished = train_losses(tmp_path, tokenizer, data, collator, max_steps=3)
+    again_losses, again = train_losses(
+        tmp_path, tokenizer, data, collator, max_steps=3, resume=str(tmp_path / "checkpoint-3")
+    )
+    assert again_losses == losses and all(torch.equal(finished[name], again[name]) for name in finished)
+    assert json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    assert not (tmp_path / "checkpoint-4").exists()
 
 
 # ---- Hub code: same-named checkpoint folders in one process ----------------------------------------------------
