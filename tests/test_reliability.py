@@ -488,23 +488,25 @@ def test_resuming_a_finished_run_trains_no_further_step(tmp_path, tokenizer, wik
 # ---- Hub code: same-named checkpoint folders in one process ----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet: the second same-named folder runs the first one's code")
 def test_same_named_checkpoint_folders_each_run_their_own_code(tmp_path):
-    """Two `pretrained` folders whose code differs, loaded with trust_remote_code in one process: the second still
-    runs the first folder's module (transformers 5.24 names the module after the folder and a hash of its code files
-    in dynamic_module_utils.get_cached_module_file, yet this collides). Known limitation, written in the README."""
+    """Two `pretrained` folders whose model code differs, loaded with trust_remote_code in one process: 0.1.0's second
+    load ran the first folder's model. transformers names a local folder's modules after the folder and a hash of
+    the file, so both folders share one config class (equal configuration files), and the Auto class reused the
+    model class registered under it without importing the second folder's modeling file."""
     for run, marker in (("run_a", "a"), ("run_b", "b")):
         folder = tmp_path / run / "pretrained"
         ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(folder)
         with open(folder / "modeling_concept_encoder.py", "a", encoding="utf-8") as f:
             f.write(f'\nRUN_MARKER = "{marker}"\n')
     script = """
-        import sys
-        from transformers import AutoModelForMaskedLM
+        import pickle, sys
+        from transformers import AutoModel, AutoModelForMaskedLM
 
-        for folder in sys.argv[1:]:
-            model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
+        for auto_class, folder in zip([AutoModelForMaskedLM] * 3 + [AutoModel] * 2, sys.argv[1:]):
+            model = auto_class.from_pretrained(folder, trust_remote_code=True)
+            assert pickle.loads(pickle.dumps(model.config)).to_dict() == model.config.to_dict()
             print(sys.modules[type(model).__module__].RUN_MARKER)
     """
-    output = run_isolated(script, tmp_path / "run_a" / "pretrained", tmp_path / "run_b" / "pretrained", cwd=tmp_path)
-    assert output.split() == ["a", "b"]
+    a, b = tmp_path / "run_a" / "pretrained", tmp_path / "run_b" / "pretrained"
+    output = run_isolated(script, a, b, a, b, a, cwd=tmp_path)
+    assert output.split() == ["a", "b", "a", "b", "a"]
