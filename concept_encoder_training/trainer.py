@@ -4,9 +4,11 @@ log-variances, our model card in `push_to_hub`'s one commit, and a stop at the f
 
 import os
 import random
+import tempfile
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 
@@ -29,6 +31,8 @@ class ConceptTrainer(Trainer):
       output folder, so the card goes up with the weights in one commit (as TRL's trainers do).
     - Training stops at the first non-finite loss or gradient norm (`NonFiniteStopCallback`).
     - Resuming inside an epoch is exact (`CollateRandomness`), and a resumed finished run trains no further step.
+    - A save that fails (read-only or full disk) keeps the model: it is saved to a temporary folder, named in the
+      error (`save_model`).
     """
 
     card_summary: dict | None = None
@@ -89,6 +93,31 @@ class ConceptTrainer(Trainer):
             self.control.should_training_stop = True
             return [], None
         return super().get_batch_samples(epoch_iterator, num_batches, device)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As `Trainer.save_model`; when writing fails (a read-only or full disk, found after training), the model
+        and tokenizer still in memory are saved to a new temporary folder and the error names both folders, so the
+        trained model is not lost with the process."""
+        try:
+            super().save_model(output_dir, _internal_call)
+        except (OSError, SafetensorError) as error:
+            target = output_dir or self.args.output_dir
+            if not self.args.should_save:
+                raise
+            try:
+                rescue = tempfile.mkdtemp(prefix="concept-encoder-rescued-")
+                self.model.save_pretrained(rescue)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(rescue)
+            except (OSError, SafetensorError) as second:
+                raise OSError(
+                    f"Could not save the model to {target} ({error}), nor to a temporary folder ({second}): free "
+                    "some space or make the folder writable."
+                ) from error
+            raise OSError(
+                f"Could not save the model to {target} ({error}). The model was saved to {rescue} instead: move it "
+                f"where it belongs (it loads with from_pretrained), then free space or make {target} writable."
+            ) from error
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]

@@ -5,10 +5,13 @@ files, incomplete checkpoints, non-deterministic tokenizers."""
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import test_pretraining
@@ -142,6 +145,43 @@ def test_pretraining_never_writes_into_a_users_folder_without_the_flag(monkeypat
     with pytest.raises(ValueError, match=r"not empty and was not written by a run of this package.*config.json"):
         run_main(monkeypatch, tiny_args(corpus, tmp_path / "run"))
     assert (tmp_path / "run" / "config.json").read_text() == '{"mine": true}'
+
+
+def test_a_failed_save_after_training_keeps_the_model_in_a_named_folder(
+    monkeypatch, tmp_path, tokenizer, wikitext_lines
+):
+    """0.1.0 lost the trained model when the output folder could not be written after training (full disk:
+    `unexpected pos 331648 vs 331536`); now it is saved to a temporary folder that the error names."""
+    output = tmp_path / "run"
+    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(vocab_size=len(tokenizer)))
+    args = TrainingArguments(
+        output_dir=str(output), max_steps=1, per_device_train_batch_size=4, save_strategy="no", report_to="none",
+        use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:8]]
+    trainer = ConceptTrainer(
+        model=model, args=args, train_dataset=data, processing_class=tokenizer,
+        data_collator=DataCollatorForConceptMLM(tokenizer),
+    )  # fmt: skip
+    trainer.train()
+    save = type(model).save_pretrained
+
+    def disk_full_in_output(self, save_directory, *args, **kwargs):
+        if Path(save_directory) == output:
+            raise OSError(28, "No space left on device")
+        return save(self, save_directory, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "save_pretrained", disk_full_in_output)
+    with pytest.raises(OSError, match=r"Could not save the model to .*run \(\[Errno 28\] No space left") as failure:
+        trainer.save_model()
+    rescue = Path(re.search(r"saved to (\S+) instead", str(failure.value)).group(1))
+    monkeypatch.undo()
+    try:
+        again = ConceptEncoderForMaskedLMPerceiver.from_pretrained(rescue)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+        assert (rescue / "tokenizer.json").is_file()
+    finally:
+        shutil.rmtree(rescue)
 
 
 # ---- 2. no NaN from an empty labelled set; a non-finite loss stops the run ------------------------------------
