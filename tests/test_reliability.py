@@ -153,7 +153,7 @@ def test_a_failed_save_after_training_keeps_the_model_in_a_named_folder(
     """0.1.0 lost the trained model when the output folder could not be written after training (full disk:
     `unexpected pos 331648 vs 331536`); now it is saved to a temporary folder that the error names."""
     output = tmp_path / "run"
-    model = ConceptEncoderForMaskedLMPerceiver(tiny_config(vocab_size=len(tokenizer)))
+    model = ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer)))
     args = TrainingArguments(
         output_dir=str(output), max_steps=1, per_device_train_batch_size=4, save_strategy="no", report_to="none",
         use_cpu=True, disable_tqdm=True,
@@ -177,7 +177,7 @@ def test_a_failed_save_after_training_keeps_the_model_in_a_named_folder(
     rescue = Path(re.search(r"saved to (\S+) instead", str(failure.value)).group(1))
     monkeypatch.undo()
     try:
-        again = ConceptEncoderForMaskedLMPerceiver.from_pretrained(rescue)
+        again = ConceptEncoderForMaskedLM.from_pretrained(rescue)
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
         assert (rescue / "tokenizer.json").is_file()
     finally:
@@ -472,7 +472,9 @@ def train_losses(output_dir, tokenizer, data, collator, resume=None, kill_at=Non
                 raise KilledAfterSave(f"killed after the checkpoint of step {kill_at}")
 
     torch.manual_seed(0)
-    model = ConceptEncoderForMaskedLMPerceiverPosOnly(tiny_config(vocab_size=len(tokenizer), hidden_dropout_prob=0.2))
+    model = ConceptEncoderForMaskedLM(
+        tiny_config(vocab_size=len(tokenizer), decoder_query="position", hidden_dropout_prob=0.2)
+    )
     args = TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=4, save_strategy="steps", save_steps=3,
         logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, seed=5, **options,
