@@ -388,6 +388,25 @@ def resolve_columns(
     return non_label[0], non_label[1] if len(non_label) >= 2 else None
 
 
+def check_text_column(values: list, column: str, source: str) -> None:
+    """Refuse an auto-detected text column that holds only numbers (an id or score column taken as text because the
+    file has no text column where run_glue looks: `sentence1`/`sentence2`, else the first non-label columns)."""
+    filled = [value for value in values if str(value).strip()]
+    if filled and all(is_number(value) for value in filled):
+        raise ValueError(
+            f"{source}: column {column!r} was taken as text (the first non-label column) but holds only numbers "
+            f"(e.g. {filled[0]!r}): set --sentence1_key (and --sentence2_key) to the file's text column(s)."
+        )
+
+
+def is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def infer_label_task(labels: list) -> GlueTask:
     """For files without `--task_name`: a float label that is not integral → regression (MSE), otherwise
     classification over the sorted distinct labels, as run_glue does. `labels` are those of every split, so that a
@@ -435,6 +454,9 @@ def load_files(
     splits = {}
     for split, path in (("train", train_file), ("validation", validation_file)):
         data = raw[split]
+        if sentence1_key is None:  # auto-detected text columns must hold text
+            for column in (first, second) if second is not None else (first,):
+                check_text_column(data[column], column, path)
         to_label = label_converter(task, path)
         columns = {"sentence1": [str(text) for text in data[first]]}
         if second is not None:

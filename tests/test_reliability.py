@@ -31,7 +31,7 @@ from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason
 from concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder_training.trainer import ConceptTrainer
 from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 corpus = test_pretraining.corpus  # WikiText-2 lines as local files (a fixture)
 
@@ -386,6 +386,26 @@ def test_concurrent_registry_writers_keep_every_row(tmp_path):
     assert ids == sorted(["first_20260101_000000", *(f"run{i}_20260102_00000{i}" for i in range(8))])
 
 
+def test_an_interrupted_registry_write_leaves_the_old_registry_whole(monkeypatch, tmp_path):
+    """0.1.0 rewrote the registry in place: a run killed while writing it (and any reader at that moment) saw half a
+    file. Now the new text goes to a temporary file that is renamed over the registry."""
+    registry = tmp_path / "registry.md"
+    record_run(save_run(tmp_path / "runs" / "a", pretraining_summary("a_20260101_000000", "2026-01-01")), registry)
+    before = registry.read_text()
+    second = save_run(tmp_path / "runs" / "b", pretraining_summary("b_20260102_000000", "2026-01-02"))
+    write_text = Path.write_text
+
+    def killed_half_way(self, data, *args, **kwargs):
+        write_text(self, data[: len(data) // 2], *args, **kwargs)
+        raise Killed("killed while writing")
+
+    monkeypatch.setattr(Path, "write_text", killed_half_way)
+    with pytest.raises(Killed):
+        record_run(second, registry)
+    monkeypatch.undo()
+    assert registry.read_text() == before
+
+
 def test_registry_cells_with_pipes_and_newlines_keep_the_table(tmp_path):
     """0.1.0: a `|` or a newline in any recorded text broke the table for every later run."""
     registry = tmp_path / "registry.md"
@@ -428,6 +448,65 @@ def test_glue_scores_of_intermediate_checkpoints_go_to_their_runs_row(tmp_path):
         model_args = run_glue.ModelArguments(model_name_or_path=str(folder))
         ids.append(run_glue.checkpoint_summary(model_args, config)["run_id"])
     assert ids == ["run_a_20260101_000000/checkpoint-10", "run_b_20260101_000000/checkpoint-10"]
+
+
+# ---- crashes with unclear messages: each names the file, field or value and the fix --------------------------
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_file_whose_detected_text_column_holds_numbers_is_refused(tmp_path, suffix):
+    """0.1.0 crashed on a numeric first column and no text column (`'int' object has no attribute 'strip'`); read
+    as strings it would silently train on the ids."""
+    rows = [(1, 0), (2, 1), (3, 0)]
+    for name in ("train", "dev"):
+        if suffix == "csv":
+            text = "id,label\n" + "".join(f"{i},{label}\n" for i, label in rows)
+        else:
+            text = "".join(json.dumps({"id": i, "label": label}) + "\n" for i, label in rows)
+        (tmp_path / f"{name}.{suffix}").write_text(text)
+    files = [str(tmp_path / f"{name}.{suffix}") for name in ("train", "dev")]
+    with pytest.raises(ValueError, match=rf"train.{suffix}: column 'id' was taken as text .* --sentence1_key"):
+        load_files(None, *files)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0)], ids=["empty-batch", "zero-length"])
+def test_the_model_names_an_empty_input(shape):
+    """0.1.0: `cannot reshape tensor of 0 elements into shape [0, 8, -1]`."""
+    for model in (ConceptEncoderModel(tiny_config()), ConceptEncoderForMaskedLM(tiny_config())):
+        with pytest.raises(ValueError, match=rf"Empty input \(batch {shape[0]}, length {shape[1]}\)"):
+            model.eval()(torch.zeros(shape, dtype=torch.long))
+
+
+def test_a_damaged_weights_file_is_named(tmp_path):
+    """0.1.0: `Error while deserializing header: incomplete metadata` without the path."""
+    folder = tmp_path / "damaged"
+    ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(OSError, match=r"The weights of .*damaged cannot be read .*save or download it again"):
+        ConceptEncoderForMaskedLM.from_pretrained(folder)
+
+
+def test_the_output_folder_is_checked_before_training(monkeypatch, tmp_path, corpus):
+    """0.1.0 found a full or unwritable output folder only when saving, after training (the model was lost)."""
+    disk_usage = shutil.disk_usage
+
+    def nearly_full(path):
+        usage = disk_usage(path)
+        return usage._replace(free=1024) if Path(path) == tmp_path / "run" else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+
+    class TrainingStarted(run_pretraining.ConceptLossCallback):
+        def on_train_begin(self, *args, **kwargs):
+            raise AssertionError("training started")
+
+    monkeypatch.setattr(run_pretraining, "ConceptLossCallback", TrainingStarted)
+    with pytest.raises(OSError, match=r"run has 0.0 MiB free, a checkpoint of this model needs about"):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "run"))
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(OSError, match=r"a_file/run cannot be written .*give a writable --output_dir"):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "a_file" / "run"))
 
 
 # ---- 10. reproducibility: the same text gives the same tokenizer in every process ------------------------------
