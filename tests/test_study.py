@@ -42,6 +42,12 @@ def test_smoke_study_writes_the_report_registry_rows_and_both_plots(tmp_path, da
         assert "**SICK-R:** " in row["Zero-shot STS"]
     check_images(folder)
 
+    def timings(report_text):
+        return report_text[report_text.index("## Timings") : report_text.index("![training curves]")]
+
+    rerun = run_smoke(tmp_path, data_dir, "--rows", "tsdae_posonly,bert_mlm", "--tasks", "stsb", "--jobs", "2")
+    assert timings(rerun.read_text()) == timings(text)  # nothing redone; the first invocation's times are kept
+
 
 def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
     name, row = study.parse_extra_row(
