@@ -116,6 +116,7 @@ class ModelArguments:
     intermediate_size: int | None = config_field("intermediate_size")
     concept_num: int | None = config_field("concept_num")
     max_position_embeddings: int | None = config_field("max_position_embeddings")
+    token_read_layers: list[int] | None = config_field("token_read_layers")
     config_overrides: str | None = field(
         default=None,
         metadata={

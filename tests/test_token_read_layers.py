@@ -4,7 +4,9 @@
 import pytest
 import torch
 from conftest import tiny_config
+from transformers import HfArgumentParser
 
+import run_pretraining
 from configuration_concept_encoder import ConceptEncoderConfig
 from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
@@ -68,3 +70,12 @@ def test_save_and_load_keep_the_reading_layers(tmp_path):
 def test_bad_reading_layers_name_the_field(bad):
     with pytest.raises(ValueError, match=r"ConceptEncoderConfig\.token_read_layers="):
         ConceptEncoderConfig(num_hidden_layers=3, token_read_layers=bad)
+
+
+def test_run_pretraining_sets_token_read_layers_from_its_flag():
+    parser = HfArgumentParser(run_pretraining.ModelArguments)
+    (arguments,) = parser.parse_args_into_dataclasses(["--token_read_layers", "0", "--num_hidden_layers", "2"])
+    assert run_pretraining.build_config(arguments).token_read_layers == [0]
+    (arguments,) = parser.parse_args_into_dataclasses(["--token_read_layers", "5", "--num_hidden_layers", "2"])
+    with pytest.raises(ValueError, match="token_read_layers"):
+        run_pretraining.build_config(arguments)
