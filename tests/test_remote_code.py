@@ -6,7 +6,11 @@ import json
 import torch
 from conftest import run_isolated, tiny_config
 
-from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
+from modeling_concept_encoder import (
+    ConceptEncoderForMaskedLM,
+    ConceptEncoderForSequenceClassification,
+    ConceptEncoderModel,
+)
 
 MLM, CLASSIFIER = ConceptEncoderForMaskedLM.__name__, ConceptEncoderForSequenceClassification.__name__
 # Each saved head: its class and the config fields of its variant.
@@ -139,3 +143,12 @@ def test_installed_package_auto_classes_load_every_head(tmp_path):
         classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / name, num_labels=2)
         assert torch.equal(classifier.encoder.concepts, model.encoder.concepts)
         assert type(classifier) is ConceptEncoderForSequenceClassification
+
+
+def test_save_pretrained_keeps_a_users_own_auto_map_entries(tmp_path):
+    model = ConceptEncoderModel(tiny_config())
+    model.config.auto_map = {"AutoModel": "old.Name", "AutoModelForTokenClassification": "mine.Tagger"}
+    model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForTokenClassification"] == "mine.Tagger"  # the user's, kept
+    assert auto_map["AutoModel"] == "modeling_concept_encoder.ConceptEncoderModel"  # ours, replaced

@@ -15,7 +15,11 @@ from transformers import AutoModelForMaskedLM, HfArgumentParser
 import run_glue
 import run_pretraining
 from concept_encoder_training.tokenizer import train_tokenizer
-from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
+from modeling_concept_encoder import (
+    ConceptEncoderForMaskedLM,
+    ConceptEncoderForSequenceClassification,
+    ConceptEncoderModel,
+)
 
 SEED_FIXTURES = data_root().parent / "fixtures" / "mrcogito"
 
@@ -57,6 +61,18 @@ def test_via_decoder_loads_encoder_and_decoder_from_an_mlm_checkpoint(tmp_path, 
     for key, tensor in expected.items():
         assert torch.equal(loaded[key], tensor), key
     assert classifier.classifier.out_features == 3
+
+
+@pytest.mark.parametrize("source", ["weighted_mlm", "encoder"])
+def test_via_decoder_refuses_a_checkpoint_without_a_perceiver_decoder(tmp_path, source):
+    """The head decodes with the pretrained decoder: from a checkpoint that has none it would be random, not new."""
+    config = tiny_config(mlm_decoder="weighted")
+    model = ConceptEncoderForMaskedLM(config) if source == "weighted_mlm" else ConceptEncoderModel(config)
+    model.save_pretrained(tmp_path / source)
+    with pytest.raises(ValueError, match="reuses the checkpoint's `decoder`, but the checkpoint .* has none"):
+        ConceptEncoderForSequenceClassification.from_pretrained(tmp_path / source, classifier_head="via_decoder")
+    pooled = ConceptEncoderForSequenceClassification.from_pretrained(tmp_path / source, classifier_head="pooled")
+    assert pooled.config.classifier_head == "pooled"  # a new pooled head on the pretrained encoder is fine
 
 
 @pytest.mark.parametrize("decoder_query", ["position", "token_and_position"])
