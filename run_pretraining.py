@@ -18,6 +18,7 @@ Several processes: `torchrun --nproc_per_node N run_pretraining.py ...` or `acce
 (on a machine without GPUs add `--use_cpu`, which selects the gloo backend).
 """
 
+import json
 import logging
 import math
 import os
@@ -849,15 +850,19 @@ def main():
             "steps_per_second": metrics["train_steps_per_second"],
             "tokens_per_second": metrics["train_tokens_per_second"],
         }
+        saved_metrics = Path(training_args.output_dir) / "train_results.json"
         if trainer.state.global_step == steps_before and resume_checkpoint is not None:
-            # A rerun of a finished run trains nothing: its summary keeps the speed measured when it trained.
+            # A rerun of a finished run trains nothing: its results and summary keep what it measured when it trained.
             logger.info(f"{resume_checkpoint} is the end of this run: nothing left to train.")
             previous = read_run_summary(training_args.output_dir) or {}
             speed = {name: previous.get(name) for name in speed}
-        if not data_args.streaming:
-            metrics["train_samples"] = len(train_dataset)
-        if concept_model and not training_args.do_eval:  # else the evaluation measures it on the same batch
-            metrics.update(concept_callback.concept_metrics(trainer.model, "train"))
+            if saved_metrics.is_file():
+                metrics = json.loads(saved_metrics.read_text(encoding="utf-8"))
+        else:
+            if not data_args.streaming:
+                metrics["train_samples"] = len(train_dataset)
+            if concept_model and not training_args.do_eval:  # else the evaluation measures it on the same batch
+                metrics.update(concept_callback.concept_metrics(trainer.model, "train"))
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

@@ -9,8 +9,10 @@ import tempfile
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from torch.utils.data import IterableDataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
+from transformers.trainer_utils import get_last_checkpoint
 
 from concept_encoder_training.diagnostics import ConceptStatistics
 from model_cards import write_model_card
@@ -46,6 +48,10 @@ class ConceptTrainer(Trainer):
         self._replay_from, self._skip_rng_restore = None, False  # a mid-epoch resume (CollateRandomness)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint is True:  # the Trainer's "the latest checkpoint of output_dir", resolved here
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True: no checkpoint in {self.args.output_dir}.")
         self._replay_from, self._skip_rng_restore = resume_from_checkpoint, False
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
@@ -82,8 +88,8 @@ class ConceptTrainer(Trainer):
     def replay_checkpoint(self) -> str | None:
         """The checkpoint whose first batch the collator must collate again (a resume inside an epoch), once."""
         checkpoint, self._replay_from = self._replay_from, None
-        if checkpoint is None or self.args.ignore_data_skip:
-            return None
+        if checkpoint is None or self.args.ignore_data_skip or isinstance(self.train_dataset, IterableDataset):
+            return None  # a streamed dataset's skipped batches are collated again on resume: the stock behaviour
         return checkpoint if os.path.isfile(os.path.join(checkpoint, collate_rng_file(self.args))) else None
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):

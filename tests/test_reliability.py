@@ -132,7 +132,9 @@ def test_pretraining_default_folder_is_resumable_and_a_run_killed_before_its_fir
     monkeypatch.chdir(tmp_path)
     run_main(monkeypatch, args)  # the same command: the same folder, trained to the end
     first = json.loads((folder / "run_summary.json").read_text())
+    results = (folder / "train_results.json").read_text()
     run_main(monkeypatch, args)  # and again: resumes the finished run from its checkpoint, keeping its id
+    assert (folder / "train_results.json").read_text() == results  # not the no-op rerun's zeros
     assert [path.name for path in (tmp_path / "outputs").iterdir()] == [folder.name]
     again = json.loads((folder / "run_summary.json").read_text())
     assert again["run_id"] == first["run_id"] and again["steps_per_second"] == first["steps_per_second"] > 0
@@ -567,15 +569,16 @@ def train_losses(output_dir, tokenizer, data, collator, resume=None, kill_at=Non
 
 
 @pytest.mark.parametrize(
-    "objective, accumulation, examples",
-    [("mlm", 1, 96), ("tsdae", 1, 96), ("mlm", 2, 96), ("mlm", 1, 12)],
-    ids=["mlm", "tsdae", "mlm-accumulation", "mlm-epoch-boundary"],
+    "objective, accumulation, examples, latest",
+    [("mlm", 1, 96, False), ("tsdae", 1, 96, True), ("mlm", 2, 96, False), ("mlm", 1, 12, False)],
+    ids=["mlm", "tsdae-resume-latest", "mlm-accumulation", "mlm-epoch-boundary"],
 )
-def test_resume_is_exact(tmp_path, tokenizer, wikitext_lines, objective, accumulation, examples):
+def test_resume_is_exact(tmp_path, tokenizer, wikitext_lines, objective, accumulation, examples, latest):
     """0.1.0 (with the stock Trainer) resumed inside an epoch from another random stream (accelerate collates one
     batch ahead, the Trainer restored the RNG state after the first resumed batch), so every mask and dropout after
     the resume differed from the uninterrupted run's (losses up to 0.16 apart). 96 examples: the step-3 checkpoint is
-    inside the epoch; 12 (3 batches): on its boundary."""
+    inside the epoch; 12 (3 batches): on its boundary. `latest`: `resume_from_checkpoint=True` (the Trainer's "the
+    latest checkpoint of output_dir") instead of its path."""
     data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:examples]]
     collator = (
         DataCollatorForConceptMLM(tokenizer)
@@ -586,9 +589,8 @@ def test_resume_is_exact(tmp_path, tokenizer, wikitext_lines, objective, accumul
     whole, whole_weights = train_losses(tmp_path / "whole", tokenizer, data, collator, **options)
     with pytest.raises(KilledAfterSave):
         train_losses(tmp_path / "resumed", tokenizer, data, collator, kill_at=3, **options)
-    resumed, resumed_weights = train_losses(
-        tmp_path / "resumed", tokenizer, data, collator, resume=str(tmp_path / "resumed" / "checkpoint-3"), **options
-    )
+    resume = True if latest else str(tmp_path / "resumed" / "checkpoint-3")
+    resumed, resumed_weights = train_losses(tmp_path / "resumed", tokenizer, data, collator, resume=resume, **options)
     assert [step for step, _ in resumed] == [1, 2, 3, 4, 5, 6] and resumed == whole  # steps 1-3: the checkpoint's log
     assert all(torch.equal(whole_weights[name], resumed_weights[name]) for name in whole_weights)
 
