@@ -54,8 +54,15 @@ def recipe_flags(recipe: str) -> tuple[str, list[str]]:
 def build_recipe(flags: list[str], args, tokenizer):
     """The model and collator `run_pretraining.py` would build for these flags at the shared sizes."""
     parser = HfArgumentParser((run_pretraining.ModelArguments, run_pretraining.DataTrainingArguments))
+    flags = list(flags)
+    overrides = args.config_overrides
+    # A recipe's own fields go after the shared sizes (in update_from_string the last value of a key wins).
+    if "--config_overrides" in flags:
+        at = flags.index("--config_overrides")
+        overrides = f"{overrides},{flags[at + 1]}"
+        del flags[at : at + 2]
     model_args, data_args = parser.parse_args_into_dataclasses(
-        args=[*flags, "--config_overrides", args.config_overrides], look_for_args_file=False
+        args=[*flags, "--config_overrides", overrides], look_for_args_file=False
     )
     config = run_pretraining.build_config(model_args)
     run_pretraining.check_model_and_objective(config, data_args.objective)

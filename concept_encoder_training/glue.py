@@ -394,7 +394,7 @@ def check_text_column(values: list, column: str, source: str) -> None:
     filled = [value for value in values if str(value).strip()]
     if filled and all(is_number(value) for value in filled):
         raise ValueError(
-            f"{source}: column {column!r} was taken as text (the first non-label column) but holds only numbers "
+            f"{source}: column {column!r} was auto-detected as text but holds only numbers "
             f"(e.g. {filled[0]!r}): set --sentence1_key (and --sentence2_key) to the file's text column(s)."
         )
 

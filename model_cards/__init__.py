@@ -62,7 +62,10 @@ def auto_class_of(config: dict) -> str:
 
 def head_variant(config: dict) -> str:
     """`mlm_decoder=perceiver, decoder_query=position`: the fields that make the saved head (empty for the encoder)."""
-    return ", ".join(f"{name}={config[name]}" for name in HEAD_FIELDS.get(saved_class_of(config), ()) if name in config)
+    names = HEAD_FIELDS.get(saved_class_of(config), ())
+    if config.get("mlm_decoder") == "weighted":  # the weighted decoder has no queries: decoder_query does nothing
+        names = tuple(name for name in names if name != "decoder_query")
+    return ", ".join(f"{name}={config[name]}" for name in names if name in config)
 
 
 def glue_rows(glue_results: dict | None) -> list[tuple[str, str, str]]:

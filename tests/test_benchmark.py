@@ -150,6 +150,9 @@ def test_recipe_cost_benchmark_builds_each_preset_as_run_pretraining_does(tmp_pa
     )
     assert model.config.concept_losses == ["t_regs"] and model.config.decoder_query == "position"
     assert type(collator).__name__ == "DataCollatorForTSDAE"
+    own = ["--model_type", "perceiver_mlm", "--config_overrides", "concept_num=3"]  # a recipe's own field wins
+    model, _ = bench_recipe_cost.build_recipe(own, args, tokenizer)
+    assert model.config.concept_num == 3 and model.config.hidden_size == TINY_SIZES["hidden_size"]
     medians = bench_recipe_cost.main([*argv, "--recipes", "tsdae_posonly", "mlm=--model_type perceiver_mlm"])
     assert list(medians) == ["tsdae_posonly", "mlm"] and all(value > 0 for value in medians.values())
     assert "| mlm |" in capsys.readouterr().out

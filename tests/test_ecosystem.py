@@ -332,3 +332,11 @@ def test_torch_compile_fullgraph():
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
         assert torch.allclose(compiled(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state, atol=1e-5)
+
+
+def test_model_card_names_only_the_fields_that_make_the_head():
+    from model_cards import head_variant
+
+    mlm = {"architectures": ["ConceptEncoderForMaskedLM"], "mlm_decoder": "perceiver", "decoder_query": "position"}
+    assert head_variant(mlm) == "mlm_decoder=perceiver, decoder_query=position"
+    assert head_variant({**mlm, "mlm_decoder": "weighted"}) == "mlm_decoder=weighted"  # no queries to set

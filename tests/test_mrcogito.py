@@ -2,6 +2,7 @@
 exactly through the Auto class a user would pick, the seed preset builds the seed's model, and whatever the loader
 cannot serve exactly is refused with the field named."""
 
+import copy
 import json
 import re
 import shutil
@@ -174,8 +175,9 @@ def test_seed_renamings_leave_our_weight_names_alone():
     ]
     for config in configs:
         for class_name, variant in LEGACY_ARCHITECTURES.values():  # every class and head variant
-            config.update(variant)
-            for key in getattr(modeling, class_name)(config).state_dict():
+            variant_config = copy.deepcopy(config)
+            variant_config.update(variant)
+            for key in getattr(modeling, class_name)(variant_config).state_dict():
                 for source in modeling.SEED_WEIGHT_RENAMINGS:
                     assert not re.search(source, key), (source, key)
 

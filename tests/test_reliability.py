@@ -467,7 +467,7 @@ def test_a_file_whose_detected_text_column_holds_numbers_is_refused(tmp_path, su
             text = "".join(json.dumps({"id": i, "label": label}) + "\n" for i, label in rows)
         (tmp_path / f"{name}.{suffix}").write_text(text)
     files = [str(tmp_path / f"{name}.{suffix}") for name in ("train", "dev")]
-    with pytest.raises(ValueError, match=rf"train.{suffix}: column 'id' was taken as text .* --sentence1_key"):
+    with pytest.raises(ValueError, match=rf"train.{suffix}: column 'id' was auto-detected as text .* --sentence1_key"):
         load_files(None, *files)
 
 
