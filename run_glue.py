@@ -404,7 +404,15 @@ def build_model(task: GlueTask, pair_encoding: str, config: ConceptEncoderConfig
             "has a class per head), so it cannot build the head these flags ask for: drop --trust_remote_code to "
             "fine-tune the checkpoint with the installed package."
         )
-    config.classifier_head = classifier_head_of(task, pair_encoding, model_args.classifier)
+    head = classifier_head_of(task, pair_encoding, model_args.classifier)
+    classifier = ConceptEncoderForSequenceClassification.__name__ in (config.architectures or [])
+    if classifier and head != config.classifier_head and not model_args.from_scratch:
+        raise ValueError(
+            f"{model_args.model_name_or_path} is a classifier fine-tuned with classifier_head="
+            f"{config.classifier_head!r}; --classifier {model_args.classifier} --pair_encoding {pair_encoding} ask "
+            f"for {head!r}. Give the flags of its own head, or fine-tune the pretrained checkpoint it came from."
+        )
+    config.classifier_head = head
     model_class = concept_class("AutoModelForSequenceClassification", getattr(config, "auto_map", None), model_args)
     if model_args.from_scratch:
         return model_class(config)

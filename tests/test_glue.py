@@ -354,3 +354,15 @@ def test_seed_protocol_settings_and_best_epoch_label(tokenizer, data_dir, tmp_pa
     )
     assert (args.per_device_train_batch_size, args.learning_rate, args.num_train_epochs) == (96, 1e-5, 3)
     assert args.metric_for_best_model == "combined_score" and args.load_best_model_at_end
+
+
+def test_a_fine_tuned_classifier_asked_for_another_head_is_refused_naming_the_flags(tmp_path):
+    """Its classifier does not fit the other head: the error names the flags, not a damaged checkpoint."""
+    from modeling_concept_encoder import ConceptEncoderForSequenceClassification
+
+    ConceptEncoderForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "pooled")
+    model_args = run_glue.ModelArguments(model_name_or_path=str(tmp_path / "pooled"))
+    config = run_glue.build_config(json.loads((tmp_path / "pooled" / "config.json").read_text()), model_args)
+    with pytest.raises(ValueError, match="classifier_head='pooled'; --classifier pooled --pair_encoding separate"):
+        run_glue.build_model(TASKS["mrpc"], "separate", config, model_args)
+    assert run_glue.build_model(TASKS["mrpc"], "concat", config, model_args).config.classifier_head == "pooled"
