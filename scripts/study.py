@@ -466,7 +466,7 @@ class Study:
     def run(self):
         """Baselines come as early as they can: each row is scored right after its pretraining, and each random-init
         row right after the row that lends it its config, and the reference (nothing to pretrain) runs first. The
-        report is rewritten after every row, so a study cut short still has one; its table keeps the rows' order
+        report is rewritten after every row, so a study cut short still has one; its table and timings keep the rows' order
         (the reference last) whatever order the jobs end in."""
         self.start = time.perf_counter()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -483,7 +483,8 @@ class Study:
             models.update(result[0])
             timings.update(result[1])
             self.models = dict(sorted(models.items(), key=lambda item: order[item[0]]))
-            self.timings, self.wall_time = timings, time.perf_counter() - self.start
+            self.timings = dict(sorted(timings.items(), key=lambda item: order[item[0].split(" ", 1)[1]]))
+            self.wall_time = time.perf_counter() - self.start
             write_report(self)
 
         units = [*reference, *self.rows]
