@@ -466,8 +466,8 @@ class Study:
     def run(self):
         """Baselines come as early as they can: each row is scored right after its pretraining, and each random-init
         row right after the row that lends it its config, and the reference (nothing to pretrain) runs first. The
-        report is rewritten after every row, so a study cut short still has one; its table and timings keep the rows' order
-        (the reference last) whatever order the jobs end in."""
+        report is rewritten after every row, so a study cut short still has one; its table and timings keep the rows'
+        order (the reference last) whatever order the jobs end in."""
         self.start = time.perf_counter()
         self.root.mkdir(parents=True, exist_ok=True)
         self.prepare_data()
