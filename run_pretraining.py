@@ -253,7 +253,10 @@ class DataTrainingArguments:
     deletion_prob: float = field(default=0.6, metadata={"help": "TSDAE: share of tokens deleted from the input."})
     tsdae_mode: str = field(
         default="mask",
-        metadata={"help": "TSDAE: 'mask' hides deleted tokens in place (the seed's), 'delete' removes them."},
+        metadata={
+            "help": "TSDAE: 'mask' hides deleted tokens in place (the seed's), 'delete' removes them, 'suffix' "
+            "encodes the first half of each line and reconstructs the second (no deletion)."
+        },
     )
 
     def __post_init__(self):
@@ -386,13 +389,14 @@ def check_accelerate_cpu_launch():
 
 
 def check_model_and_objective(config: ConceptEncoderConfig, objective: str):
-    """TSDAE reconstructs every token from the concepts alone, which only the perceiver decoder with position-only
-    queries does: judged by the config (`mlm_decoder="perceiver"`, `decoder_query="position"`), whichever flags set
-    it (`--model_type perceiver_posonly_mlm`, or `perceiver_mlm` with `--config_overrides decoder_query=position`)."""
-    if objective == "tsdae" and (config.mlm_decoder, config.decoder_query) != ("perceiver", "position"):
+    """TSDAE reconstructs every token from the concepts alone, which only the perceiver decoder with queries that
+    hold no input token does: judged by the config (`mlm_decoder="perceiver"`, `decoder_query="position"` or
+    `"constant"`), whichever flags set it (`--model_type perceiver_posonly_mlm`, or `perceiver_mlm` with
+    `--config_overrides decoder_query=position`)."""
+    if objective == "tsdae" and (config.mlm_decoder != "perceiver" or config.decoder_query == "token_and_position"):
         raise ValueError(
             "--objective tsdae needs the perceiver decoder with position-only queries (--model_type "
-            f"perceiver_posonly_mlm: mlm_decoder='perceiver', decoder_query='position'), not mlm_decoder="
+            f"perceiver_posonly_mlm: mlm_decoder='perceiver', decoder_query='position'; or 'constant'), not mlm_decoder="
             f"{config.mlm_decoder!r} with decoder_query={config.decoder_query!r}: TSDAE's dense loss must flow through "
             "the concepts. Token-and-position queries contain the input token itself (in 'mask' mode the deleted token "
             "is still in input_ids: a shortcut that makes the loss trivial; in 'delete' mode the input positions no "

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import run_pretraining  # noqa: E402
 from benchmarks.bench_encoder import load_average  # noqa: E402
+from concept_encoder_training.config_flags import merge_overrides  # noqa: E402
 
 SMALL_SIZES = "hidden_size=128,num_hidden_layers=2,num_attention_heads=4,intermediate_size=256,concept_num=32"
 
@@ -56,10 +57,9 @@ def build_recipe(flags: list[str], args, tokenizer):
     parser = HfArgumentParser((run_pretraining.ModelArguments, run_pretraining.DataTrainingArguments))
     flags = list(flags)
     overrides = args.config_overrides
-    # A recipe's own fields go after the shared sizes (in update_from_string the last value of a key wins).
-    if "--config_overrides" in flags:
+    if "--config_overrides" in flags:  # a recipe's own fields win over the shared sizes
         at = flags.index("--config_overrides")
-        overrides = f"{overrides},{flags[at + 1]}"
+        overrides = merge_overrides(overrides, flags[at + 1])
         del flags[at : at + 2]
     model_args, data_args = parser.parse_args_into_dataclasses(
         args=[*flags, "--config_overrides", overrides], look_for_args_file=False

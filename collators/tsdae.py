@@ -5,7 +5,7 @@ from transformers import PreTrainedTokenizerBase
 
 from modeling_concept_encoder import IGNORE_INDEX
 
-TSDAE_MODES = ("mask", "delete")
+TSDAE_MODES = ("mask", "delete", "suffix")
 
 
 class DataCollatorForTSDAE:
@@ -21,6 +21,9 @@ class DataCollatorForTSDAE:
       their original order and rows are padded to the longest survivor row. `labels` keep the full original length,
       so the encoder input is shorter than the labels: use the perceiver MLM with `decoder_query="position"`
       (`perceiver_posonly_mlm`), which decodes `labels.shape[1]` positions from the concepts alone.
+    - `mode="suffix"` (prefix → suffix): no token is deleted; the encoder reads the first half of each row (rounded
+      up, [CLS] included) and `labels` hold only the second half, so the concepts must carry what the sentence goes
+      on to say, not the tokens they read. `deletion_prob` does not apply.
 
     New noise is drawn on every call (torch's global RNG; `torch.manual_seed` makes it reproducible), vectorised
     over the whole batch.
@@ -76,6 +79,15 @@ class DataCollatorForTSDAE:
         input_ids = padded["input_ids"]  # [batch, seq]
         real = padded["attention_mask"].bool()
         labels = input_ids.masked_fill(~real, IGNORE_INDEX)
+        pad_id = self.tokenizer.pad_token_id
+        if self.mode == "suffix":
+            half = (real.sum(dim=1, keepdim=True) + 1) // 2  # [batch, 1]: real tokens are left-aligned
+            prefix = real & (torch.arange(input_ids.shape[1]) < half)
+            return {
+                "input_ids": input_ids.masked_fill(~prefix, pad_id),
+                "attention_mask": prefix.long(),
+                "labels": labels.masked_fill(prefix, IGNORE_INDEX),
+            }
         deletable = real & ~torch.isin(input_ids, self.special_ids)
         deleted = (torch.rand(input_ids.shape) < self.deletion_prob) & deletable
         # Rows whose deletable tokens were all drawn keep one of them, picked uniformly at random.
@@ -83,7 +95,6 @@ class DataCollatorForTSDAE:
         rescued = torch.rand(input_ids.shape).masked_fill(~deletable, -1.0).argmax(dim=1)  # [batch]
         deleted[emptied, rescued[emptied]] = False
         kept = real & ~deleted
-        pad_id = self.tokenizer.pad_token_id
         if self.mode == "mask":
             return {"input_ids": input_ids.masked_fill(~kept, pad_id), "attention_mask": kept.long(), "labels": labels}
         # Stable sort by "not kept" moves survivors to the front in their original order.

@@ -76,3 +76,14 @@ def apply_config_overrides(config: PretrainedConfig, overrides: str | None, flag
     if validate is not None:
         validate()
     return config
+
+
+def merge_overrides(*overrides: str) -> str:
+    """`key=value,...` lists merged into one `--config_overrides` string: a later list's value of a key wins, and keys
+    keep the order they first appear in (shared sizes first, then a recipe's own fields)."""
+    values = {}
+    for text in overrides:
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, value = item.partition("=")
+            values[key.strip()] = value.strip()
+    return ",".join(f"{key}={value}" for key, value in values.items())

@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 import run_glue  # noqa: E402
 import run_pretraining  # noqa: E402
 from concept_encoder_training import zero_shot  # noqa: E402
+from concept_encoder_training.config_flags import merge_overrides  # noqa: E402
 from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
 from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
 from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
@@ -77,15 +78,20 @@ class Row:
     def family(self) -> str:
         return "bert" if self.model_type == "bert_mlm" else "concept"
 
+    def flag_values(self, flag: str) -> tuple[str, ...]:
+        """The values given to `flag` in `pretrain_flags` (the words up to the next `--` flag); () when absent."""
+        if flag not in self.pretrain_flags:
+            return ()
+        after = self.pretrain_flags[self.pretrain_flags.index(flag) + 1 :]
+        ends = [index for index, word in enumerate(after) if word.startswith("--")]
+        return tuple(after[: ends[0] if ends else len(after)])
+
     @property
     def encoder_key(self) -> tuple:
-        """Rows with the same key share one random-init row: the same encoder architecture."""
-        layer = (
-            self.pretrain_flags[self.pretrain_flags.index("--encoder_layer_type") + 1]
-            if ("--encoder_layer_type" in self.pretrain_flags)
-            else "perceiver"
-        )
-        return self.family, layer, self.config_overrides
+        """Rows with the same key share one random-init row: the same encoder architecture (its layer type, the
+        layers that read the tokens, and the row's config overrides)."""
+        layer = self.flag_values("--encoder_layer_type") or ("perceiver",)
+        return self.family, layer[0], self.flag_values("--token_read_layers"), self.config_overrides
 
 
 COMBINED = ["--concept_losses", "combined"]
@@ -131,6 +137,11 @@ class Budget:
     zero_shot_pairs: int | None  # per benchmark (None: all)
     dataset: str = "wikitext-2"  # or a Hub dataset name (seed budget)
     tokenizer: str | None = None  # a Hub tokenizer instead of one trained on the text
+
+    @property
+    def sizes_flag(self) -> str:
+        """`sizes` as a `--config_overrides` string."""
+        return ",".join(f"{key}={value}" for key, value in self.sizes.items())
 
 
 # fmt: off
@@ -232,15 +243,6 @@ def select_rows(args) -> dict[str, Row]:
     return rows
 
 
-def merge_overrides(sizes: dict, overrides: str) -> str:
-    """The budget's sizes with the row's `key=value` overrides on top, as one `--config_overrides` string."""
-    values = {key: str(value) for key, value in sizes.items()}
-    for item in filter(None, (part.strip() for part in overrides.split(","))):
-        key, _, value = item.partition("=")
-        values[key.strip()] = value.strip()
-    return ",".join(f"{key}={value}" for key, value in values.items())
-
-
 @contextlib.contextmanager
 def argv_of(command: list[str]):
     """run_pretraining.main() reads sys.argv: run it in-process with `command` as the argument list."""
@@ -326,7 +328,7 @@ class Study:
         return [
             "--model_type", row.model_type, "--objective", row.objective, "--line_by_line", *data,
             "--tokenizer_name", str(self.tokenizer),
-            "--config_overrides", merge_overrides(budget.sizes, row.config_overrides),
+            "--config_overrides", merge_overrides(budget.sizes_flag, row.config_overrides),
             "--max_seq_length", str(budget.max_seq_length), "--per_device_train_batch_size", str(budget.batch_size),
             "--max_steps", str(self.steps), "--learning_rate", str(budget.learning_rate),
             "--warmup_steps", str(budget.warmup_steps), "--eval_strategy", "steps",
@@ -358,10 +360,10 @@ class Study:
         for name, row in self.rows.items():
             groups.setdefault(row.encoder_key, []).append(name)
         randoms = {}
-        for (family, layer, overrides), names in groups.items():
+        for (family, layer, read_layers, overrides), names in groups.items():
             if family == "bert":
                 random_name = "random_bert"
-            elif overrides:
+            elif overrides or read_layers:
                 random_name = f"random_init_{names[0]}"
             else:
                 random_name = "random_init" if layer == "perceiver" else f"random_init_{layer}"

@@ -1,7 +1,8 @@
-"""Collators on real WikiText lines: MLM masking rates, TSDAE deletion (both modes), sentence-pair padding."""
+"""Collators on real WikiText lines: MLM masking rates, TSDAE deletion (every mode), sentence-pair padding."""
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from collators import DataCollatorForConceptMLM, DataCollatorForSentencePairs, DataCollatorForTSDAE
 from modeling_concept_encoder import ConceptEncoderForMaskedLM
@@ -115,6 +116,21 @@ def test_tsdae_keeps_one_token_when_nearly_everything_is_deleted(tokenizer, feat
         assert torch.equal(surviving.sum(dim=1), content.any(dim=1).long())
 
 
+def test_tsdae_suffix_mode_reads_the_first_half_and_labels_the_second(tokenizer, features):
+    chunk = features[:BATCH]
+    batch = DataCollatorForTSDAE(tokenizer, mode="suffix")(chunk)
+    for row, feature in enumerate(chunk):
+        ids, half = feature["input_ids"], (len(feature["input_ids"]) + 1) // 2
+        read = batch["attention_mask"][row].bool()
+        assert batch["input_ids"][row][read].tolist() == ids[:half]  # [CLS] and the prefix, in place
+        assert (batch["input_ids"][row][~read] == tokenizer.pad_token_id).all()
+        labelled = batch["labels"][row] != -100
+        assert batch["labels"][row][labelled].tolist() == ids[half:]  # the suffix, [SEP] included
+        assert not (read & labelled).any()
+    model = ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer)))
+    assert torch.isfinite(model(**batch).loss)
+
+
 def test_tsdae_draws_new_noise_on_every_call(tokenizer, features):
     collator = DataCollatorForTSDAE(tokenizer)
     first, second = collator(features[:BATCH]), collator(features[:BATCH])
@@ -133,8 +149,6 @@ def test_tsdae_raw_text_and_length_limit(tokenizer, wikitext_lines):
 
 
 def test_tsdae_delete_batch_trains_the_posonly_model(tokenizer, features):
-    from conftest import tiny_config
-
     torch.manual_seed(0)
     model = ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).train()
     batch = DataCollatorForTSDAE(tokenizer, mode="delete")(features[:8])

@@ -65,6 +65,7 @@ INVALID = [
     (dict(max_position_embeddings=-1), "max_position_embeddings", "positive"),
     (dict(encoder_layer_type="transformer"), "encoder_layer_type", "bixt"),
     (dict(decoder_query="token"), "decoder_query", "token_and_position"),
+    (dict(decoder_query="constant", decoder_position_embeddings="own"), "decoder_query", "shared"),
     (dict(classifier_pooling="cls"), "classifier_pooling", "weighted"),
     (dict(mlm_decoder="diffusion"), "mlm_decoder", "weighted"),
     (dict(classifier_head="cls"), "classifier_head", "via_decoder"),

@@ -18,6 +18,7 @@ MLM_HEADS = {
     "weighted_mlm": {"mlm_decoder": "weighted"},
     "perceiver_mlm": {"mlm_decoder": "perceiver"},
     "perceiver_posonly_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position"},
+    "perceiver_constant_mlm": {"mlm_decoder": "perceiver", "decoder_query": "constant"},
 }
 CLASSIFIER_HEADS = {head: {"classifier_head": head} for head in ("pooled", "via_decoder", "sentence_pair")}
 HEADS = {
@@ -272,6 +273,20 @@ def test_posonly_decodes_every_label_position_from_a_shorter_input():
     output = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
     assert output.logits.shape == ((labels != -100).sum(), model.config.vocab_size)
     assert torch.isfinite(output.loss)
+
+
+def test_constant_queries_make_the_loss_the_bag_of_words_likelihood():
+    """One query at every position: every position gets the same distribution p, so the loss is the mean of
+    -log p(word) over the sentence's words, whatever their order."""
+    model = build("perceiver_constant_mlm", "perceiver").eval()
+    labels = torch.randint(5, 200, (2, 9))
+    input_ids = labels[:, ::2]  # a shorter input, as TSDAE's delete mode gives
+    logits = model(input_ids=input_ids).logits  # [2, 5, vocab]
+    assert torch.allclose(logits, logits[:, :1].expand_as(logits))
+    log_p = model(input_ids=input_ids, labels=labels[:, :1]).logits.log_softmax(-1)  # [2, vocab]: one position each
+    expected = -log_p.gather(1, labels).mean()
+    assert torch.allclose(model(input_ids=input_ids, labels=labels).loss, expected, atol=1e-5)
+    assert torch.allclose(model(input_ids=input_ids, labels=labels.flip(1)).loss, expected, atol=1e-5)
 
 
 def test_token_queries_refuse_labels_longer_than_the_input():

@@ -56,10 +56,17 @@ def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
     )
     assert name == "slots" and row.model_type == "perceiver_posonly_mlm" and row.objective == "tsdae"
     assert row.pretrain_flags == ["--deletion_prob", "0.9"] and row.glue_flags == ["--pair_encoding", "concat"]
-    assert study.merge_overrides({"hidden_size": 32, "concept_num": 8}, row.config_overrides) == (
+    assert study.merge_overrides("hidden_size=32,concept_num=8", row.config_overrides) == (
         "hidden_size=32,concept_num=16,a=1"
     )
     assert row.encoder_key != study.SEED_ROWS["tsdae_posonly"].encoder_key  # its own random init
+    _, read_once = study.parse_extra_row(
+        "once=--model_type perceiver_posonly_mlm --token_read_layers 0 2 --max_steps 9"
+    )
+    assert read_once.flag_values("--token_read_layers") == ("0", "2") and read_once.flag_values("--nope") == ()
+    assert read_once.encoder_key != study.SEED_ROWS["perceiver_posonly_mlm"].encoder_key  # another encoder
+    tregs = study.SEED_ROWS["tsdae_posonly_tregs"]
+    assert tregs.encoder_key == study.SEED_ROWS["tsdae_posonly"].encoder_key  # a loss, not another encoder
     with pytest.raises(ValueError, match="give --model_type"):
         study.parse_extra_row("mine=--objective tsdae")
     with pytest.raises(ValueError, match="--rows \\['nope'\\] unknown"):

@@ -158,6 +158,8 @@ def test_tsdae_is_judged_by_the_config_not_the_model_type_string():
         config = config_of_flags(*flags)
         assert (config.mlm_decoder, config.decoder_query) == ("perceiver", "position"), flags
         run_pretraining.check_model_and_objective(config, "tsdae")
+    constant = config_of_flags("--model_type", "perceiver_mlm", "--config_overrides", "decoder_query=constant")
+    run_pretraining.check_model_and_objective(constant, "tsdae")  # no input token in the queries either
     with pytest.raises(ValueError, match="decoder_query='token_and_position'"):
         run_pretraining.check_model_and_objective(config_of_flags("--model_type", "perceiver_mlm"), "tsdae")
     weighted = config_of_flags("--model_type", "weighted_mlm", "--config_overrides", "decoder_query=position")
