@@ -101,12 +101,13 @@ class ConceptTrainer(Trainer):
         return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """As `Trainer.save_model`; when writing fails (a read-only or full disk, found after training), the model
-        and tokenizer still in memory are saved to a new temporary folder and the error names both folders, so the
-        trained model is not lost with the process."""
+        """As `Trainer.save_model`; when writing fails (a read-only or full disk, found after training: an `OSError`,
+        safetensors' error, or `torch.save`'s `RuntimeError` "unexpected pos"), the model and tokenizer still in
+        memory are saved to a new temporary folder and the error names both folders, so the trained model is not lost
+        with the process."""
         try:
             super().save_model(output_dir, _internal_call)
-        except (OSError, SafetensorError) as error:
+        except (OSError, RuntimeError, SafetensorError) as error:
             target = output_dir or self.args.output_dir
             if not self.args.should_save:
                 raise
@@ -115,7 +116,7 @@ class ConceptTrainer(Trainer):
                 self.model.save_pretrained(rescue)
                 if self.processing_class is not None:
                     self.processing_class.save_pretrained(rescue)
-            except (OSError, SafetensorError) as second:
+            except (OSError, RuntimeError, SafetensorError) as second:
                 raise OSError(
                     f"Could not save the model to {target} ({error}), nor to a temporary folder ({second}): free "
                     "some space or make the folder writable."
