@@ -275,7 +275,7 @@ class Study:
         self.data_dir = Path(args.data_dir).resolve()
         self.registry = self.root / "registry.md"
         self.models: dict[str, dict] = {}  # name -> {"checkpoint", "from_scratch", "row", "random_of"}
-        self.timings: dict[str, float | None] = {}
+        self.timings: dict[tuple[str, str], float | None] = {}
         self.reference_model: dict | None = None  # set by run()
         self.finished = False
 
@@ -434,7 +434,7 @@ class Study:
         return ran
 
     def timed(self, step: str, name: str, work):
-        """Runs `work()` (which returns whether it did anything) and records its wall time under "<step> <name>" in
+        """Runs `work()` (which returns whether it did anything) and records its wall time under `(step, name)` and in
         `models/<name>/timings.json`; a step an earlier invocation of the same study finished keeps the time that
         invocation recorded (`None`, reported as not recorded, if it recorded none)."""
         path = self.root / "models" / name / "timings.json"
@@ -445,7 +445,7 @@ class Study:
             stored[step] = time.perf_counter() - began
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
-        self.timings[f"{step} {name}"] = stored.get(step)
+        self.timings[step, name] = stored.get(step)
 
     def run_unit(self, unit: str) -> tuple[dict, dict]:
         """One row: pretrain it, score it, then score the random-init rows it lends its config to (or score the
@@ -485,7 +485,7 @@ class Study:
             models.update(result[0])
             timings.update(result[1])
             self.models = dict(sorted(models.items(), key=lambda item: order[item[0]]))
-            self.timings = dict(sorted(timings.items(), key=lambda item: order[item[0].split(" ", 1)[1]]))
+            self.timings = dict(sorted(timings.items(), key=lambda item: order[item[0][1]]))
             self.wall_time = time.perf_counter() - self.start
             write_report(self)
 
@@ -655,8 +655,8 @@ def write_report(study: Study) -> Path:
         "## Timings",
         "",
         *(
-            f"- {step}: " + ("not recorded (an earlier invocation)" if seconds is None else f"{seconds:.0f} s")
-            for step, seconds in study.timings.items()
+            f"- {step} {name}: " + ("not recorded (an earlier invocation)" if seconds is None else f"{seconds:.0f} s")
+            for (step, name), seconds in study.timings.items()
         ),
         "",
         "![training curves](training_curves.png)",

@@ -30,11 +30,6 @@ def auto_class_of(seed_class: str):
     return AutoModelForMaskedLM if "MaskedLM" in seed_class else AutoModelForSequenceClassification
 
 
-def ours_of(seed_class: str) -> tuple[str, dict]:
-    """Our class for the seed's, and the config fields of its variant (`LEGACY_ARCHITECTURES`)."""
-    return LEGACY_ARCHITECTURES[seed_class]
-
-
 # Also run in a fresh process that cannot import this repository (after conversion), hence source text.
 MAX_DIFFERENCES = textwrap.dedent(
     """
@@ -74,7 +69,7 @@ max_differences = _namespace["max_differences"]
 def test_seed_checkpoint_loads_exactly_through_the_auto_class(name):
     seed_class = MANIFEST[name]["class"]
     model = auto_class_of(seed_class).from_pretrained(FIXTURES / name)
-    class_name, variant = ours_of(seed_class)
+    class_name, variant = LEGACY_ARCHITECTURES[seed_class]
     assert type(model).__name__ == class_name
     assert {field: getattr(model.config, field) for field in variant} == variant
     differences = max_differences(model, FIXTURES / name)
@@ -140,7 +135,7 @@ def test_seed_preset_weights_have_the_seed_names_and_shapes():
             num_labels=entry["config"].get("num_labels", 2),
         )
         head = {"ConceptEncoderForMaskedLMWeighted": "weighted_mlm"}.get(entry["class"], "perceiver_mlm")
-        class_name, variant = ours_of(entry["class"])
+        class_name, variant = LEGACY_ARCHITECTURES[entry["class"]]
         config = ConceptEncoderConfig.from_seed(head, **sizes, **variant)
         ours = getattr(modeling, class_name)(config).state_dict()
         loaded = auto_class_of(entry["class"]).from_pretrained(FIXTURES / name).state_dict()
@@ -298,7 +293,7 @@ def test_converted_seed_checkpoints_load_with_remote_code_in_a_fresh_process(tmp
     differences = json.loads(output.strip().splitlines()[-1])
     assert differences.keys() == MANIFEST.keys()
     for name, (class_name, difference) in differences.items():
-        assert class_name == ours_of(MANIFEST[name]["class"])[0]
+        assert class_name == LEGACY_ARCHITECTURES[MANIFEST[name]["class"]][0]
         assert max(difference.values()) < 1e-5, (name, difference)
 
 
