@@ -95,6 +95,7 @@ class Row:
 
 
 COMBINED = ["--concept_losses", "combined"]
+FINE_TUNING_OVERRIDES = "concept_loss_weighting=none"  # the same loss for every row in fine-tuning: the task's
 SEED_ROWS = {  # the baseline and the recipes the package recommends first: rows are run and scored in this order
     "bert_mlm": Row("bert_mlm"),
     "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
@@ -403,9 +404,17 @@ class Study:
             flags += ["--max_eval_samples", str(budget.glue_eval_samples)]
         if model["from_scratch"]:
             flags.append("--from_scratch")
-        if model["row"] is not None:
-            flags += model["row"].glue_flags
-        return flags
+        row = model["row"]
+        own = list(row.glue_flags) if row is not None else []
+        if row is not None and row.family == "concept":
+            # every row fine-tunes on the task loss alone: a pretraining regulariser stays reported, not trained on
+            overrides = FINE_TUNING_OVERRIDES
+            if "--config_overrides" in own:  # the row's own overrides win
+                at = own.index("--config_overrides")
+                overrides = merge_overrides(overrides, own[at + 1])
+                del own[at : at + 2]
+            flags += ["--config_overrides", overrides]
+        return flags + own
 
     def score(self, name: str, model: dict) -> bool:
         """Fine-tunes and zero-shot scores the model where an earlier invocation did not; returns whether it ran."""
@@ -605,7 +614,8 @@ def write_report(study: Study) -> Path:
         f"same order for every row), lr {budget.learning_rate:g}.  ",
         f"Fine-tuning: {study.glue_train_samples or 'all'} training examples per task, {budget.glue_epochs:g} epochs, "
         f"lr {budget.glue_learning_rate:g} ({REFERENCE}: {budget.reference_learning_rate:g}), batch "
-        f"{budget.glue_batch_size}, seeds {study.seeds} (mean ± sample std); "
+        f"{budget.glue_batch_size}, seeds {study.seeds} (mean ± sample std), on the task loss alone (concept encoders: "
+        f"`{FINE_TUNING_OVERRIDES}`, so a pretraining regulariser is not trained on); "
         "dev sets (SICK-R: its TEST split). Zero-shot: Spearman ×100 of the cosine of mean-pooled states (concept "
         "encoders: mean of the final concept states; others: masked token mean), no fine-tuning, no seed spread.",
         "",

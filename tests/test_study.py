@@ -84,3 +84,21 @@ def test_smoke_study_with_every_row_and_task(tmp_path, data_dir):
     for row in (*study.SEED_ROWS, "random_init", "random_init_bixt", "random_bert"):
         assert f"| {row} |" in text
     check_images(report.parent)
+
+
+def test_concept_rows_fine_tune_on_the_task_loss_alone(tmp_path):
+    """A pretraining regulariser (T-REGS, VICReg, Kendall-Gal) is not trained on in fine-tuning, for every row alike;
+    a row's own `--config_overrides` for run_glue.py are merged in, not dropped."""
+    runner = study.Study(study.parse_args(["--budget", "smoke", "--output_dir", str(tmp_path)]))
+    runner.glue_dir = tmp_path / "glue"  # what prepare_data would set
+    _, row = study.parse_extra_row(
+        "mine=--model_type perceiver_mlm --glue_flags '--config_overrides classifier_dropout=0.2 --seeds 1'"
+    )
+    model = {"checkpoint": tmp_path, "from_scratch": False}
+    flags = runner.glue_flags("mine", {**model, "row": row}, "stsb")
+    assert flags.count("--config_overrides") == 1 and flags[-2:] == ["--seeds", "1"]
+    assert flags[flags.index("--config_overrides") + 1] == "concept_loss_weighting=none,classifier_dropout=0.2"
+    tregs = runner.glue_flags("tsdae_posonly_tregs", {**model, "row": study.SEED_ROWS["tsdae_posonly_tregs"]}, "stsb")
+    assert tregs[tregs.index("--config_overrides") + 1] == "concept_loss_weighting=none"
+    bert = runner.glue_flags("bert_mlm", {**model, "row": study.SEED_ROWS["bert_mlm"]}, "stsb")
+    assert "--config_overrides" not in bert  # not a field of BERT's config
