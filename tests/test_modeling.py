@@ -19,6 +19,7 @@ MLM_HEADS = {
     "perceiver_mlm": {"mlm_decoder": "perceiver"},
     "perceiver_posonly_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position"},
     "perceiver_constant_mlm": {"mlm_decoder": "perceiver", "decoder_query": "constant"},
+    "perceiver_mean_memory_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position", "decoder_memory": "mean"},
 }
 CLASSIFIER_HEADS = {head: {"classifier_head": head} for head in ("pooled", "via_decoder", "sentence_pair")}
 HEADS = {
@@ -287,6 +288,22 @@ def test_constant_queries_make_the_loss_the_bag_of_words_likelihood():
     expected = -log_p.gather(1, labels).mean()
     assert torch.allclose(model(input_ids=input_ids, labels=labels).loss, expected, atol=1e-5)
     assert torch.allclose(model(input_ids=input_ids, labels=labels.flip(1)).loss, expected, atol=1e-5)
+
+
+def test_mean_memory_decodes_from_the_mean_concept_alone():
+    """`decoder_memory="mean"`: two concept sets with the same mean decode alike; with every concept the same
+    the mean memory and the full memory agree."""
+    model = build("perceiver_mean_memory_mlm", "perceiver").eval()
+    queries = torch.randn(2, 5, model.config.hidden_size)
+    concepts = torch.randn(2, model.config.concept_num, model.config.hidden_size)
+    shuffled = concepts - concepts.mean(dim=1, keepdim=True)
+    shuffled = shuffled[:, torch.randperm(concepts.shape[1])].flip(-1) + concepts.mean(dim=1, keepdim=True)
+    assert torch.allclose(model.decoder(queries, concepts), model.decoder(queries, shuffled), atol=1e-5)
+    same = concepts.mean(dim=1, keepdim=True).expand_as(concepts)
+    full = build("perceiver_posonly_mlm", "perceiver").eval()
+    full.load_state_dict(model.state_dict())
+    assert torch.allclose(model.decoder(queries, concepts), full.decoder(queries, same), atol=1e-5)
+    assert not torch.allclose(full.decoder(queries, concepts), full.decoder(queries, shuffled), atol=1e-3)
 
 
 def test_token_queries_refuse_labels_longer_than_the_input():
