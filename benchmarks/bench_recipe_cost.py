@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import run_pretraining  # noqa: E402
 from benchmarks.bench_encoder import load_average  # noqa: E402
-from concept_encoder_training.config_flags import merge_overrides  # noqa: E402
+from concept_encoder_training.config_flags import with_merged_overrides  # noqa: E402
 
 SMALL_SIZES = "hidden_size=128,num_hidden_layers=2,num_attention_heads=4,intermediate_size=256,concept_num=32"
 
@@ -55,14 +55,8 @@ def recipe_flags(recipe: str) -> tuple[str, list[str]]:
 def build_recipe(flags: list[str], args, tokenizer):
     """The model and collator `run_pretraining.py` would build for these flags at the shared sizes."""
     parser = HfArgumentParser((run_pretraining.ModelArguments, run_pretraining.DataTrainingArguments))
-    flags = list(flags)
-    overrides = args.config_overrides
-    if "--config_overrides" in flags:  # a recipe's own fields win over the shared sizes
-        at = flags.index("--config_overrides")
-        overrides = merge_overrides(overrides, flags[at + 1])
-        del flags[at : at + 2]
-    model_args, data_args = parser.parse_args_into_dataclasses(
-        args=[*flags, "--config_overrides", overrides], look_for_args_file=False
+    model_args, data_args = parser.parse_args_into_dataclasses(  # a recipe's own fields win over the shared sizes
+        args=with_merged_overrides(flags, args.config_overrides), look_for_args_file=False
     )
     config = run_pretraining.build_config(model_args)
     run_pretraining.check_model_and_objective(config, data_args.objective)

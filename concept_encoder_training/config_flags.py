@@ -87,3 +87,14 @@ def merge_overrides(*overrides: str) -> str:
             key, _, value = item.partition("=")
             values[key.strip()] = value.strip()
     return ",".join(f"{key}={value}" for key, value in values.items())
+
+
+def with_merged_overrides(flags: list[str], base: str) -> list[str]:
+    """`flags` with their `--config_overrides` (if any) merged over `base` (`merge_overrides`: the flags' values win),
+    as one `--config_overrides` flag placed first, so the overrides of `base` are never dropped by a second flag."""
+    rest, overrides = list(flags), base
+    if "--config_overrides" in rest:
+        at = rest.index("--config_overrides")
+        overrides = merge_overrides(base, rest[at + 1])
+        del rest[at : at + 2]
+    return ["--config_overrides", overrides, *rest]

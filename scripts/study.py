@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 import run_glue  # noqa: E402
 import run_pretraining  # noqa: E402
 from concept_encoder_training import zero_shot  # noqa: E402
-from concept_encoder_training.config_flags import merge_overrides  # noqa: E402
+from concept_encoder_training.config_flags import merge_overrides, with_merged_overrides  # noqa: E402
 from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
 from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
 from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
@@ -405,16 +405,12 @@ class Study:
         if model["from_scratch"]:
             flags.append("--from_scratch")
         row = model["row"]
-        own = list(row.glue_flags) if row is not None else []
-        if row is not None and row.family == "concept":
+        if row is None:
+            return flags
+        if row.family == "concept":
             # every row fine-tunes on the task loss alone: a pretraining regulariser stays reported, not trained on
-            overrides = FINE_TUNING_OVERRIDES
-            if "--config_overrides" in own:  # the row's own overrides win
-                at = own.index("--config_overrides")
-                overrides = merge_overrides(overrides, own[at + 1])
-                del own[at : at + 2]
-            flags += ["--config_overrides", overrides]
-        return flags + own
+            return flags + with_merged_overrides(row.glue_flags, FINE_TUNING_OVERRIDES)
+        return flags + row.glue_flags
 
     def score(self, name: str, model: dict) -> bool:
         """Fine-tunes and zero-shot scores the model where an earlier invocation did not; returns whether it ran."""
