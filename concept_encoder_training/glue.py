@@ -121,7 +121,11 @@ def parse_task_names(task_name: str) -> list[GlueTask]:
     """`"all"` → every GLUE task and PAWS; `"mrpc,stsb"` → those tasks in that order."""
     if task_name.strip().lower() == "all":
         return [task for task in TASKS.values() if task.hub_path]
-    return [get_task(name) for name in task_name.split(",") if name.strip()]
+    tasks = [get_task(name) for name in task_name.split(",") if name.strip()]
+    repeated = sorted({task.name for task in tasks if tasks.count(task) > 1})
+    if repeated:  # both runs would write one folder, the second overwriting the first's results
+        raise ValueError(f"--task_name {task_name!r} repeats {repeated}: give each task once.")
+    return tasks
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def label_converter(task: GlueTask, source: str):
         ids.update(class_ids)
 
     def to_id(value, where=source):
-        key = str(value).strip()
+        key = label_text(value)
         if key not in ids:
             raise ValueError(
                 f"{where}: label {value!r} is not a {task.name} label; allowed: {list(task.tsv_labels)} "
@@ -162,6 +166,28 @@ def label_converter(task: GlueTask, source: str):
         return ids[key]
 
     return to_id
+
+
+def label_text(value) -> str:
+    """A raw label as the text a class is named by: an integral number written any way (`1`, `1.0`, `1.00`) is
+    `"1"`, so it is one class; any other label is its stripped text."""
+    text = str(value).strip()
+    if is_number(text) and math.isfinite(float(text)) and float(text).is_integer():
+        return str(int(float(text)))
+    return text
+
+
+def check_filled(values: list, column: str, source: str, blank_is_missing: bool = False) -> None:
+    """Refuse a missing value (JSON `null` or a missing key, a float NaN; with `blank_is_missing` also an empty
+    field, as a CSV writes a missing label), which would otherwise become the text `"None"`: a class, or a
+    sentence."""
+    for row, value in enumerate(values, start=1):
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        if missing or (blank_is_missing and not str(value).strip()):
+            raise ValueError(
+                f"{source}, row {row}: column {column!r} has no value ({value!r}); every row needs it: fill it in "
+                "or remove the row."
+            )
 
 
 def task_features(task: GlueTask) -> Features:
@@ -350,6 +376,7 @@ def read_test_file(path: str, task: GlueTask) -> Dataset:
                 f"{path}: no column for {column} of task {task.name} (looked for "
                 f"{[name for name in candidates if isinstance(name, str)]}); the file has {names}."
             )
+        check_filled(data[found], found, path)
         columns[column] = [str(text) for text in data[found]]
     index = next((name for name in ("index", "id") if name in names), None)
     columns = {"index": [str(i) for i in (data[index] if index else range(len(data)))], **columns}
@@ -411,7 +438,7 @@ def infer_label_task(labels: list) -> GlueTask:
     """For files without `--task_name`: a float label that is not integral → regression (MSE), otherwise
     classification over the sorted distinct labels, as run_glue does. `labels` are those of every split, so that a
     validation label the training file lacks gets its own class (the metric then counts it as missed)."""
-    values = [str(label).strip() for label in labels]
+    values = [label_text(label) for label in labels]
     try:
         numbers = [float(value) for value in values]
     except ValueError:
@@ -442,6 +469,9 @@ def load_files(
     first, second = None, None
     for split, path in (("train", train_file), ("validation", validation_file)):
         first, second = resolve_columns(raw[split].column_names, sentence1_key, sentence2_key, label_key, path)
+        for column in filter(None, (first, second)):
+            check_filled(raw[split][column], column, path)
+        check_filled(raw[split][label_key], label_key, path, blank_is_missing=True)
     if task is None:
         task = infer_label_task([*raw["train"][label_key], *raw["validation"][label_key]])
     if second is None and task.is_pair:

@@ -366,3 +366,43 @@ def test_a_fine_tuned_classifier_asked_for_another_head_is_refused_naming_the_fl
     with pytest.raises(ValueError, match="classifier_head='pooled'; --classifier pooled --pair_encoding separate"):
         run_glue.build_model(TASKS["mrpc"], "separate", config, model_args)
     assert run_glue.build_model(TASKS["mrpc"], "concat", config, model_args).config.classifier_head == "pooled"
+
+
+def test_files_without_a_task_refuse_missing_values_and_read_numeric_labels_as_numbers(tmp_path):
+    """Issue 23.1: a null label or text became a class or sentence named "None", and labels written `1` and `1.0`
+    became two classes."""
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(
+        '{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "c", "sentence2": "d", "label": 1.0}\n'
+        '{"sentence1": "e", "sentence2": "f", "label": 0}\n'
+    )
+    written = tmp_path / "written.csv"
+    written.write_text("sentence1,sentence2,label\na,b,1\nc,d,1.0\ne,f,0\n")
+    data, task = load_files(None, str(mixed), str(written))
+    assert task.label_names == ("0", "1") and not task.is_regression
+    assert data["train"]["label"] == [1, 1, 0] and data["validation"]["label"] == [1, 1, 0]
+    null_label = tmp_path / "null_label.jsonl"
+    null_label.write_text('{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "c", "sentence2": "d"}\n')
+    with pytest.raises(ValueError, match=r"null_label.jsonl, row 2: column 'label' has no value"):
+        load_files(None, str(null_label), str(written))
+    empty_label = tmp_path / "empty_label.csv"
+    empty_label.write_text("sentence1,sentence2,label\na,b,1\nc,d,\n")
+    with pytest.raises(ValueError, match=r"empty_label.csv, row 2: column 'label' has no value"):
+        load_files(None, str(written), str(empty_label))
+    null_text = tmp_path / "null_text.jsonl"
+    null_text.write_text(
+        '{"sentence1": "a", "sentence2": null, "label": 1}\n{"sentence1": "c", "sentence2": "d", "label": 0}\n'
+    )
+    with pytest.raises(ValueError, match=r"null_text.jsonl, row 1: column 'sentence2' has no value"):
+        load_files(None, str(null_text), str(written))
+    with pytest.raises(ValueError, match=r"null_text.jsonl, row 1: column 'sentence2' has no value"):
+        load_files(TASKS["mrpc"], str(null_text), str(written))
+
+
+def test_a_task_named_twice_is_refused_as_a_repeated_seed_is(checkpoint, tmp_path):
+    """Issue 23.4: `--task_name mrpc,mrpc` trained MRPC twice into one folder, the second run overwriting the first."""
+    with pytest.raises(ValueError, match=r"--task_name 'mrpc,rte,MRPC' repeats \['mrpc'\]: give each task once"):
+        run_glue.main(
+            ["--model_name_or_path", str(checkpoint), "--task_name", "mrpc,rte,MRPC", "--output_dir", str(tmp_path)]
+        )
+    assert not any(tmp_path.iterdir())
