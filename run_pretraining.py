@@ -53,6 +53,7 @@ from concept_encoder_training.run_info import (
     timestamp,
     write_run_summary,
 )
+from concept_encoder_training.text_files import not_utf8_error
 from concept_encoder_training.tokenizer import ALGORITHMS, limit_to_positions, train_tokenizer
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
@@ -320,10 +321,7 @@ def has_text(path: str, flag: str) -> bool:
             while block := f.read(1 << 20):
                 found = found or bool(block.strip())
         except UnicodeDecodeError as error:
-            raise ValueError(
-                f"{flag} {path} is not UTF-8 text ({error.reason} at byte {error.start} of a block): convert it, e.g. "
-                f"`iconv -f latin1 -t utf-8 {path}`."
-            ) from error
+            raise not_utf8_error(path, error, f"{flag} {path}") from error
     return found
 
 

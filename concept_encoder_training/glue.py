@@ -24,6 +24,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
 from concept_encoder_training.hub import require_hub
+from concept_encoder_training.text_files import not_utf8_error
 
 STSB_RANGE = (0.0, 5.0)
 
@@ -217,10 +218,7 @@ def read_delimited(path: Path, header: bool = True) -> tuple[list[str] | None, l
         try:
             rows = [(reader.line_num, fields) for fields in reader if fields]
         except UnicodeDecodeError as error:
-            raise ValueError(
-                f"{path} is not UTF-8 text ({error.reason} at byte {error.start} of a block): convert the file, "
-                f"e.g. `iconv -f latin1 -t utf-8 {path}`."
-            ) from error
+            raise not_utf8_error(path, error) from error
     if header:
         if not rows:
             raise ValueError(f"{path} is empty: expected a header row and at least one data row.")
@@ -353,7 +351,7 @@ def read_table_file(path: str) -> Dataset:
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not UTF-8 text ({error.reason}): convert the file to UTF-8.") from error
+            raise not_utf8_error(path, error) from error
         if not text.strip():
             raise ValueError(f"{path} is empty: expected JSON records (one object per line, or a list).")
         return load_dataset("json", data_files=str(file), split="train")

@@ -2,6 +2,7 @@
 another run, NaN training, labels decided from one file, configs that cannot work, lost registry rows, replaced user
 files, incomplete checkpoints, non-deterministic tokenizers."""
 
+import codecs
 import json
 import multiprocessing
 import os
@@ -644,3 +645,22 @@ def test_same_named_checkpoint_folders_each_run_their_own_code(tmp_path):
     a, b = tmp_path / "run_a" / "pretrained", tmp_path / "run_b" / "pretrained"
     output = run_isolated(script, a, b, a, b, a, cwd=tmp_path)
     assert output.split() == ["a", "b", "a", "b", "a"]
+
+
+def test_a_utf16_file_gets_the_utf16_conversion_command(monkeypatch, tmp_path, corpus):
+    """Issue 23.8: a UTF-16 file (with its byte-order mark) was told to convert from latin1."""
+    text = "sentence\tlabel\ncafé\t1\n"
+    (tmp_path / "train.tsv").write_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    (tmp_path / "dev.json").write_bytes(codecs.BOM_UTF16_BE + '{"sentence": "b", "label": 0}\n'.encode("utf-16-be"))
+    with pytest.raises(
+        ValueError, match=r"train.tsv is not UTF-8 text.*UTF-16 byte-order mark.*`iconv -f UTF-16 -t UTF-8 "
+    ):
+        load_files(TASKS["sst2"], str(tmp_path / "train.tsv"), str(tmp_path / "train.tsv"))
+    with pytest.raises(ValueError, match=r"dev.json is not UTF-8 text.*`iconv -f UTF-16 -t UTF-8 "):
+        load_files(TASKS["sst2"], str(tmp_path / "dev.json"), str(tmp_path / "dev.json"))
+    (tmp_path / "corpus.txt").write_bytes(codecs.BOM_UTF16_LE + "some words\n".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"--train_file .*corpus.txt is not UTF-8 text.*`iconv -f UTF-16 -t UTF-8 "):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "run", train_file=str(tmp_path / "corpus.txt")))
+    (tmp_path / "latin1.tsv").write_bytes(text.encode("latin-1"))  # no mark: Latin-1 is the guess
+    with pytest.raises(ValueError, match=r"latin1.tsv is not UTF-8 text.*`iconv -f latin1 -t UTF-8 "):
+        load_files(TASKS["sst2"], str(tmp_path / "latin1.tsv"), str(tmp_path / "latin1.tsv"))
