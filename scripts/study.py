@@ -38,11 +38,12 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import re
 import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -62,6 +63,7 @@ TASK_METRICS = {"stsb": ("pearson",), "mrpc": ("accuracy", "f1"), "rte": ("accur
 DEFAULT_TASKS = "stsb,mrpc,rte,sickr"
 GLUE_FOLDERS = ("STS-B", "MRPC", "RTE")
 REFERENCE = "all-MiniLM-L6-v2"  # the reference row's name
+ROW_NAME = re.compile(r"[\w.-]+")  # a row's name names its folders: no separator, so no way out of --output_dir
 
 
 @dataclass
@@ -203,6 +205,7 @@ def parse_extra_row(text: str) -> tuple[str, Row]:
     name, separator, flags = text.partition("=")
     if not separator or not name.strip():
         raise ValueError(f"--extra_row {text!r} must be NAME=FLAGS, e.g. 'mine=--model_type perceiver_mlm'.")
+    check_row_name(name.strip(), "--extra_row")
     tokens = shlex.split(flags)
     values, rest = {}, []
     index = 0
@@ -228,14 +231,57 @@ def parse_extra_row(text: str) -> tuple[str, Row]:
     )
 
 
+def check_row_name(name: str, source: str) -> None:
+    """A row's name becomes folder and file names under --output_dir (`models/<name>/`, `logs/<name>.log`), which
+    `--overwrite_output_dir` runs replace: letters, digits, `_`, `.` and `-` only, and never `..` or `.`, so that no
+    name points outside (or at) those folders."""
+    if not isinstance(name, str) or not ROW_NAME.fullmatch(name) or ".." in name or name == ".":
+        raise ValueError(
+            f"{source}: row name {name!r} is not allowed: a row's name names its folders, so use letters, digits, "
+            "'_', '.' and '-' only (no '/', no '..'), e.g. 'my_row-2'."
+        )
+
+
+def read_rows_file(path: str) -> dict[str, Row]:
+    """`--rows_file`: a JSON object `{NAME: {field: value}}` of Row fields, each checked with the file, the row and
+    the fix named."""
+    allowed = {item.name: item.type for item in fields(Row)}
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--rows_file {path} cannot be read as JSON ({error}).") from error
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"--rows_file {path} holds a JSON {type(spec).__name__}: it must be one object "
+            '{"NAME": {"model_type": ..., ...}}, a row per name.'
+        )
+    rows = {}
+    for name, values in spec.items():
+        where = f"--rows_file {path}, row {name!r}"
+        check_row_name(name, f"--rows_file {path}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{where} is a {type(values).__name__}, not a mapping of the keys {list(allowed)}.")
+        unknown = [key for key in values if key not in allowed]
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; the allowed keys are {list(allowed)}.")
+        if "model_type" not in values:
+            raise ValueError(f"{where}: give model_type (one of run_pretraining.py's).")
+        for key, value in values.items():
+            words = isinstance(value, list) and all(isinstance(word, str) for word in value)
+            if not (words if allowed[key] == list[str] else isinstance(value, str)):
+                kind = "a list of strings" if allowed[key] == list[str] else "a string"
+                raise ValueError(f"{where}: {key} must be {kind}, not {value!r}.")
+        rows[name] = Row(**values)
+    return rows
+
+
 def select_rows(args) -> dict[str, Row]:
     unknown = [name for name in filter(None, args.rows.split(",")) if name not in SEED_ROWS]
     if unknown:
         raise ValueError(f"--rows {unknown} unknown: choose from {list(SEED_ROWS)} (or add --extra_row).")
     rows = {name: SEED_ROWS[name] for name in filter(None, args.rows.split(","))}
     if args.rows_file:
-        for name, spec in json.loads(Path(args.rows_file).read_text(encoding="utf-8")).items():
-            rows[name] = Row(**spec)
+        rows.update(read_rows_file(args.rows_file))
     for text in args.extra_row:
         name, row = parse_extra_row(text)
         rows[name] = row

@@ -1,5 +1,6 @@
 """scripts/study.py (`make study`) end to end at smoke size, and its row options."""
 
+import json
 import sys
 
 import pytest
@@ -102,3 +103,36 @@ def test_concept_rows_fine_tune_on_the_task_loss_alone(tmp_path):
     assert tregs[tregs.index("--config_overrides") + 1] == "concept_loss_weighting=none"
     bert = runner.glue_flags("bert_mlm", {**model, "row": study.SEED_ROWS["bert_mlm"]}, "stsb")
     assert "--config_overrides" not in bert  # not a field of BERT's config
+
+
+@pytest.mark.parametrize("name", ["../../victim", "a/b", "..", ".", "x..y", "run name", ""])
+def test_row_names_that_would_leave_the_output_folder_are_refused(tmp_path, name):
+    """Issue 23.5: a row name became `<output_dir>/models/<name>/`, so `../../victim` wrote (and, with
+    --overwrite_output_dir, replaced) a folder outside --output_dir."""
+    if name:
+        with pytest.raises(ValueError, match=r"--extra_row: row name .* is not allowed.*no '/', no '\.\.'"):
+            study.parse_extra_row(f"{name}=--model_type perceiver_mlm")
+    rows_file = tmp_path / "rows.json"
+    rows_file.write_text(json.dumps({name: {"model_type": "perceiver_mlm"}}))
+    with pytest.raises(ValueError, match=r"--rows_file .*rows.json: row name .* is not allowed"):
+        study.select_rows(study.parse_args(["--rows", "", "--rows_file", str(rows_file)]))
+    assert list(tmp_path.iterdir()) == [rows_file]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"mine": {"model_typ": "perceiver_mlm"}}', r"row 'mine': unknown key\(s\) \['model_typ'\]; the allowed keys"),
+        ('{"mine": ["perceiver_mlm"]}', r"row 'mine' is a list, not a mapping of the keys \['model_type', "),
+        ('[{"model_type": "perceiver_mlm"}]', r"holds a JSON list: it must be one object"),
+        ('{"mine": {"objective": "tsdae"}}', r"row 'mine': give model_type"),
+        ('{"mine": {"model_type": "perceiver_mlm", "pretrain_flags": "--x 1"}}', r"pretrain_flags must be a list of"),
+        ('{"mine": {', r"cannot be read as JSON"),
+    ],
+)
+def test_a_bad_rows_file_names_the_file_the_row_and_the_allowed_keys(tmp_path, content, message):
+    """Issue 23.10: a misspelt key or a row that is not a mapping ended in a raw TypeError."""
+    rows_file = tmp_path / "rows.json"
+    rows_file.write_text(content)
+    with pytest.raises(ValueError, match=r"--rows_file .*rows.json.*" + message):
+        study.select_rows(study.parse_args(["--rows", "", "--rows_file", str(rows_file)]))
