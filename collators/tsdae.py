@@ -16,7 +16,8 @@ class DataCollatorForTSDAE:
     at every non-pad position (special tokens included) and -100 at padding, so the loss never counts padding.
 
     - `mode="mask"` (the seed's runs): tokens stay at their original positions; deleted ones are hidden through
-      `attention_mask` (0) and their ids are replaced by the pad id, so no head can read them.
+      `attention_mask` (0) and their ids are replaced by the pad id, so no head can read them. A row's first token
+      is never hidden (a [CLS] is special anyway): the model reads leading masked columns as left padding.
     - `mode="delete"` (the TSDAE paper): deleted tokens are removed from `input_ids`, survivors close the gap in
       their original order and rows are padded to the longest survivor row. `labels` keep the full original length,
       so the encoder input is shorter than the labels: use the perceiver MLM with `decoder_query="position"`
@@ -56,7 +57,8 @@ class DataCollatorForTSDAE:
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
     def _pad(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        """`input_ids`, `attention_mask` `[batch, longest row]` from pre-tokenized ids or raw text."""
+        """`input_ids`, `attention_mask` `[batch, longest row]` from pre-tokenized ids or raw text, padded on the right
+        whatever the tokenizer's `padding_side`: the modes below cut and shift rows from their first column."""
         if all("input_ids" in feature for feature in features):
             lengths = [len(feature["input_ids"]) for feature in features]
             if self.max_length is not None and max(lengths) > self.max_length:
@@ -65,10 +67,17 @@ class DataCollatorForTSDAE:
                     f"tokenize with truncation=True, max_length={self.max_length}."
                 )
             rows = [{"input_ids": feature["input_ids"]} for feature in features]
-            return self.tokenizer.pad(rows, return_tensors="pt")
+            return self.tokenizer.pad(rows, return_tensors="pt", padding_side="right")
         if all("text" in feature for feature in features):
             texts = [feature["text"] for feature in features]
-            return self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+            return self.tokenizer(
+                texts,
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                padding_side="right",
+                return_tensors="pt",
+            )
         raise ValueError(
             f"DataCollatorForTSDAE: features need 'input_ids' (pre-tokenized) or 'text' (raw); got keys "
             f"{sorted(features[0])}. With raw text, set remove_unused_columns=False in TrainingArguments."
@@ -89,6 +98,8 @@ class DataCollatorForTSDAE:
                 "labels": labels.masked_fill(prefix, IGNORE_INDEX),
             }
         deletable = real & ~torch.isin(input_ids, self.special_ids)
+        if self.mode == "mask":  # a hidden first token would read as left padding and shift the row's positions
+            deletable[:, 0] = False
         deleted = (torch.rand(input_ids.shape) < self.deletion_prob) & deletable
         # Rows whose deletable tokens were all drawn keep one of them, picked uniformly at random.
         emptied = deletable.any(dim=1) & ~(deletable & ~deleted).any(dim=1)
