@@ -7,6 +7,9 @@ mean over the concepts and never looks at the token mask (padding is already mas
 cross-attention): the package's zero-shot sentence embedding, independent of the batch.
 """
 
+import os
+import shutil
+
 from sentence_transformers.base.modules import Module
 
 
@@ -28,4 +31,12 @@ class ConceptMeanPooling(Module):
         return self.embedding_dimension
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        """The config into this module's folder (`1_ConceptMeanPooling`), and this file into the model folder above
+        it: `modules.json` names the class `concept_pooling.ConceptMeanPooling`, which sentence-transformers looks
+        up in the model folder itself, so a saved model loads without this package (sentence-transformers copies a
+        custom module's file only into the module's folder, and not at all when the class is imported locally)."""
         self.save_config(output_path)
+        model_folder = os.path.dirname(os.path.normpath(output_path))
+        target = os.path.join(model_folder, os.path.basename(__file__))
+        if not os.path.isfile(target) or not os.path.samefile(__file__, target):
+            shutil.copy(__file__, target)

@@ -51,7 +51,6 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from collators import DataCollatorForSentencePairs
 from concept_encoder_training.config_flags import apply_config_overrides, override_items
-from concept_encoder_training.ecosystem import add_pair_pipeline
 from concept_encoder_training.glue import (
     GlueTask,
     compute_glue_metrics,
@@ -79,6 +78,7 @@ from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import glue_eval_result, write_model_card
 from modeling_concept_encoder import ConceptEncoderForSequenceClassification
+from pipeline_concept_encoder import PAIR_PIPELINE
 
 logger = logging.getLogger(__name__)
 
@@ -622,6 +622,8 @@ def run_task(
     set_seed(training_args.seed)
     if concept:
         model = build_model(task, pair_encoding, build_config(config_dict, model_args, task), model_args)
+        if separate:  # pipeline("text-classification") feeds both sides: every save writes it (ConceptTrainer._save)
+            model.config.custom_pipelines = PAIR_PIPELINE
     else:
         model = build_transformer_model(task, model_args)
     max_length = data_args.max_seq_length
@@ -671,8 +673,6 @@ def run_task(
         check_room(training_args.output_dir, model.num_parameters())
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
-        if separate and trainer.is_world_process_zero():
-            add_pair_pipeline(training_args.output_dir)  # pipeline("text-classification") feeds both sides
         train_metrics = {**train_result.metrics, "train_samples": len(train_data)}
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)

@@ -3,22 +3,53 @@
 - Pair checkpoints (`classifier_head="sentence_pair"`) get the custom text-classification pipeline
   (`pipeline_concept_encoder.py`, named in `config.json`'s `custom_pipelines`), since the stock pipeline feeds one
   concatenated sequence.
-- Any checkpoint can get a sentence-transformers configuration (`modules.json`: the stock `Transformer` module, then
-  `concept_pooling.ConceptMeanPooling`, shipped as `concept_pooling.py`), so that
-  `SentenceTransformer(folder, trust_remote_code=True)` encodes with the mean of the final concept states:
+- Concept-encoder checkpoints get a sentence-transformers configuration (`modules.json`: the stock `Transformer`
+  module, then `concept_pooling.ConceptMeanPooling`, shipped as `concept_pooling.py`), so that
+  `SentenceTransformer(folder, trust_remote_code=True)` encodes with the mean of the final concept states. The
+  training scripts write both into every checkpoint they save (`complete_checkpoint`); for other folders:
 
       python -m concept_encoder_training.ecosystem sentence-transformers CHECKPOINT_FOLDER
 """
 
 import argparse
+import importlib.util
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import pipeline_concept_encoder
+from configuration_concept_encoder import ConceptEncoderConfig
+from modeling_concept_encoder import named_code_files
 
-SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+POOLING_MODULE = "concept_pooling"  # shipped as concept_pooling.py, imported by sentence-transformers only
+POOLING_FOLDER = "1_ConceptMeanPooling"  # sentence-transformers' `<index>_<class>` folder of the second module
+
+
+def sentence_transformers_files(config: dict) -> dict[str, dict | list]:
+    """The files sentence-transformers reads for `[Transformer(folder), ConceptMeanPooling]`, by name relative to the
+    folder, in the form every sentence-transformers version from 5 on reads (the `sentence_transformers.models`
+    path and `max_seq_length` of version 5; version 6 reads it too): the position limit as `max_seq_length`, cosine
+    similarity, the pooling's embedding size."""
+    return {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": POOLING_FOLDER, "type": f"{POOLING_MODULE}.ConceptMeanPooling"},
+        ],
+        "sentence_bert_config.json": {"max_seq_length": config["max_position_embeddings"], "do_lower_case": False},
+        "config_sentence_transformers.json": {
+            "model_type": "SentenceTransformer",
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+        f"{POOLING_FOLDER}/config.json": {"embedding_dimension": config["hidden_size"]},
+    }
+
+
+def package_file(module: str) -> Path:
+    """The source file of one of this package's top-level modules, found without importing it (`concept_pooling`
+    imports sentence-transformers, which the training scripts do not need)."""
+    return Path(importlib.util.find_spec(module).origin)
 
 
 def add_pair_pipeline(folder: str):
@@ -33,35 +64,29 @@ def add_pair_pipeline(folder: str):
 
 
 def add_sentence_transformers(folder: str):
-    """Write the sentence-transformers files into the checkpoint `folder` (weights and config stay as they are).
-
-    The files are those sentence-transformers itself saves for `[Transformer(folder), ConceptMeanPooling]` (written to
-    a temporary folder, so its `save_pretrained` of the encoder cannot replace the checkpoint's own head weights),
-    with `max_seq_length` = the position limit."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
-
-    import concept_pooling
-
+    """Write the sentence-transformers files and `concept_pooling.py` into the checkpoint `folder` (weights, config
+    and tokenizer stay as they are); needs neither sentence-transformers nor a model in memory."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    transformer = Transformer(
-        str(folder),
-        max_seq_length=config["max_position_embeddings"],
-        model_kwargs={"trust_remote_code": True},
-        config_kwargs={"trust_remote_code": True},
-        processor_kwargs={"trust_remote_code": True},
-    )
-    pooling = concept_pooling.ConceptMeanPooling(config["hidden_size"])
-    with tempfile.TemporaryDirectory() as saved:
-        SentenceTransformer(modules=[transformer, pooling]).save(saved)
-        for name in SENTENCE_TRANSFORMERS_FILES:
-            shutil.copy(Path(saved, name), folder / name)
-        for module in json.loads(Path(saved, "modules.json").read_text(encoding="utf-8")):
-            if module["path"]:  # the pooling module's own folder
-                shutil.copytree(Path(saved, module["path"]), folder / module["path"], dirs_exist_ok=True)
-    source = Path(concept_pooling.__file__)
-    shutil.copy(source, folder / source.name)
+    for name, content in sentence_transformers_files(config).items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    shutil.copy(package_file(POOLING_MODULE), folder / f"{POOLING_MODULE}.py")
+
+
+def complete_checkpoint(folder: str):
+    """What every checkpoint folder of the training scripts carries beyond `save_pretrained`: for a concept encoder,
+    the sentence-transformers files (so the natural `SentenceTransformer(folder, trust_remote_code=True)` pools the
+    concepts, not the tokens), and every code file its config names (`custom_pipelines`) from this package, also
+    when the model runs a checkpoint's own code (`--trust_remote_code`). Other models' folders stay as saved."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != ConceptEncoderConfig.model_type:
+        return
+    add_sentence_transformers(folder)
+    for name in named_code_files(config.get("custom_pipelines")):
+        if not (folder / name).is_file():
+            shutil.copy(package_file(name.removesuffix(".py")), folder / name)
 
 
 def main(argv: list[str] | None = None):

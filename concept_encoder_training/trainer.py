@@ -15,6 +15,7 @@ from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import get_last_checkpoint
 
 from concept_encoder_training.diagnostics import ConceptStatistics
+from concept_encoder_training.ecosystem import complete_checkpoint
 from model_cards import write_model_card
 
 LOG_VARS_NAME = "concept_loss_log_vars"
@@ -35,6 +36,8 @@ class ConceptTrainer(Trainer):
     - Resuming inside an epoch is exact (`CollateRandomness`), and a resumed finished run trains no further step.
     - A save that fails (read-only or full disk) keeps the model: it is saved to a temporary folder, named in the
       error (`save_model`).
+    - Every saved folder (`checkpoint-N` and the final one) of a concept encoder is also a sentence-transformers
+      folder and carries every code file its config names (`_save`).
     """
 
     card_summary: dict | None = None
@@ -99,6 +102,15 @@ class ConceptTrainer(Trainer):
             self.control.should_training_stop = True
             return [], None
         return super().get_batch_samples(epoch_iterator, num_batches, device)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """As `Trainer._save` (the final save and every `checkpoint-N`), then what a checkpoint folder carries beyond
+        `save_pretrained`: the sentence-transformers files and the code files its config names
+        (`ecosystem.complete_checkpoint`)."""
+        super()._save(output_dir, state_dict)
+        folder = output_dir or self.args.output_dir
+        if self.args.should_save and os.path.isfile(os.path.join(folder, "config.json")):
+            complete_checkpoint(folder)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """As `Trainer.save_model`; when writing fails (a read-only or full disk, found after training: an `OSError`,

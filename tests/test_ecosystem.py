@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, run_isolated, tiny_config
 from huggingface_hub import ModelCard
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, pipeline
 
@@ -36,7 +36,8 @@ def paws_dir(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def pair_run(tmp_path_factory, tokenizer, paws_dir):
-    """A tiny checkpoint fine-tuned on PAWS with separate pair encoding, with predictions for test.tsv."""
+    """A tiny checkpoint fine-tuned on PAWS with separate pair encoding (one epoch of 2 steps, saved as
+    `checkpoint-2` too), with predictions for test.tsv."""
     checkpoint = tmp_path_factory.mktemp("checkpoint") / "tiny_posonly"
     ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
         checkpoint
@@ -47,7 +48,7 @@ def pair_run(tmp_path_factory, tokenizer, paws_dir):
         [
             "--model_name_or_path", str(checkpoint), "--task_name", "paws", "--data_dir", str(paws_dir),
             "--output_dir", str(output_dir), "--max_seq_length", str(POSITIONS), "--num_train_epochs", "1",
-            "--per_device_train_batch_size", "16", "--save_strategy", "no", "--registry_file", "",
+            "--per_device_train_batch_size", "16", "--save_strategy", "epoch", "--registry_file", "",
             "--report_to", "none", "--disable_tqdm", "true", "--do_train", "--do_eval", "--do_predict",
         ]
     )  # fmt: skip
@@ -79,6 +80,101 @@ def test_text_classification_pipeline_on_a_pair_checkpoint(pair_run, paws_dir):
     assert long["label"] in ("not_paraphrase", "paraphrase")
     with pytest.raises(ValueError, match="text_pair"):
         classify(first)
+
+
+SENTENCES = ["The cat sat .", "A much longer sentence with many more words than the first one has .", "Dogs run ."]
+
+
+def test_every_folder_of_a_run_is_a_sentence_transformers_folder_with_its_pipeline(pair_run):
+    """The output folder and its `checkpoint-2` both name the pair pipeline and ship its file, and both load in
+    sentence-transformers with concept mean pooling (not the stock token `Pooling`), the same vector in any batch."""
+    from sentence_transformers import SentenceTransformer
+
+    for folder in (pair_run, pair_run / "checkpoint-2"):
+        config = json.loads((folder / "config.json").read_text())
+        assert "text-classification" in config["custom_pipelines"], folder
+        assert (folder / "pipeline_concept_encoder.py").is_file() and (folder / "concept_pooling.py").is_file()
+        modules = json.loads((folder / "modules.json").read_text())
+        assert [module["type"] for module in modules][1] == "concept_pooling.ConceptMeanPooling"
+        model = SentenceTransformer(str(folder), trust_remote_code=True)
+        assert type(model[1]).__name__ == "ConceptMeanPooling" and model.max_seq_length == POSITIONS
+        alone = model.encode(SENTENCES[:1], convert_to_tensor=True)
+        batched = model.encode(SENTENCES, convert_to_tensor=True)
+        torch.testing.assert_close(alone[0], batched[0], atol=1e-5, rtol=1e-4)
+
+
+# Runs in a fresh process that cannot import this repository: loads argv[1] as a pair classifier, saves it again to
+# argv[2] and classifies a pair with the re-saved folder's own pipeline.
+RESAVE_PAIR = """
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+source, target = sys.argv[1], sys.argv[2]
+AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=True).save_pretrained(target)
+AutoTokenizer.from_pretrained(source, trust_remote_code=True).save_pretrained(target)
+assert os.path.isfile(os.path.join(target, "pipeline_concept_encoder.py")), os.listdir(target)
+classify = pipeline("text-classification", model=target, trust_remote_code=True)
+print(classify({"text": "The cat sat .", "text_pair": "A cat sat ."})["label"])
+"""
+
+
+def test_every_save_path_writes_the_pipeline_file_its_config_names(pair_run, tmp_path):
+    """`save_pretrained` of a loaded pair classifier (this package's class, and the checkpoint's own code in a fresh
+    process) and of a merged PEFT model keep `pipeline_concept_encoder.py`, so the re-saved folder's pipeline loads."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(pair_run)
+    model.save_pretrained(tmp_path / "resaved")
+    lora = LoraConfig(task_type="SEQ_CLS", target_modules=["q_proj", "v_proj"], r=2)
+    get_peft_model(model, lora).merge_and_unload().save_pretrained(tmp_path / "merged")
+    for folder in (tmp_path / "resaved", tmp_path / "merged"):
+        assert (folder / "pipeline_concept_encoder.py").is_file(), sorted(p.name for p in folder.iterdir())
+    label = run_isolated(RESAVE_PAIR, pair_run, tmp_path / "isolated", cwd=tmp_path).split()[-1]
+    assert label in ("not_paraphrase", "paraphrase")
+
+
+# Runs in a fresh process that cannot import this repository: loads each folder of argv[1:] with sentence-transformers
+# and prints its embeddings of SENTENCES as JSON.
+ENCODE_SAVED = """
+import json
+
+from sentence_transformers import SentenceTransformer
+
+assert importlib.util.find_spec("concept_pooling") is None
+sentences = json.loads(sys.argv[1])
+print(json.dumps([SentenceTransformer(f, trust_remote_code=True).encode(sentences).tolist() for f in sys.argv[2:]]))
+"""
+
+
+def test_a_folder_saved_by_sentence_transformers_loads_without_this_package(tmp_path, tokenizer):
+    """`SentenceTransformer.save` of a model loaded from a checkpoint (the pooling class from the folder's own code)
+    and of one built from this package's modules writes `concept_pooling.py` where its `modules.json` looks for it:
+    both load in a fresh process that cannot import this repository, to the same embeddings."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+
+    from concept_encoder_training.ecosystem import add_sentence_transformers
+    from concept_pooling import ConceptMeanPooling
+
+    checkpoint = tmp_path / "checkpoint"
+    ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
+        checkpoint
+    )
+    tokenizer.save_pretrained(checkpoint)
+    add_sentence_transformers(checkpoint)
+    loaded = SentenceTransformer(str(checkpoint), trust_remote_code=True)
+    options = {"trust_remote_code": True}
+    transformer = Transformer(str(checkpoint), model_kwargs=options, config_kwargs=options, processor_kwargs=options)
+    built = SentenceTransformer(modules=[transformer, ConceptMeanPooling(transformer.get_embedding_dimension())])
+    expected = []
+    for name, model in (("loaded", loaded), ("built", built)):
+        model.save(str(tmp_path / name))
+        assert (tmp_path / name / "concept_pooling.py").is_file()
+        expected.append(model.encode(SENTENCES))
+    output = run_isolated(ENCODE_SAVED, json.dumps(SENTENCES), tmp_path / "loaded", tmp_path / "built", cwd=tmp_path)
+    encoded = json.loads(output.splitlines()[-1])
+    for vectors, reference in zip(encoded, expected):
+        torch.testing.assert_close(torch.tensor(vectors), torch.from_numpy(reference), atol=1e-5, rtol=1e-4)
 
 
 def test_do_predict_writes_glue_format_predictions(pair_run, paws_dir):
@@ -340,3 +436,22 @@ def test_model_card_names_only_the_fields_that_make_the_head():
     mlm = {"architectures": ["ConceptEncoderForMaskedLM"], "mlm_decoder": "perceiver", "decoder_query": "position"}
     assert head_variant(mlm) == "mlm_decoder=perceiver, decoder_query=position"
     assert head_variant({**mlm, "mlm_decoder": "weighted"}) == "mlm_decoder=weighted"  # no queries to set
+
+
+def test_card_shows_user_text_as_written_never_as_html(tmp_path):
+    """Issue 23.6: a run name, a data file name or a machine name reached the card's body as raw HTML."""
+    ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    summary = {
+        "run_id": "<script>alert(1)</script>",
+        "pretraining_data": "corpus/<img src=x onerror=alert(1)>|x.txt",
+        "machine": "<b>box</b>",
+        "wandb": "<a href=javascript:alert(1)>run</a>",
+        "concept_losses": "<i>none</i>",
+    }
+    body = ModelCard.load(
+        write_model_card(tmp_path, summary, {"<u>Task</u>": 0.5}, hyperparameters={"<s>Seed</s>": "<em>1</em>"})
+    ).text
+    for tag in ("<script", "<img", "<b>", "<a ", "<i>", "<u>", "<s>", "<em>"):
+        assert tag not in body
+    assert "# &lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "| Pretraining data | corpus/&lt;img src=x onerror=alert(1)&gt;\\|x.txt |" in body

@@ -33,7 +33,8 @@ SUMMARY_KEYS = {
 HUB_FILES = [
     "config.json", "model.safetensors", "configuration_concept_encoder.py", "modeling_concept_encoder.py",
     "tokenizer.json", "tokenizer_config.json", "training_args.bin",
-]  # fmt: skip
+    "modules.json", "sentence_bert_config.json", "concept_pooling.py", "1_ConceptMeanPooling/config.json",
+]  # fmt: skip  # a sentence-transformers folder too (ecosystem.complete_checkpoint)
 
 
 @pytest.fixture(scope="module")
