@@ -18,6 +18,7 @@ CLI: `python -m concept_encoder_training.registry rebuild --runs_dir outputs --r
 """
 
 import argparse
+import html
 import json
 import logging
 import os
@@ -184,7 +185,9 @@ def registry_lock(path: str | Path) -> FileLock:
 
 
 def _cell(value, digits: int | None = None) -> str:
-    """A value as a table cell: `--` when missing, numbers rounded (escaped when the table is written)."""
+    """A value as a table cell: `--` when missing, numbers rounded, text with HTML's `<`, `>` and `&` as entities (a
+    run or file name is shown as written, never rendered as a tag or script); `|` and line breaks are escaped when
+    the table is written."""
     if value is None or value == "":
         return MISSING
     if digits is not None and isinstance(value, (int, float)):
@@ -192,14 +195,24 @@ def _cell(value, digits: int | None = None) -> str:
     elif isinstance(value, float):
         text = f"{value:g}"
     else:
-        text = str(value)
+        text = html.escape(str(value), quote=False)
     return text
+
+
+def code_span(text: str) -> str:
+    """`text` as a Markdown code span, shown literally (HTML included): delimited by one backtick more than the
+    longest run of backticks inside it, so that no backtick in `text` can end the span early."""
+    text = str(text)
+    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"{fence}{text}{fence}"
 
 
 def _link(target: str | None) -> str:
     if not target:
         return MISSING
-    return f"[Link]({target})" if target.startswith("http") else f"`{target}`"
+    if re.fullmatch(r"https?://[^\s()<>`]+", target):
+        return f"[Link]({target})"
+    return code_span(target)
 
 
 def objective_text(summary: dict) -> str:
@@ -221,19 +234,19 @@ def pretraining_row(summary: dict) -> dict:
     objective = objective_text(summary)
     return {
         "Date": _cell(summary.get("date")),
-        RUN_ID: f"`{summary['run_id']}`",
+        RUN_ID: code_span(summary["run_id"]),
         "Architecture": _cell(summary.get("architecture")),
         "Pretraining Data": _cell(summary.get("pretraining_data")),
         "Machine": _cell(summary.get("machine")),
         "Epochs": _cell(summary.get("epochs"), 2 if isinstance(summary.get("epochs"), float) else None),
         "Concept Losses": _cell(summary.get("concept_losses")),
-        "Task Loss": f"{objective} {loss:.3f}".strip() if loss is not None else MISSING,
+        "Task Loss": _cell(f"{objective} {loss:.3f}".strip()) if loss is not None else MISSING,
         "Eff. Rank": format_effective_rank(rank, concept_num) if rank is not None and concept_num else MISSING,
         GLUE: MISSING,
         ZERO_SHOT: MISSING,
         "Speed (Steps/s)": _cell(summary.get("steps_per_second"), 2),
         "WandB Link": _link(summary.get("wandb")),
-        "Git Tag": f"`{summary['git_commit']}`" if summary.get("git_commit") else MISSING,
+        "Git Tag": code_span(summary["git_commit"]) if summary.get("git_commit") else MISSING,
         CONCLUSION: "",
     }
 
@@ -244,12 +257,12 @@ def checkpoint_row(glue_summary: dict) -> dict:
     return {
         **{column: MISSING for column in COLUMNS},
         "Date": _cell(glue_summary.get("date")),
-        RUN_ID: f"`{glue_summary['checkpoint_run_id']}`",
+        RUN_ID: code_span(glue_summary["checkpoint_run_id"]),
         "Architecture": _cell(glue_summary.get("architecture")),
         "Pretraining Data": "none (random init)" if glue_summary.get("from_scratch") else MISSING,
         "Machine": _cell(glue_summary.get("machine")),
         "Epochs": "0" if glue_summary.get("from_scratch") else MISSING,
-        "Git Tag": f"`{glue_summary['git_commit']}`" if glue_summary.get("git_commit") else MISSING,
+        "Git Tag": code_span(glue_summary["git_commit"]) if glue_summary.get("git_commit") else MISSING,
         CONCLUSION: "",
     }
 
@@ -279,7 +292,7 @@ def add_glue_result(registry: Registry, summary: dict):
         row = checkpoint_row(summary)
         registry.upsert(row)
     scores = parse_glue_cell(row[GLUE])
-    scores[summary["task_display_name"]] = format_glue_score(
+    scores[html.escape(summary["task_display_name"], quote=False)] = format_glue_score(
         summary["registry_metric"], summary["registry_score"], summary.get("registry_score_std")
     )
     row[GLUE] = render_glue_cell(scores)
@@ -372,38 +385,77 @@ def _rebuild(runs_root: str | Path, registry_path: Path) -> Path:
     return fresh.path
 
 
+# What tells runs apart in the plots' labels (plots.distinguishing_labels): a pretraining run's recipe, and a
+# fine-tune's settings when one checkpoint was scored more than once on a task.
+PRETRAINING_FIELDS = (
+    "model_type", "objective", "recipe", "tsdae_mode", "deletion_prob", "mlm_probability", "concept_losses",
+    "architecture", "encoder_layer_type", "pretraining_data", "epochs",
+)  # fmt: skip
+SCORING_FIELDS = ("kind", "pair_encoding", "seed_protocol", "seed", "epochs", "train_samples", "selection")
+
+
 def collect_scores(runs_root: str | Path) -> tuple[dict, dict]:
     """From every run folder under `runs_root`: `(scores, random_levels)` for `plots.plot_scores`, keyed by the
     checkpoint's run id. GLUE runs give their registry metric (the mean ± std over seeds where run with `--seeds`;
     the single-seed runs inside such a run are left out), zero-shot runs their Spearman ×100; random-init
-    checkpoints (`from_scratch`) become the dashed levels."""
-    scores, random_levels = {}, {}
+    checkpoints (`from_scratch`) become the dashed levels. No score replaces another: a checkpoint scored more than
+    once on one task (two fine-tunes) gets one entry per run, `<checkpoint> [<what differs>]`."""
+    from concept_encoder_training.plots import distinguishing_labels
+
+    runs = []  # (checkpoint run id, {task: (mean, std)}, summary)
     for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
         summary = read_summary(path.parent)
         if summary["kind"] == "pretraining" or (path.parent.name.startswith("seed_") and summary.get("seed")):
             continue
-        model = summary["checkpoint_run_id"]
         if summary["kind"] == "glue":
             name = f"{summary['task_display_name']} {summary['registry_metric']}"
             values = {name: (summary["registry_score"], summary.get("registry_score_std") or 0.0)}
         else:
             values = {f"zero-shot {name} (Spearman×100)": (score, 0.0) for name, score in summary["scores"].items()}
-        scores.setdefault(model, {}).update(values)
+        runs.append((summary["checkpoint_run_id"], values, summary))
+    scored = [(model, task) for model, values, _ in runs for task in values]
+    repeated = {model for model, task in scored if scored.count((model, task)) > 1}
+    labels = {}
+    for model in repeated:  # every run of such a checkpoint, labelled by the settings that differ
+        own = {summary["run_id"]: {f: summary.get(f) for f in SCORING_FIELDS} for m, _, summary in runs if m == model}
+        labels.update({run: f"{model} [{label}]" for run, label in distinguishing_labels(own).items()})
+    scores, random_levels = {}, {}
+    for model, values, summary in runs:
+        key = labels.get(summary["run_id"], model)
+        scores.setdefault(key, {}).update(values)
         if summary.get("from_scratch"):
-            random_levels.setdefault(model, {}).update({task: mean for task, (mean, _) in values.items()})
+            random_levels.setdefault(key, {}).update({task: mean for task, (mean, _) in values.items()})
     return scores, random_levels
 
 
-def plot_runs(runs_root: str | Path, output_dir: str | Path) -> list[Path]:
-    """`training_curves.png` (every pretraining run under `runs_root`) and `scores.png` (every scored model)."""
-    from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves
-
-    curves = {}
+def collect_majority_levels(runs_root: str | Path) -> dict[str, float]:
+    """`{task: score}` of always predicting the training set's most frequent label, from the GLUE runs under
+    `runs_root` that recorded it (`majority_score`; classification tasks only), keyed as `collect_scores` keys tasks."""
+    levels = {}
     for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
         summary = read_summary(path.parent)
-        state = path.parent / "trainer_state.json"
-        if summary["kind"] == "pretraining" and state.is_file():
-            curves[summary["run_id"]] = training_curves(state)
+        if summary["kind"] == "glue" and summary.get("majority_score") is not None:
+            levels[f"{summary['task_display_name']} {summary['registry_metric']}"] = summary["majority_score"]
+    return levels
+
+
+def plot_runs(runs_root: str | Path, output_dir: str | Path) -> list[Path]:
+    """`training_curves.png` (every pretraining run under `runs_root`, labelled by what differs between the runs)
+    and `scores.png` (every scored model, with the random-init and majority-class levels)."""
+    from concept_encoder_training.plots import distinguishing_labels, plot_scores, plot_training_curves, training_curves
+
+    pretraining = {}
+    for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
+        summary = read_summary(path.parent)
+        if summary["kind"] == "pretraining" and (path.parent / "trainer_state.json").is_file():
+            pretraining[summary["run_id"]] = (path.parent, summary)
+    labels = distinguishing_labels(
+        {run: {field: summary.get(field) for field in PRETRAINING_FIELDS} for run, (_, summary) in pretraining.items()}
+    )
+    curves = {
+        labels[run]: training_curves(folder / "trainer_state.json", summary.get("concept_num"))
+        for run, (folder, summary) in pretraining.items()
+    }
     scores, random_levels = collect_scores(runs_root)
     if not curves and not scores:
         raise FileNotFoundError(f"{runs_root} holds no run folders with a {SUMMARY_FILE}: nothing to plot.")
@@ -412,7 +464,8 @@ def plot_runs(runs_root: str | Path, output_dir: str | Path) -> list[Path]:
     if curves:
         written.append(plot_training_curves(curves, output_dir / "training_curves.png"))
     if scores:
-        written.append(plot_scores(scores, random_levels, output_dir / "scores.png"))
+        majority = collect_majority_levels(runs_root)
+        written.append(plot_scores(scores, random_levels, output_dir / "scores.png", majority_levels=majority))
     return written
 
 

@@ -7,6 +7,7 @@ fine-tuning results, so the same card serves a pretraining run and its later eva
 `EvalResult`s (the Hub's `model-index` results widget).
 """
 
+import html
 import json
 import math
 import os
@@ -73,7 +74,7 @@ def glue_rows(glue_results: dict | None) -> list[tuple[str, str, str]]:
     rows = []
     for task, scores in (glue_results or {}).items():
         scores = scores if isinstance(scores, dict) else {"score": scores}
-        rows += [(task, metric, _figure(score)) for metric, score in scores.items()]
+        rows += [(markdown_text(task), markdown_text(metric), _figure(score)) for metric, score in scores.items()]
     return rows
 
 
@@ -103,11 +104,18 @@ def glue_eval_result(task, metric: str, score: float, split: str = "validation")
     )
 
 
+def markdown_text(value) -> str:
+    """Text a user controls (run, file and dataset names) as Markdown that shows it as written: HTML's `<`, `>` and
+    `&` as entities, so no tag, script or event handler in a name is rendered; `|` escaped and line breaks as spaces,
+    so no table of the card is broken."""
+    return " ".join(html.escape(str(value), quote=False).replace("|", "\\|").splitlines())
+
+
 def _figure(value, digits: int = 4) -> str:
-    """Numbers rounded for reading, anything missing as `n/a`."""
+    """Numbers rounded for reading, anything missing as `n/a`, text escaped (`markdown_text`)."""
     if value is None or value == "":
         return "n/a"
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else markdown_text(value)
 
 
 def write_model_card(
@@ -140,7 +148,7 @@ def write_model_card(
     )
     if pair and "custom_pipelines" not in config:
         pipeline_tag = None  # the stock text-classification pipeline cannot feed two separately encoded sentences
-    data = summary.get("pretraining_data") or "n/a"
+    data = _figure(summary.get("pretraining_data"))
     run_id = summary.get("run_id") or Path(output_dir).name
     card_data = ModelCardData(
         model_name=run_id,
@@ -158,17 +166,19 @@ def write_model_card(
     card = ModelCard.from_template(
         card_data,
         template_path=TEMPLATE_PATH,
-        run_id=run_id,
+        run_id=markdown_text(run_id),
         repo_id=repo_id or ".",
         local_snippet=repo_id is None,
         model_class=saved_class_of(config),
         head_variant=head_variant(config),
         pair_pipeline="custom_pipelines" in config,
         pipeline_tag=pipeline_tag,
-        base_model=base_model,
-        hyperparameter_rows=[(name, _figure(value, 6)) for name, value in (hyperparameters or {}).items()],
-        model_type=summary.get("model_type", "n/a"),
-        architecture=summary.get("architecture", "n/a"),
+        base_model=base_model and markdown_text(base_model),
+        hyperparameter_rows=[
+            (markdown_text(name), _figure(value, 6)) for name, value in (hyperparameters or {}).items()
+        ],
+        model_type=_figure(summary.get("model_type")),
+        architecture=_figure(summary.get("architecture")),
         encoder_layer_type=config["encoder_layer_type"],
         hidden_size=config["hidden_size"],
         num_hidden_layers=config["num_hidden_layers"],
@@ -180,14 +190,14 @@ def write_model_card(
         objective_text=OBJECTIVES.get(summary.get("objective"), _figure(summary.get("objective"))),
         pretraining_data=data,
         epochs=_figure(summary.get("epochs"), 3),
-        concept_losses=summary.get("concept_losses") or "none",
+        concept_losses=_figure(summary.get("concept_losses") or "none"),
         task_loss=_figure(summary.get("task_loss")),
         effective_rank=format_effective_rank(rank, concept_num) if rank is not None else "n/a",
         steps_per_second=_figure(summary.get("steps_per_second"), 3),
         tokens_per_second=f"{summary['tokens_per_second']:,.0f}" if summary.get("tokens_per_second") else "n/a",
-        machine=summary.get("machine") or "n/a",
-        wandb=summary.get("wandb") or "n/a",
-        git_commit=summary.get("git_commit") or "n/a",
+        machine=_figure(summary.get("machine")),
+        wandb=_figure(summary.get("wandb")),
+        git_commit=_figure(summary.get("git_commit")),
         glue_rows=glue_rows(glue_results),
         auto_class=auto_class,
     )

@@ -1,6 +1,7 @@
 """The experiment registry: rows from run summaries, GLUE cells, reruns, rebuilds, hand-written conclusions."""
 
 import json
+import re
 
 import pytest
 
@@ -218,3 +219,24 @@ def test_plot_command_draws_both_pictures(tmp_path):
     assert levels == {"scratch_H512L6C128": {"STS-B pearson": 0.2}}
     with pytest.raises(FileNotFoundError, match="nothing to plot"):
         experiment_registry.plot_runs(tmp_path / "empty", tmp_path / "plots")
+
+
+def test_user_text_is_shown_as_written_never_rendered_as_html(tmp_path):
+    """Issue 23.6: run names, file names and dataset names reached registry.md as raw HTML (`<script>`, `<img
+    onerror>`); a backtick in a run name ended its code span."""
+    evil_data = "data/<img src=x onerror=alert(1)>.txt"
+    evil_run = "run`<script>alert(1)</script>"
+    summary = {**pretraining_summary(evil_run, "2026-02-10"), "pretraining_data": evil_data, "wandb": "<b>x</b>"}
+    registry_path = tmp_path / "registry.md"
+    record_run(save_run(tmp_path / "run", summary), registry_path)
+    glue = glue_summary("<img src=y onerror=alert(2)>", "mrpc", "MRPC<i>", "f1", 0.8, "20260210_000000")
+    record_run(save_run(tmp_path / "glue", glue), registry_path)
+    text = registry_path.read_text()
+    rendered = re.sub(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", "CODE", text)  # a code span shows its text as written
+    assert not re.findall(r"<\w+", rendered)  # no tag outside a code span
+    assert "data/&lt;img src=x onerror=alert(1)&gt;.txt" in text and "`` run`<script>alert(1)</script> ``" in text
+    rows = table_rows(registry_path)  # read back: one row per run, found by its run id, updated in place
+    assert {experiment_registry.run_id_of(row) for row in rows} == {evil_run, "<img src=y onerror=alert(2)>"}
+    record_run(tmp_path / "run", registry_path)
+    record_run(tmp_path / "glue", registry_path)
+    assert registry_path.read_text() == text
