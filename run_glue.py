@@ -57,6 +57,7 @@ from concept_encoder_training.glue import (
     load_files,
     load_glue_dir,
     load_glue_hub,
+    majority_scores,
     parse_task_names,
     prediction_lines,
     read_test_file,
@@ -700,6 +701,7 @@ def run_task(
     checkpoint = checkpoint_summary(model_args, model.config)
     summary = glue_summary(task, metrics, model.config, checkpoint["run_id"], model_args, data_args, training_args)
     summary["run_id"] = record["run_id"]  # kept across resumes
+    summary["majority_scores"] = majority_scores(task, train_data["label"], first_eval["label"])  # the plots' level
     write_run_summary(training_args.output_dir, summary)
     if training_args.do_train and concept:  # our card describes a concept encoder
         trainer.card_summary = {**checkpoint, "run_id": summary["run_id"]}

@@ -515,3 +515,13 @@ def compute_glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
     if len(result) > 1:
         result["combined_score"] = float(np.mean(list(result.values())))
     return result
+
+
+def majority_scores(task: GlueTask, train_labels, eval_labels) -> dict[str, float] | None:
+    """The task's metrics for always predicting the training set's most frequent label on `eval_labels`: the level
+    of a classifier that learnt nothing from the text (MRPC: F1 0.81), drawn in the score plots. None for regression
+    (a constant prediction has no correlation) or without training labels."""
+    if task.is_regression or len(train_labels) == 0:
+        return None
+    values, counts = np.unique(np.asarray(train_labels), return_counts=True)
+    return compute_glue_metrics(task, np.full(len(eval_labels), values[counts.argmax()]), eval_labels)

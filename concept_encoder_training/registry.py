@@ -429,13 +429,15 @@ def collect_scores(runs_root: str | Path) -> tuple[dict, dict]:
 
 
 def collect_majority_levels(runs_root: str | Path) -> dict[str, float]:
-    """`{task: score}` of always predicting the training set's most frequent label, from the GLUE runs under
-    `runs_root` that recorded it (`majority_score`; classification tasks only), keyed as `collect_scores` keys tasks."""
+    """`{task metric: score}` of always predicting the training set's most frequent label, from the GLUE runs under
+    `runs_root` that recorded it (`majority_scores`; classification tasks only), keyed as `collect_scores` keys
+    tasks (`MRPC f1`)."""
     levels = {}
     for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
         summary = read_summary(path.parent)
-        if summary["kind"] == "glue" and summary.get("majority_score") is not None:
-            levels[f"{summary['task_display_name']} {summary['registry_metric']}"] = summary["majority_score"]
+        if summary["kind"] == "glue":
+            for metric, score in (summary.get("majority_scores") or {}).items():
+                levels[f"{summary['task_display_name']} {metric}"] = score
     return levels
 
 

@@ -57,6 +57,7 @@ from concept_encoder_training import zero_shot  # noqa: E402
 from concept_encoder_training.config_flags import merge_overrides, with_merged_overrides  # noqa: E402
 from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
 from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
+from concept_encoder_training.registry import collect_majority_levels  # noqa: E402
 from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
 
 TASK_METRICS = {"stsb": ("pearson",), "mrpc": ("accuracy", "f1"), "rte": ("accuracy",), "sickr": ("pearson",)}
@@ -597,7 +598,7 @@ def model_results(study: Study, name: str, model: dict) -> dict:
             entropy_rank=metrics.get("eval_concept_entropy_effective_rank"),
             tokens=state.get("num_input_tokens_seen"),
             documents=study.steps * study.budget.batch_size,
-            curves=training_curves(pretrained / "trainer_state.json"),
+            curves=training_curves(pretrained / "trainer_state.json", (summary or {}).get("concept_num")),
         )
     for task in study.tasks:
         seeds = read_json(folder / "glue" / task / "seeds_results.json")
@@ -726,7 +727,8 @@ def write_report(study: Study) -> Path:
         for name, result in results.items()
         if result["from_scratch"]
     }
-    plot_scores(scores, levels, study.root / "scores.png")
+    majority = collect_majority_levels(study.root / "models")  # always the most frequent training label
+    plot_scores(scores, levels, study.root / "scores.png", majority_levels=majority)
     path = study.root / "study.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     print("\n" + path.read_text(encoding="utf-8"))

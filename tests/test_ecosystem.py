@@ -177,6 +177,15 @@ def test_a_folder_saved_by_sentence_transformers_loads_without_this_package(tmp_
         torch.testing.assert_close(torch.tensor(vectors), torch.from_numpy(reference), atol=1e-5, rtol=1e-4)
 
 
+def test_a_classification_run_records_its_majority_class_level(pair_run, paws_dir):
+    """What always predicting the most frequent training label scores on the dev set: the plots' dotted level."""
+    labels = {name: [line.split("\t")[-1] for line in (paws_dir / "paws" / f"{name}.tsv").read_text().splitlines()[1:]]
+              for name in ("train", "dev")}  # fmt: skip
+    majority = max(set(labels["train"]), key=labels["train"].count)
+    summary = json.loads((pair_run / "run_summary.json").read_text())
+    assert summary["majority_scores"] == {"accuracy": pytest.approx(labels["dev"].count(majority) / DEV)}
+
+
 def test_do_predict_writes_glue_format_predictions(pair_run, paws_dir):
     lines = (pair_run / "predict_results_paws.txt").read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 1 + TEST
