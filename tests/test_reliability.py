@@ -664,3 +664,21 @@ def test_a_utf16_file_gets_the_utf16_conversion_command(monkeypatch, tmp_path, c
     (tmp_path / "latin1.tsv").write_bytes(text.encode("latin-1"))  # no mark: Latin-1 is the guess
     with pytest.raises(ValueError, match=r"latin1.tsv is not UTF-8 text.*`iconv -f latin1 -t UTF-8 "):
         load_files(TASKS["sst2"], str(tmp_path / "latin1.tsv"), str(tmp_path / "latin1.tsv"))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"concept_num": 16}, r"config.json does not fit the weights of .*: concept_num=16, but the weights have 8"),
+        ({"hidden_size": 64}, r"config.json does not fit the weights of .*: hidden_size=64, but the weights have 32"),
+    ],
+)
+def test_a_config_that_disagrees_with_the_weights_names_the_field_and_both_sizes(tmp_path, edit, message):
+    """Issue 23.9: an edited `hidden_size` or `concept_num` ended in transformers' "look at the above report"."""
+    ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(ValueError, match=message + r".*set \w+=\d+ again"):
+        ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"the config passed to from_pretrained does not fit"):
+        ConceptEncoderModel.from_pretrained(tmp_path, config=ConceptEncoderConfig.from_pretrained(tmp_path))
