@@ -236,14 +236,14 @@ def test_checkpoint_with_half_a_head_is_refused_and_a_new_head_is_not(tmp_path):
     model = modeling.ConceptEncoderForSequenceClassification(tiny_config())
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    del weights["classifier.bias"]
+    del weights["classifier.linear.bias"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"classifier\.bias"):
+    with pytest.raises(ValueError, match=r"classifier\.linear\.bias"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path)
     # a checkpoint of this class without a whole module: refused too
     weights = {key: value for key, value in weights.items() if not key.startswith("classifier.")}
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"classifier\.weight"):
+    with pytest.raises(ValueError, match=r"classifier\.linear\.weight"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path)
     # an MLM checkpoint under a classifier: the classifier is new (transformers reports it), the encoder loaded
     mlm_folder = tmp_path / "mlm"

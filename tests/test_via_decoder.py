@@ -60,7 +60,7 @@ def test_via_decoder_loads_encoder_and_decoder_from_an_mlm_checkpoint(tmp_path, 
     assert expected.keys() == loaded.keys() and any(key.startswith("decoder.") for key in loaded)
     for key, tensor in expected.items():
         assert torch.equal(loaded[key], tensor), key
-    assert classifier.classifier.out_features == 3
+    assert classifier.classifier.linear.out_features == 3
 
 
 @pytest.mark.parametrize("source", ["weighted_mlm", "encoder"])
