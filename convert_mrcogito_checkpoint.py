@@ -19,6 +19,7 @@ import torch
 from transformers import AutoTokenizer
 
 import modeling_concept_encoder
+from concept_encoder_training.hub import require_local_or_cached
 from configuration_concept_encoder import ConceptEncoderConfig
 
 logger = logging.getLogger("convert_mrcogito_checkpoint")
@@ -69,6 +70,13 @@ def load_tokenizer(source: str, config: ConceptEncoderConfig, tokenizer_name: st
 
 def convert(source: str, output_dir: str, tokenizer_name: str | None = None):
     """Load SRC (seed or ours) exactly, save it as our Hub folder in OUTPUT_DIR, check the saved copy's outputs."""
+    require_local_or_cached(
+        "SRC",
+        source,
+        ConceptEncoderConfig.from_pretrained,
+        "Give SRC as a local checkpoint folder (config.json and model.safetensors), e.g. one downloaded with "
+        "`hf download ID --local-dir DIR` where the Hub can be reached, or ../shared/fixtures/mrcogito/<name>.",
+    )
     config = ConceptEncoderConfig.from_pretrained(source)
     model_class = model_class_of(config)
     model = model_class.from_pretrained(source, config=config).eval()

@@ -62,9 +62,16 @@ from concept_encoder_training.glue import (
     prediction_lines,
     read_test_file,
 )
-from concept_encoder_training.hub import check_push_to_hub
+from concept_encoder_training.hub import check_push_to_hub, require_local_or_cached
 from concept_encoder_training.registry import record_run
-from concept_encoder_training.run_folder import RunIdentityCallback, check_room, prepare_output_dir, read_identity
+from concept_encoder_training.run_folder import (
+    RunIdentityCallback,
+    check_room,
+    hold_run_lock,
+    prepare_output_dir,
+    read_identity,
+    releases_run_locks,
+)
 from concept_encoder_training.run_info import (
     SUMMARY_FILE,
     architecture_of,
@@ -278,6 +285,19 @@ def load_test_data(task: GlueTask, data_args: DataTrainingArguments):
             f"put test.tsv in {task.folder}/ under --data_dir."
         )
     return read_test_file(path, task)
+
+
+def check_hub_sources(model_args: ModelArguments):
+    """Fail within seconds, naming the local alternative, when a checkpoint, config or tokenizer given as a Hub id is
+    neither a local folder nor in the cache and the Hub cannot be reached (offline)."""
+    for flag, source, load in (
+        ("--model_name_or_path", model_args.model_name_or_path, PretrainedConfig.get_config_dict),
+        ("--config_name", model_args.config_name, PretrainedConfig.get_config_dict),
+        ("--tokenizer_name", model_args.tokenizer_name, AutoTokenizer.from_pretrained),
+    ):
+        if source:
+            instead = f"Give {flag} a local folder (a run_pretraining.py output folder, or one save_pretrained wrote)."
+            require_local_or_cached(flag, source, load, instead, model_args.cache_dir)
 
 
 def checkpoint_config_dict(model_args: ModelArguments) -> dict:
@@ -671,7 +691,7 @@ def run_task(
 
     metrics = {}
     if training_args.do_train:
-        check_room(training_args.output_dir, model.num_parameters())
+        check_room(training_args.output_dir, model, tokenizer, checkpoints=training_args.save_strategy != "no")
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         train_metrics = {**train_result.metrics, "train_samples": len(train_data)}
@@ -893,6 +913,7 @@ def run_seeds(prepared, task, raw_datasets, tokenizer, config_dict, model_args, 
     return summary
 
 
+@releases_run_locks
 def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> list[dict]:
     """Every requested task (all data loaded and checked before the first one trains); returns their summaries."""
     # Everything that can be checked is checked here, once, before any data is read.
@@ -907,6 +928,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         data_args = dataclasses.replace(data_args, max_seq_length=SEED_PROTOCOL["max_seq_length"])
     if training_args.push_to_hub:
         check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
+    check_hub_sources(model_args)
     config_dict = checkpoint_config_dict(model_args)  # the one read of the checkpoint's config
     if is_concept_encoder(config_dict):
         config = build_config(config_dict, model_args)  # with --config_overrides, validated
@@ -932,6 +954,8 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     if training_args.do_predict:
         for raw_datasets, task in loaded:
             raw_datasets["test"] = load_test_data(task, data_args)
+    if training_args.process_index == 0:  # one live run per folder: a second is refused naming the first's process
+        hold_run_lock(training_args.output_dir)
     planned = []  # every task's output folder is checked before the first one trains
     for raw_datasets, task in loaded:
         output_dir = training_args.output_dir if len(tasks) == 1 else os.path.join(training_args.output_dir, task.name)

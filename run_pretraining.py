@@ -43,8 +43,15 @@ from concept_encoder_training.config_flags import (
     given_config_flags,
     override_items,
 )
-from concept_encoder_training.hub import HubAccessError, check_push_to_hub, hub_unreachable_reason, require_hub
-from concept_encoder_training.run_folder import RunIdentityCallback, check_room, identity_hash, prepare_output_dir
+from concept_encoder_training.hub import check_push_to_hub, require_hub, require_local_or_cached
+from concept_encoder_training.run_folder import (
+    RunIdentityCallback,
+    check_room,
+    hold_run_lock,
+    identity_hash,
+    prepare_output_dir,
+    releases_run_locks,
+)
 from concept_encoder_training.run_info import (
     architecture_of,
     read_run_summary,
@@ -432,19 +439,6 @@ def check_hub_needs(model_args: ModelArguments, data_args: DataTrainingArguments
         )
 
 
-def require_local_or_cached(flag: str, source: str, load, instead: str, cache_dir: str | None):
-    """A Hub id needs the Hub unless it is in the local cache already (`load(source, local_files_only=True)`)."""
-    if os.path.isdir(source) or hub_unreachable_reason() is None:
-        return
-    try:
-        load(source, cache_dir=cache_dir, local_files_only=True)
-    except OSError as error:
-        raise HubAccessError(
-            f"{flag} {source} is not in the local cache and needs the Hugging Face Hub, which cannot be reached: "
-            f"{hub_unreachable_reason()}. {instead}"
-        ) from error
-
-
 def tokenizer_source_of(model_args: ModelArguments) -> str | None:
     """Where the tokenizer loads from, or None when it is trained on the training text."""
     if model_args.train_tokenizer_vocab_size is not None:
@@ -707,6 +701,7 @@ def expand_preset(argv: list[str]) -> list[str]:
     return [*PRESETS[name], *argv[:at], *argv[at + 2 :]]
 
 
+@releases_run_locks
 def main():
     # 1. Arguments: flags (optionally after a --preset's) or one .json file.
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments))
@@ -759,6 +754,8 @@ def main():
     if training_args.output_dir == "trainer_output":  # transformers' default: --output_dir was not given
         name = run_id(model_args.model_type, architecture_of(config), identity_hash(identity))
         training_args.output_dir = os.path.join("outputs", name)
+    if training_args.process_index == 0:  # one live run per folder: a second is refused naming the first's process
+        hold_run_lock(training_args.output_dir)
     with training_args.main_process_first(local=False, desc="output folder"):
         record, resume_checkpoint = prepare_output_dir(
             training_args.output_dir,
@@ -837,7 +834,7 @@ def main():
     all_metrics = {}
     if training_args.do_train:
         if trainer.is_world_process_zero():
-            check_room(training_args.output_dir, model.num_parameters())
+            check_room(training_args.output_dir, model, tokenizer, checkpoints=training_args.save_strategy != "no")
         steps_before, tokens_before = 0, 0
         if resume_checkpoint is not None:
             resumed = TrainerState.load_from_json(os.path.join(resume_checkpoint, "trainer_state.json"))

@@ -56,6 +56,21 @@ def require_hub(what: str, instead: str):
         raise HubAccessError(f"{what} needs the Hugging Face Hub, which cannot be reached: {reason}. {instead}")
 
 
+def require_local_or_cached(flag: str, source: str, load, instead: str, cache_dir: str | None = None):
+    """A Hub id needs the Hub unless it is in the local cache already (`load(source, local_files_only=True)`): when
+    the Hub cannot be reached, raise `HubAccessError` naming `flag`, the id, why the Hub is out of reach (offline)
+    and the local alternative `instead`, rather than transformers' `OSError` traceback."""
+    if os.path.isdir(source) or hub_unreachable_reason() is None:
+        return
+    try:
+        load(source, cache_dir=cache_dir, local_files_only=True)
+    except OSError as error:
+        raise HubAccessError(
+            f"{flag} {source} is not a local folder nor in the local cache, and as a Hub id it needs the Hugging Face "
+            f"Hub, which cannot be reached: {hub_unreachable_reason()}. {instead}"
+        ) from error
+
+
 def check_push_to_hub(hub_model_id: str | None, hub_token: str | None):
     """Before a `Trainer` with `push_to_hub=True` is built (its constructor creates the repo): the Hub must answer
     and a token must be available (`--hub_token`, `HF_TOKEN` or `hf auth login`)."""

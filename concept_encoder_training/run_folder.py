@@ -7,16 +7,29 @@
 - A folder that holds the identity file is a run folder of this package; any other non-empty folder is the user's,
   and nothing in it is replaced without `--overwrite_output_dir`.
 - A rerun into a run folder resumes only when it is the same run; otherwise it is refused, naming what differs.
+- While a run is alive it holds the folder's lock (`_run.lock`, an OS file lock through `filelock`, with the
+  holder's process id in `_run.pid`): a second run into the same folder is refused naming that process. The OS
+  releases the lock when the process ends in any way (SIGKILL included), so a dead run's lock never blocks; a
+  `_run.pid` it left behind is replaced by the next run. Hub uploads skip both files (`_*`).
 """
 
+import errno
+import functools
 import hashlib
+import inspect
+import io
 import json
 import logging
 import os
+import random
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
 from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
@@ -24,9 +37,12 @@ logger = logging.getLogger(__name__)
 IDENTITY_FILE = "run_identity.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 INCOMPLETE_PREFIX = "incomplete-"
+LOCK_FILE, PID_FILE = "_run.lock", "_run.pid"  # the live run's lock and its process id (`hold_run_lock`)
 # A checkpoint written before run_identity.json existed (0.1.0) is complete when it holds all of these.
 LEGACY_CHECKPOINT_FILES = ("config.json", "model.safetensors", "trainer_state.json", "optimizer.pt", "scheduler.pt")
-BYTES_PER_PARAMETER = 12  # a checkpoint: fp32 weights (4 bytes) and Adam's two moments (8 bytes)
+OPTIMIZER_STATES = 2  # AdamW keeps two moments per trainable parameter, each of the parameter's size
+RNG_STATE_FILES = 2  # the Trainer's rng_state.pth and ConceptTrainer's collate_rng_state.pth
+SMALL_FILES_BYTES = 2**20  # config.json, trainer_state.json, scheduler.pt, training_args.bin: a few KB each
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
@@ -163,7 +179,8 @@ def prepare_output_dir(
     record = {**record, "identity": json.loads(json.dumps(record["identity"]))}  # compared as it is stored
     fix = f"Give another --output_dir, or --overwrite_output_dir to start over in {folder}."
     recorded = read_identity(folder)
-    entries = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    lock_files = (LOCK_FILE, PID_FILE)  # this run's own lock (`hold_run_lock`)
+    entries = sorted(path.name for path in folder.iterdir() if path.name not in lock_files) if folder.is_dir() else []
     same = recorded is not None and not differences(recorded.get("identity", {}), record["identity"])
     if recorded is not None and not same and not overwrite:
         check_same_run(recorded, record["identity"], str(folder), fix)
@@ -209,12 +226,141 @@ def prepare_output_dir(
     return record, None if checkpoint is None else str(checkpoint)
 
 
-def check_room(folder: str | Path, num_parameters: int) -> None:
-    """Fail before training when `folder` has no room for one checkpoint (weights and Adam's moments), rather than
-    after training, when the model would be lost."""
-    needed, free = num_parameters * BYTES_PER_PARAMETER, shutil.disk_usage(folder).free
+class RunFolderInUseError(RuntimeError):
+    """Another live run holds the output folder's lock."""
+
+
+_lock_scopes: list[list[tuple[FileLock, Path]]] = []  # the locks taken in each `releases_run_locks` call
+_unscoped_locks: list[FileLock] = []  # held until the process ends (a FileLock is released when collected)
+
+
+def releases_run_locks(function):
+    """Decorate a script's entry point: every lock `hold_run_lock` takes during the call is released when it returns
+    or raises (so a run called again in the same process, as tests and the study do, can take its folder again)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        held = []
+        _lock_scopes.append(held)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _lock_scopes.remove(held)
+            for lock, pid_file in reversed(held):
+                if read_pid(pid_file) == os.getpid():
+                    pid_file.unlink(missing_ok=True)
+                lock.release()
+
+    return wrapper
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The process id recorded in `pid_file`, or None."""
+    try:
+        return int(pid_file.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def hold_run_lock(folder: str | Path) -> None:
+    """Take `folder`'s lock for the rest of the enclosing `releases_run_locks` call (creating the folder), and record
+    this process's id beside it; raise `RunFolderInUseError` naming the process that holds it. Without an enclosing
+    call the lock lasts until the process ends."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"Output folder {folder} cannot be written ({error}): give a writable --output_dir.") from error
+    lock, pid_file = FileLock(str(folder / LOCK_FILE), timeout=0), folder / PID_FILE
+    try:
+        lock.acquire()
+    except Timeout:
+        pid = read_pid(pid_file)
+        raise RunFolderInUseError(
+            f"Output folder {folder} is in use by another run ({f'process {pid}' if pid else 'another process'}, "
+            f"holding {LOCK_FILE}): wait until it ends, or give another --output_dir. Two runs in one folder would "
+            "overwrite each other's checkpoints; a run that was killed frees the folder by itself."
+        ) from None
+    pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    if _lock_scopes:
+        _lock_scopes[-1].append((lock, pid_file))
+    else:
+        _unscoped_locks.append(lock)
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """The size of every file under `folder`."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def model_bytes(model: torch.nn.Module, tokenizer=None) -> dict[str, int]:
+    """What `save_pretrained` writes for `model`, in bytes: its weights (tied tensors once, as safetensors stores
+    them), the tokenizer's files (saved to a temporary folder and measured) and, for a model served with its own code
+    (registered for an Auto class, or with `config.auto_map`), the code files of its class and config and those its
+    `custom_pipelines` name (beside its class's file)."""
+    tensors = {tensor.data_ptr(): tensor for tensor in model.state_dict().values()}
+    parts = {"weights": sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())}
+    if tokenizer is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer.save_pretrained(folder)
+            parts["tokenizer"] = folder_bytes(folder)
+    if getattr(model, "_auto_class", None) is not None or getattr(model.config, "auto_map", None):
+        files = {inspect.getfile(type(model)), inspect.getfile(type(model.config))}
+        pipelines = getattr(model.config, "custom_pipelines", None) or {}
+        modules = {entry["impl"].rsplit(".", 1)[0] for entry in pipelines.values() if "--" not in entry["impl"]}
+        files |= {os.path.join(os.path.dirname(inspect.getfile(type(model))), f"{name}.py") for name in modules}
+        parts["code files"] = sum(os.path.getsize(path) for path in files if os.path.isfile(path))
+    return parts
+
+
+def checkpoint_bytes(model: torch.nn.Module, tokenizer=None) -> dict[str, int]:
+    """One checkpoint as the Trainer writes it, in bytes per part: the saved model (`model_bytes`), AdamW's moments,
+    the random states (measured as `torch.save` writes them) and the small files."""
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.random.get_rng_state_all()
+    buffer = io.BytesIO()
+    torch.save(states, buffer)
+    return {
+        **model_bytes(model, tokenizer),
+        "optimizer state": OPTIMIZER_STATES * trainable,
+        "RNG state": RNG_STATE_FILES * buffer.getbuffer().nbytes,
+        "other files": SMALL_FILES_BYTES,
+    }
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def check_room(folder: str | Path, model: torch.nn.Module, tokenizer=None, checkpoints: bool = True) -> None:
+    """Fail before training when `folder` has no room for what the run writes: one checkpoint (when `checkpoints`;
+    `checkpoint_bytes`) and the final model (`model_bytes`), rather than after training, when the model would be
+    lost."""
+    parts = {f"final model {name}": size for name, size in model_bytes(model, tokenizer).items()}
+    if checkpoints:
+        parts.update({f"checkpoint {name}": size for name, size in checkpoint_bytes(model, tokenizer).items()})
+    needed, free = sum(parts.values()), shutil.disk_usage(folder).free
     if free < needed:
+        listed = ", ".join(f"{name} {_mib(size)}" for name, size in parts.items())
         raise OSError(
-            f"Output folder {folder} has {free / 2**20:.1f} MiB free, a checkpoint of this model needs about "
-            f"{needed / 2**20:.1f} MiB: free some space or give another --output_dir."
+            f"Output folder {folder} has {_mib(free)} free, but this run writes about {_mib(needed)} into it "
+            f"({listed}): free some space or give another --output_dir."
         )
+
+
+def write_failure_cause(folder: str | Path, error: BaseException, needed: int) -> str:
+    """Why writing `needed` bytes into `folder` failed, in words: a full disk (the error says so, or less than
+    `needed` is free: torch reports a full disk only as `basic_ios::clear: iostream error` or `unexpected pos`), a
+    folder that cannot be written, or the error itself."""
+    try:
+        free = shutil.disk_usage(Path(folder) if Path(folder).exists() else Path(folder).parent).free
+    except OSError:
+        free = None
+    where = "" if free is None else f" ({_mib(free)} free there, about {_mib(needed)} needed)"
+    if getattr(error, "errno", None) == errno.ENOSPC or (free is not None and free < needed):
+        return f"the disk of {folder} is full{where}"
+    if getattr(error, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"{folder} cannot be written (permissions or a read-only disk){where}"
+    return f"writing into {folder} failed{where}"

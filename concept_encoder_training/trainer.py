@@ -12,12 +12,12 @@ from safetensors import SafetensorError
 from torch.utils.data import IterableDataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from concept_encoder_training.diagnostics import ConceptStatistics
 from concept_encoder_training.ecosystem import complete_checkpoint
+from concept_encoder_training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
 from model_cards import write_model_card
-from modeling_concept_encoder import IGNORE_INDEX
 
 LOG_VARS_NAME = "concept_loss_log_vars"
 ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))  # sentence pairs: both sides
@@ -121,23 +121,42 @@ class ConceptTrainer(Trainer):
         try:
             super().save_model(output_dir, _internal_call)
         except (OSError, RuntimeError, SafetensorError) as error:
-            target = output_dir or self.args.output_dir
             if not self.args.should_save:
                 raise
-            try:
-                rescue = tempfile.mkdtemp(prefix="concept-encoder-rescued-")
-                self.model.save_pretrained(rescue)
-                if self.processing_class is not None:
-                    self.processing_class.save_pretrained(rescue)
-            except (OSError, RuntimeError, SafetensorError) as second:
-                raise OSError(
-                    f"Could not save the model to {target} ({error}), nor to a temporary folder ({second}): free "
-                    "some space or make the folder writable."
-                ) from error
+            target = output_dir or self.args.output_dir
+            needed = sum(model_bytes(self.model, self.processing_class).values())
+            self._rescue_model(f"the model to {target}", write_failure_cause(target, error, needed), error)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """As the Trainer's; when writing fails (on a full disk torch says only `basic_ios::clear: iostream error`),
+        the error names the checkpoint folder and the cause, and the model is rescued (`_rescue_model`). The
+        half-written checkpoint has no completion marker (`run_identity.json`), so no resume picks it."""
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError, SafetensorError) as error:
+            if not self.args.should_save:
+                raise
+            folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            needed = sum(checkpoint_bytes(self.model, self.processing_class).values())
+            self._rescue_model(f"checkpoint {folder}", write_failure_cause(folder, error, needed), error)
+
+    def _rescue_model(self, what: str, cause: str, error: BaseException) -> None:
+        """After saving `what` failed: save the model and tokenizer still in memory to a new temporary folder, then
+        raise an `OSError` naming what failed, its cause and the folder that holds the model now."""
+        try:
+            rescue = tempfile.mkdtemp(prefix="concept-encoder-rescued-")
+            self.model.save_pretrained(rescue)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(rescue)
+        except (OSError, RuntimeError, SafetensorError) as second:
             raise OSError(
-                f"Could not save the model to {target} ({error}). The model was saved to {rescue} instead: move it "
-                f"where it belongs (it loads with from_pretrained), then free space or make {target} writable."
+                f"Could not save {what} ({error}): {cause}. Nor could the model be saved to a temporary folder "
+                f"({second}): free some space or make the folder writable."
             ) from error
+        raise OSError(
+            f"Could not save {what} ({error}): {cause}. The model was saved to {rescue} instead: move it where it "
+            "belongs (it loads with from_pretrained), then free space or make the folder writable."
+        ) from error
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]
@@ -298,34 +317,27 @@ class ConceptLossCallback(TrainerCallback):
         self.warmup_steps = warmup_steps
         self._hook = None
         self._sums: dict[str, torch.Tensor] = {}
-        self._shares = 0  # Σ of the captured forwards' weights (`_capture`)
+        self._forwards = 0
         self._target_weight = None
         self._eval_metrics: dict[str, float] = {}
 
     # ---- training: loss components -----------------------------------------------------------------------------
 
-    def _capture(self, module, args, kwargs, output) -> None:
-        """Forward hook: add the detached loss parts of a training forward to the running sums, each forward weighted
-        as the model weights its loss: by its share of the step's labelled items when the Trainer passes
-        `num_items_in_batch` (gradient accumulation, several processes), else 1; so the logged parts rebuild the
-        logged loss."""
+    def _capture(self, module, inputs, output) -> None:
+        """Forward hook: add the detached loss parts of a training forward to the running sums."""
         if not module.training or getattr(output, "task_loss", None) is None:
             return
-        labels, items = kwargs.get("labels"), kwargs.get("num_items_in_batch")
-        share = 1.0
-        if labels is not None and items is not None:
-            share = (labels.ne(IGNORE_INDEX).sum() / torch.as_tensor(items, device=labels.device).clamp(min=1)).float()
         values = {"task_loss": output.task_loss}
         values.update({f"concept_loss/{name}": term for name, term in (output.concept_loss_terms or {}).items()})
         values.update({f"loss_weight/{name}": weight for name, weight in (output.loss_weights or {}).items()})
         for name, value in values.items():
-            self._sums[name] = self._sums.get(name, 0) + share * value.detach().float()
-        self._shares += share
+            self._sums[name] = self._sums.get(name, 0) + value.detach().float()
+        self._forwards += 1
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._sums, self._shares = {}, 0
+        self._sums, self._forwards = {}, 0
         if self._hook is None:
-            self._hook = model.register_forward_hook(self._capture, with_kwargs=True)
+            self._hook = model.register_forward_hook(self._capture)
         if self.warmup_steps:
             if model.config.concept_loss_weighting != "fixed":
                 raise ValueError(
@@ -350,12 +362,11 @@ class ConceptLossCallback(TrainerCallback):
             self._hook = None
 
     def _training_means(self) -> dict[str, float]:
-        """Weighted means of the captured parts since the last call; empty when no training forward (or only
-        forwards without a labelled item) ran."""
-        if not float(self._shares):
+        """Means of the captured parts since the last call; empty when no training forward ran."""
+        if not self._forwards:
             return {}
-        means = {name: (total / self._shares).item() for name, total in self._sums.items()}
-        self._sums, self._shares = {}, 0
+        means = {name: (total / self._forwards).item() for name, total in self._sums.items()}
+        self._sums, self._forwards = {}, 0
         return means
 
     # ---- evaluation: concept diagnostics ------------------------------------------------------------------------

@@ -406,3 +406,15 @@ def test_a_task_named_twice_is_refused_as_a_repeated_seed_is(checkpoint, tmp_pat
             ["--model_name_or_path", str(checkpoint), "--task_name", "mrpc,rte,MRPC", "--output_dir", str(tmp_path)]
         )
     assert not any(tmp_path.iterdir())
+
+
+def test_an_offline_hub_id_names_the_id_offline_and_the_local_alternative(checkpoint, tmp_path):
+    """Issue 23.13: `--model_name_or_path user/ckpt` offline ended in transformers' OSError traceback."""
+    with pytest.raises(
+        HubAccessError, match=r"--model_name_or_path someone/concept-ckpt is not a local folder .*HF_HUB_OFFLINE=1 .*"
+        r"Give --model_name_or_path a local folder"
+    ):  # fmt: skip
+        fine_tune("someone/concept-ckpt", tmp_path / "run", tmp_path, "mrpc")
+    with pytest.raises(HubAccessError, match=r"--tokenizer_name someone/tokenizer is not a local folder .*OFFLINE"):
+        fine_tune(checkpoint, tmp_path / "run", tmp_path, "mrpc", "--tokenizer_name", "someone/tokenizer")
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 
 import convert_mrcogito_checkpoint
 import modeling_concept_encoder as modeling
+from concept_encoder_training.hub import HubAccessError
 from concept_encoder_training.tokenizer import train_tokenizer
 from configuration_concept_encoder import LEGACY_ARCHITECTURES, ConceptEncoderConfig
 
@@ -305,3 +306,10 @@ def test_converter_refuses_a_tokenizer_that_does_not_fit(tmp_path):
         convert_mrcogito_checkpoint.main(
             [str(FIXTURES / "encoder"), str(tmp_path / "out"), "--tokenizer_name", str(tmp_path / "tokenizer")]
         )
+
+
+def test_converter_given_an_offline_hub_id_names_it_and_the_local_alternative(tmp_path):
+    """Issue 23.13: `convert_mrcogito_checkpoint.py ksopyla/...` offline ended in transformers' OSError traceback."""
+    with pytest.raises(HubAccessError, match=r"SRC ksopyla/concept-encoder-x is not a local folder .*OFFLINE.*local"):
+        convert_mrcogito_checkpoint.main(["ksopyla/concept-encoder-x", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

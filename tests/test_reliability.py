@@ -28,7 +28,14 @@ from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
 from concept_encoder_training.config_flags import apply_config_overrides
 from concept_encoder_training.glue import TASKS, load_files
 from concept_encoder_training.registry import Registry, rebuild_registry, record_run
-from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, last_complete_checkpoint
+from concept_encoder_training.run_folder import (
+    IDENTITY_FILE,
+    check_room,
+    hold_run_lock,
+    incomplete_reason,
+    last_complete_checkpoint,
+    releases_run_locks,
+)
 from concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder_training.trainer import ConceptTrainer
 from configuration_concept_encoder import ConceptEncoderConfig
@@ -516,7 +523,7 @@ def test_the_output_folder_is_checked_before_training(monkeypatch, tmp_path, cor
             raise AssertionError("training started")
 
     monkeypatch.setattr(run_pretraining, "ConceptLossCallback", TrainingStarted)
-    with pytest.raises(OSError, match=r"run has 0.0 MiB free, a checkpoint of this model needs about"):
+    with pytest.raises(OSError, match=r"run has 0.0 MiB free, but this run writes about"):
         run_main(monkeypatch, tiny_args(corpus, tmp_path / "run"))
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(OSError, match=r"a_file/run cannot be written .*give a writable --output_dir"):
@@ -682,3 +689,84 @@ def test_a_config_that_disagrees_with_the_weights_names_the_field_and_both_sizes
         ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"the config passed to from_pretrained does not fit"):
         ConceptEncoderModel.from_pretrained(tmp_path, config=ConceptEncoderConfig.from_pretrained(tmp_path))
+
+
+def test_the_room_check_counts_tokenizer_code_files_and_rng_state(monkeypatch, tmp_path, tokenizer):
+    """Issue 23.7: the room check counted weights and Adam's moments only (12 bytes per parameter), leaving out the
+    tokenizer, the code files and the random states that every checkpoint holds, and the final model."""
+    model = ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer)))
+    disk_usage = shutil.disk_usage
+    old_estimate = 12 * model.num_parameters()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=old_estimate))
+    with pytest.raises(OSError, match=r"but this run writes about .*checkpoint tokenizer .*checkpoint code files .*"
+                       r"checkpoint RNG state .*free some space or give another --output_dir"):  # fmt: skip
+        check_room(tmp_path, model, tokenizer)
+
+
+def test_a_checkpoint_save_on_a_full_disk_names_the_folder_and_the_cause(
+    monkeypatch, tmp_path, tokenizer, wikitext_lines
+):
+    """Issue 23.7: a disk that filled during a checkpoint save gave torch's `basic_ios::clear: iostream error`, with
+    neither the folder nor the cause named and nothing rescued."""
+    output = tmp_path / "run"
+    model = ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer)))
+    args = TrainingArguments(
+        output_dir=str(output), max_steps=1, per_device_train_batch_size=4, save_strategy="steps", save_steps=1,
+        report_to="none", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:8]]
+    trainer = ConceptTrainer(
+        model=model, args=args, train_dataset=data, processing_class=tokenizer,
+        data_collator=DataCollatorForConceptMLM(tokenizer),
+    )  # fmt: skip
+    save, disk_usage = torch.save, shutil.disk_usage
+
+    def full_disk_save(obj, target, *rest, **kwargs):
+        if isinstance(target, (str, Path)) and str(output) in str(target):
+            raise RuntimeError("basic_ios::clear: iostream error")
+        return save(obj, target, *rest, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    monkeypatch.setattr(
+        shutil,
+        "disk_usage",
+        lambda path: disk_usage(path)._replace(free=0) if str(output) in str(path) else disk_usage(path),
+    )
+    with pytest.raises(
+        OSError,
+        match=r"Could not save checkpoint .*run/checkpoint-1 \(basic_ios::clear: iostream error\): the disk of "
+        r".*checkpoint-1 is full \(0.0 MiB free there, about .* MiB needed\)\. The model was saved to \S+ instead",
+    ) as failure:
+        trainer.train()
+    rescue = Path(re.search(r"saved to (\S+) instead", str(failure.value)).group(1))
+    monkeypatch.undo()
+    try:
+        again = ConceptEncoderForMaskedLM.from_pretrained(rescue)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    finally:
+        shutil.rmtree(rescue)
+    assert incomplete_reason(output / "checkpoint-1") is not None  # a resume skips the half-written checkpoint
+
+
+def test_a_second_live_run_into_one_folder_is_refused_naming_the_first(monkeypatch, tmp_path, corpus):
+    """Issue 23.14: two runs started at once into one --output_dir both trained into it. A live run holds the
+    folder's lock; the OS frees it when the run dies (even by SIGKILL), and the dead run's process id is replaced."""
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from concept_encoder_training.run_folder import hold_run_lock; "
+         "hold_run_lock(sys.argv[1]); print('held', flush=True); time.sleep(600)", str(folder)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=rf"Output folder .*run is in use by another run \(process {holder.pid}"):
+            run_main(monkeypatch, tiny_args(corpus, folder))
+        assert sorted(path.name for path in folder.iterdir()) == ["_run.lock", "_run.pid"]  # nothing else written
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs
+        holder.wait()
+    assert (folder / "_run.pid").read_text().strip() == str(holder.pid)  # a stale record, and a lock the OS freed
+    locked = []
+    with_lock = releases_run_locks(lambda: (hold_run_lock(folder), locked.append(True)))
+    with_lock()
+    assert locked and not (folder / "_run.pid").exists()  # taken despite the stale record, released on return
