@@ -36,4 +36,4 @@ def test_0_1_checkpoint_loads_to_its_stored_outputs(name):
     with torch.no_grad():
         outputs = model(**inputs)
     got = outputs.last_hidden_state if output_key == "concept_states" else outputs.logits
-    torch.testing.assert_close(got, io[output_key], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got, io[output_key], atol=1e-5, rtol=1e-4)

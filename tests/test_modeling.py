@@ -99,7 +99,7 @@ def test_forward_shapes_loss_and_gradients(head, layer_type):
         if head in MLM_HEADS:
             assert labelled.logits.shape == ((inputs["labels"] != -100).sum(), config.vocab_size)  # sparse
         assert torch.isfinite(labelled.loss)
-        assert torch.equal(labelled.loss, labelled.task_loss)  # concept_loss_weighting="none" trains the task alone
+        assert labelled.loss is labelled.task_loss  # concept_loss_weighting="none" trains the task alone
         objective = labelled.loss
 
     objective.backward()
@@ -131,7 +131,7 @@ def test_classifier_problem_types(head, num_labels, problem_type, labels, refere
     inputs = make_inputs(head, with_labels=False)
     output = model(**inputs, labels=labels)
     assert output.logits.shape == (BATCH, num_labels)
-    torch.testing.assert_close(output.loss, reference(output.logits, labels))
+    torch.testing.assert_close(output.loss, reference(output.logits, labels), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
@@ -181,10 +181,10 @@ def test_save_load_round_trip(head, layer_type, tmp_path):
     expected, actual = model.state_dict(), loaded.state_dict()
     assert expected.keys() == actual.keys()
     for name, tensor in expected.items():
-        assert torch.equal(tensor, actual[name]), f"{name} changed in the save/load round trip"
+        assert torch.equal(tensor, actual[name]), f"{name} changed in the save/load round trip"  # saved: exact
     inputs = make_inputs(head, with_labels=False)
     with torch.no_grad():
-        assert torch.equal(outputs_of(model, inputs), outputs_of(loaded, inputs))
+        torch.testing.assert_close(outputs_of(loaded, inputs), outputs_of(model, inputs), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
@@ -232,7 +232,8 @@ def test_concept_normalised_cross_attention_is_slot_attention():
         expected = shares / shares.sum(dim=-1, keepdim=True)
         torch.testing.assert_close(output.cross_attentions[0], expected, atol=1e-5, rtol=1e-4)
         # the eager path (weights returned) and the training path give the same states
-        torch.testing.assert_close(model(input_ids, attention_mask).last_hidden_state, output.last_hidden_state)
+        training_path = model(input_ids, attention_mask).last_hidden_state
+        torch.testing.assert_close(training_path, output.last_hidden_state, atol=1e-5, rtol=1e-4)
         # the self-attention keeps the usual normalisation over keys
         plain = build("encoder", "perceiver").eval()(input_ids, attention_mask, output_attentions=True)
         assert not torch.allclose(plain.cross_attentions[0], output.cross_attentions[0], atol=1e-3)
@@ -283,7 +284,7 @@ def test_constant_queries_make_the_loss_the_bag_of_words_likelihood():
     labels = torch.randint(5, 200, (2, 9))
     input_ids = labels[:, ::2]  # a shorter input, as TSDAE's delete mode gives
     logits = model(input_ids=input_ids).logits  # [2, 5, vocab]
-    assert torch.allclose(logits, logits[:, :1].expand_as(logits))
+    torch.testing.assert_close(logits, logits[:, :1].expand_as(logits), atol=1e-5, rtol=1e-4)
     log_p = model(input_ids=input_ids, labels=labels[:, :1]).logits.log_softmax(-1)  # [2, vocab]: one position each
     expected = -log_p.gather(1, labels).mean()
     assert torch.allclose(model(input_ids=input_ids, labels=labels).loss, expected, atol=1e-5)
@@ -368,7 +369,7 @@ def test_fill_mask_pipeline(head, tokenizer):
     with torch.no_grad():
         best = model(**inputs).logits[0, position].softmax(dim=-1).topk(3)  # what the pipeline must report
     assert [p["token"] for p in predictions] == best.indices.tolist()
-    assert [p["score"] for p in predictions] == pytest.approx(best.values.tolist())
+    assert [p["score"] for p in predictions] == pytest.approx(best.values.tolist(), abs=1e-5)
 
 
 def test_kendall_gal_log_variances_learn_and_round_trip(tmp_path):
@@ -380,7 +381,7 @@ def test_kendall_gal_log_variances_learn_and_round_trip(tmp_path):
     terms = torch.stack([output.task_loss, *(output.concept_loss_terms[name] for name in losses)])
     limit = model.config.concept_loss_log_var_limit
     s = limit * torch.tanh(model.concept_loss_log_vars / limit)  # the soft clamp
-    torch.testing.assert_close(output.loss, (0.5 * torch.exp(-s) * terms + 0.5 * s).sum())
+    torch.testing.assert_close(output.loss, (0.5 * torch.exp(-s) * terms + 0.5 * s).sum(), atol=1e-5, rtol=1e-4)
     output.loss.backward()
     assert model.concept_loss_log_vars.grad is not None and model.concept_loss_log_vars.grad.abs().min() > 0
 

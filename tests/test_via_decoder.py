@@ -85,7 +85,7 @@ def test_via_decoder_logits_do_not_depend_on_padding(decoder_query):
     with torch.no_grad():
         short = model(input_ids, torch.ones_like(input_ids)).logits
         long = model(padded, mask).logits
-    torch.testing.assert_close(long, short, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(long, short, atol=1e-5, rtol=1e-4)
 
 
 def test_via_decoder_problem_types():
