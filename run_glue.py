@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -78,13 +77,14 @@ from concept_encoder_training.run_info import (
     run_id,
     run_summary,
     scratch_run_id,
+    setup_logging,
     timestamp,
     write_run_summary,
 )
-from concept_encoder_training.tokenizer import limit_to_positions
+from concept_encoder_training.tokenizer import check_has_tokenizer, check_tokenizer_fits, limit_to_positions
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
-from model_cards import glue_eval_result, write_model_card
+from model_cards import glue_eval_result, scored_split, write_model_card
 from modeling_concept_encoder import ConceptEncoderForSequenceClassification
 from pipeline_concept_encoder import PAIR_PIPELINE
 
@@ -171,13 +171,13 @@ class DataTrainingArguments:
         default=None, metadata={"help": "Not supported: GLUE/PAWS come by --task_name; other data by files."}
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Not supported (see --dataset_name)."})
-    train_file: str | None = field(default=None, metadata={"help": "Training data: csv, tsv or json."})
-    validation_file: str | None = field(default=None, metadata={"help": "Validation data: csv, tsv or json."})
+    train_file: str | None = field(default=None, metadata={"help": "Training data: csv, tsv, json or parquet."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data: csv, tsv, json or parquet."})
     test_file: str | None = field(
         default=None,
         metadata={
-            "help": "Data to predict with --do_predict (csv, tsv or json; labels not needed); default: the task's "
-            "test.tsv under --data_dir."
+            "help": "Data to predict with --do_predict (csv, tsv, json or parquet; labels not needed); default: the "
+            "task's test.tsv under --data_dir."
         },
     )
     sentence1_key: str | None = field(default=None, metadata={"help": "Column of the first sentence (files only)."})
@@ -336,10 +336,19 @@ def check_sizes(max_seq_length: int, tokenizer_size: int, config: ConceptEncoder
         )
 
 
+def tokenizer_source(model_args: ModelArguments) -> str:
+    """`--tokenizer_name`, else the checkpoint's own tokenizer; a local checkpoint without one (a seed checkpoint
+    ships none) is refused naming the flag, rather than with transformers' message about slow tokenizers."""
+    source = model_args.tokenizer_name or model_args.model_name_or_path
+    check_has_tokenizer(source)
+    return source
+
+
 def check_tokenizer(tokenizer, model_args: ModelArguments, config: ConceptEncoderConfig):
     """A pretrained checkpoint's embeddings are indexed by its own tokenizer's ids, so `--tokenizer_name` must give
-    that same vocabulary (the checkpoint's own tokenizer when it ships one, else exactly `vocab_size` tokens); a
-    random-init baseline may use any tokenizer that fits."""
+    that same vocabulary: the checkpoint's own tokenizer when it ships one, else one that fits its embeddings
+    (`check_tokenizer_fits`: at most `vocab_size` tokens, the config's pad and mask ids; a seed checkpoint ships
+    none); a random-init baseline may use any tokenizer that fits."""
     if model_args.from_scratch or not model_args.tokenizer_name:
         return
     folder = Path(model_args.model_name_or_path)
@@ -352,10 +361,12 @@ def check_tokenizer(tokenizer, model_args: ModelArguments, config: ConceptEncode
             f"{model_args.model_name_or_path}'s own tokenizer ({len(own)} tokens): its ids would index other "
             "embeddings. Drop --tokenizer_name to use the checkpoint's tokenizer."
         )
-    if own is None and len(tokenizer) != config.vocab_size:
-        raise ValueError(
-            f"--tokenizer_name {model_args.tokenizer_name} has {len(tokenizer)} tokens, the checkpoint's vocabulary "
-            f"{config.vocab_size}: give the tokenizer the checkpoint was trained with."
+    if own is None:
+        check_tokenizer_fits(
+            tokenizer,
+            config,
+            f"--tokenizer_name {model_args.tokenizer_name}",
+            "give the tokenizer the checkpoint was trained with.",
         )
 
 
@@ -655,6 +666,7 @@ def run_task(
     )
     if data_args.max_train_samples is not None:
         train_data = train_data.select(range(min(data_args.max_train_samples, len(train_data))))
+    dev_sizes = {split: len(data) for split, data in eval_splits.items()}  # before --max_eval_samples
     if data_args.max_eval_samples is not None:
         eval_splits = {s: d.select(range(min(data_args.max_eval_samples, len(d)))) for s, d in eval_splits.items()}
     encode = dict(
@@ -726,10 +738,14 @@ def run_task(
     if training_args.do_train and concept:  # our card describes a concept encoder
         trainer.card_summary = {**checkpoint, "run_id": summary["run_id"]}
         trainer.card_glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
+        split = next(iter(eval_splits))
+        scored = scored_split(split, len(eval_splits[split]), dev_sizes[split])  # `validation[:N]`: only part scored
         trainer.card_options = dict(
-            eval_results=[glue_eval_result(task, name, metrics[f"eval_{name}"]) for name in task.metrics],
+            eval_results=[glue_eval_result(task, name, metrics[f"eval_{name}"], scored) for name in task.metrics],
             base_model=hub_base_model(model_args),
-            hyperparameters=finetuning_settings(task, metrics, data_args, training_args, pair_encoding),
+            hyperparameters=finetuning_settings(
+                task, metrics, data_args, training_args, pair_encoding, dev_sizes[split]
+            ),
         )
         trainer.create_model_card()
         if training_args.push_to_hub:
@@ -765,13 +781,15 @@ def hub_base_model(model_args: ModelArguments) -> str | None:
     return source
 
 
-def finetuning_settings(task, metrics, data_args, training_args, pair_encoding) -> dict:
-    """What the card shows of a fine-tuning run, so that a 256-example run does not look like a full one."""
+def finetuning_settings(task, metrics, data_args, training_args, pair_encoding, dev_size: int | None = None) -> dict:
+    """What the card shows of a fine-tuning run, so that a 256-example run does not look like a full one (nor a
+    score on part of the dev set like one on all of it: `20 of 24`)."""
+    scored = metrics.get("eval_samples")
     batch = training_args.per_device_train_batch_size * training_args.world_size
     return {
         "Task": f"{task.display_name} ({'pair, ' + pair_encoding if task.is_pair else 'single sentence'})",
         "Training examples": metrics.get("train_samples"),
-        "Dev examples scored": metrics.get("eval_samples"),
+        "Dev examples scored": f"{scored} of {dev_size}" if dev_size and scored and scored < dev_size else scored,
         "Epochs": metrics.get("epoch"),
         "Batch size": f"{batch} x {training_args.gradient_accumulation_steps} accumulation",
         "Learning rate": training_args.learning_rate,
@@ -942,9 +960,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         model_args = dataclasses.replace(model_args, pair_encoding="concat")
         config = build_transformer_config(model_args)
     tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        **model_args.hub_options(),
-        trust_remote_code=model_args.trust_remote_code,
+        tokenizer_source(model_args), **model_args.hub_options(), trust_remote_code=model_args.trust_remote_code
     )
     check_sizes(data_args.max_seq_length, len(tokenizer), config)
     limit_to_positions(tokenizer, config.max_position_embeddings)  # saved with the fine-tuned model
@@ -996,14 +1012,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args, logger)
     torch.set_flush_denormal(True)  # CPU: MRPC fine-tuning ~1.09x faster with denormals flushed (same loss)
     return run(model_args, data_args, training_args)
 

@@ -337,10 +337,12 @@ def write_sick_folder(sick_file: str | Path, data_dir: str | Path) -> Path:
 
 
 def read_table_file(path: str) -> Dataset:
-    """A csv, tsv or json/jsonl file → Dataset with the file's own columns (all strings for csv/tsv)."""
+    """A csv, tsv, json/jsonl or parquet file → Dataset with the file's own columns (all strings for csv/tsv)."""
     file = Path(path)
     if file.is_dir():
-        raise IsADirectoryError(f"Data file {path} is a folder: give the path of one csv, tsv or json file in it.")
+        raise IsADirectoryError(
+            f"Data file {path} is a folder: give the path of one csv, tsv, json or parquet file in it."
+        )
     if not file.is_file():
         raise FileNotFoundError(f"Data file {path} does not exist.")
     suffix = file.suffix.lower()
@@ -355,11 +357,13 @@ def read_table_file(path: str) -> Dataset:
         if not text.strip():
             raise ValueError(f"{path} is empty: expected JSON records (one object per line, or a list).")
         return load_dataset("json", data_files=str(file), split="train")
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json or .jsonl.")
+    if suffix == ".parquet":
+        return load_dataset("parquet", data_files=str(file), split="train")
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json, .jsonl or .parquet.")
 
 
 def read_test_file(path: str, task: GlueTask) -> Dataset:
-    """A file to predict (GLUE's `test.tsv`, or any csv/tsv/json `--test_file`) → Dataset(index, sentence1,
+    """A file to predict (GLUE's `test.tsv`, or any csv/tsv/json/parquet `--test_file`) → Dataset(index, sentence1,
     [sentence2]). `index` is the file's `index` or `id` column (GLUE's submission key), else the row number;
     labels are not needed and not read."""
     data = read_table_file(path)
@@ -462,7 +466,7 @@ def load_files(
     the task's set is an error naming the file, the label and the row; a single text column makes a
     single-sentence task."""
     if not train_file or not validation_file:
-        raise ValueError("Give both --train_file and --validation_file (csv, tsv or json).")
+        raise ValueError("Give both --train_file and --validation_file (csv, tsv, json or parquet).")
     raw = {"train": read_table_file(train_file), "validation": read_table_file(validation_file)}
     first, second = None, None
     for split, path in (("train", train_file), ("validation", validation_file)):

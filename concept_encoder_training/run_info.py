@@ -1,13 +1,18 @@
 """Run metadata both scripts record: the `H.. L.. C..` architecture string, run ids, the fields every
-`run_summary.json` shares (date, machine, git commit, wandb location, output folder) and the file itself."""
+`run_summary.json` shares (date, machine, git commit, wandb location, output folder) and the file itself; and the
+scripts' logging (`setup_logging`)."""
 
 import json
+import logging
 import os
 import socket
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
+import datasets
+import transformers
 from transformers import PretrainedConfig, TrainingArguments
 
 SUMMARY_FILE = "run_summary.json"
@@ -97,3 +102,20 @@ def scratch_run_id(config) -> str:
     if getattr(config, "concept_num", None) is not None:
         return run_id("scratch", architecture_of(config))
     return run_id("scratch", config.model_type, f"H{config.hidden_size}L{config.num_hidden_layers}")
+
+
+def setup_logging(training_args: TrainingArguments, logger: logging.Logger) -> None:
+    """The logging of transformers' example scripts: the script's `logger` through one stdout handler on the root
+    logger, at the process's level (`--log_level`, `--log_level_replica`), as are transformers and datasets. Both
+    libraries print through their own handler; datasets' also propagated to the root handler, so each of its lines
+    was printed twice: its propagation is stopped."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    datasets.utils.logging.disable_propagation()
+    transformers.utils.logging.set_verbosity(log_level)

@@ -2,7 +2,9 @@
 deterministically (the same text gives the same tokenizer.json in every process)."""
 
 import json
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -15,6 +17,13 @@ SPECIAL_TOKENS = {
     "mask_token": "[MASK]",
 }
 ALGORITHMS = ("wordpiece", "bpe")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # a saved tokenizer has at least one of these
+
+
+def show_progress() -> bool:
+    """Whether the tokenizers trainers draw their progress bars: on a terminal only. Elsewhere (a log file, a
+    captured pipe) each bar becomes blank lines."""
+    return sys.stderr.isatty()
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, algorithm: str = "wordpiece") -> PreTrainedTokenizerFast:
@@ -35,7 +44,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, algorithm: str = "wor
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         backend.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=show_progress(),
         )
         backend.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
@@ -70,14 +82,17 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, specials: list[str]) 
     if iter(texts) is texts:
         texts = list(texts)
     scan = wordpiece_backend()
-    scan.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(vocab_size=0, special_tokens=specials))
+    scan_trainer = trainers.WordPieceTrainer(vocab_size=0, special_tokens=specials, show_progress=show_progress())
+    scan.train_from_iterator(texts, trainer=scan_trainer)
     prefix = trainers.WordPieceTrainer().continuing_subword_prefix
     base = sorted(
         (token for token in scan.get_vocab(with_added_tokens=False) if token not in specials),
         key=lambda token: (token.startswith(prefix), [ord(character) for character in token]),
     )
     backend = wordpiece_backend()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials + base)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=specials + base, show_progress=show_progress()
+    )
     backend.train_from_iterator(texts, trainer=trainer)
     saved = json.loads(backend.to_str())
     saved["added_tokens"] = [token for token in saved["added_tokens"] if token["content"] in specials]
@@ -89,3 +104,34 @@ def limit_to_positions(tokenizer, max_position_embeddings: int):
     `truncation=True` and pipelines then cut inputs to what the model accepts (a trained tokenizer has no limit of
     its own, 1e30)."""
     tokenizer.model_max_length = min(tokenizer.model_max_length, max_position_embeddings)
+
+
+def check_tokenizer_fits(tokenizer, config, name: str, fix: str) -> None:
+    """The one rule by which every script (run_pretraining.py, run_glue.py, the converter) accepts a tokenizer for a
+    model's embeddings: each of its ids indexes a row (`len(tokenizer)` ≤ `vocab_size`; rows beyond it are padding,
+    as ModernBERT's 50368 rows for 50280 tokens or a seed checkpoint's 100 rows for a smaller tokenizer), and its pad
+    and mask ids are the ones the config records (the model was trained with them). Raise `ValueError` naming the
+    tokenizer (`name`), the sizes or ids, and `fix`."""
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"{name} has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}: its ids would "
+            f"index past the embeddings; {fix}"
+        )
+    for field in ("pad_token_id", "mask_token_id"):
+        expected = getattr(config, field, None)
+        if expected is not None and getattr(tokenizer, field) != expected:
+            raise ValueError(
+                f"{name} has {field}={getattr(tokenizer, field)} but the model's config {field}={expected}: it is "
+                f"not the tokenizer the model was trained with; {fix}"
+            )
+
+
+def check_has_tokenizer(source: str) -> None:
+    """Refuse a local folder without tokenizer files (a seed checkpoint ships none) naming `--tokenizer_name`, rather
+    than with transformers' message about converting slow tokenizers."""
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{folder} has no tokenizer (no {' or '.join(TOKENIZER_FILES)}): give --tokenizer_name with the tokenizer "
+            "it was trained with (at most its vocab_size tokens, the same pad and mask ids)."
+        )

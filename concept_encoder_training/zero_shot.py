@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils.logging import tqdm
 
 import modeling_concept_encoder  # noqa: F401  (registers the concept encoder with the Auto classes)
 from concept_encoder_training.glue import SICK_FILE, TASKS, load_glue_dir, load_sick
@@ -50,12 +51,15 @@ def spearman_of_cosines(first: torch.Tensor, second: torch.Tensor, gold) -> floa
 
 
 @torch.no_grad()
-def sentence_vectors(model, tokenizer, sentences: list[str], max_length: int, batch_size: int = 128) -> torch.Tensor:
-    """`[sentences, H]`: mean of the final concept states (concept encoder) or of the token states over the mask."""
+def sentence_vectors(
+    model, tokenizer, sentences: list[str], max_length: int, batch_size: int = 128, desc: str = "Encoding"
+) -> torch.Tensor:
+    """`[sentences, H]`: mean of the final concept states (concept encoder) or of the token states over the mask,
+    with a progress bar named `desc` over the batches."""
     model.eval()
     concept = model.config.model_type == CONCEPT_MODEL_TYPE
     vectors = []
-    for start in range(0, len(sentences), batch_size):
+    for start in tqdm(range(0, len(sentences), batch_size), desc=desc, leave=False):
         inputs = tokenizer(
             sentences[start : start + batch_size],
             truncation=True,
@@ -91,7 +95,7 @@ def score_model(
     scores = {}
     for name in benchmarks:
         first, second, gold = (column[:max_pairs] for column in load_benchmark(name, data_dir))
-        vectors = sentence_vectors(model, tokenizer, first + second, max_length)
+        vectors = sentence_vectors(model, tokenizer, first + second, max_length, desc=f"Encoding {name}")
         scores[name] = spearman_of_cosines(vectors[: len(first)], vectors[len(first) :], gold)
     return scores
 

@@ -25,6 +25,9 @@ OBJECTIVES = {
     "mlm": "masked language modelling: masked tokens are predicted back from the concept states",
     "tsdae": "TSDAE denoising: most input tokens are deleted and every original token is reconstructed from the "
     "concept states alone (position-only decoder queries)",
+    "distill": "knowledge distillation: the sentence vector (the mean of the concept states) learns a "
+    "sentence-transformers teacher's embedding of the same text (the teacher is named under Run settings); what this "
+    "model knows of meaning comes from that teacher, not from self-supervision",
 }
 PIPELINE_TAGS = {"AutoModelForMaskedLM": "fill-mask", "AutoModelForSequenceClassification": "text-classification"}
 # The config fields that make each class's head variant (one class per Auto class), shown beside the class.
@@ -32,7 +35,7 @@ HEAD_FIELDS = {
     "ConceptEncoderForMaskedLM": ("mlm_decoder", "decoder_query"),
     "ConceptEncoderForSequenceClassification": ("classifier_head",),
 }
-LOCAL_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl")
+LOCAL_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
 LICENSE = "apache-2.0"  # the package's license (setup.cfg)
 LANGUAGE = ["en"]  # every corpus and task the scripts train on is English
 
@@ -81,13 +84,48 @@ def glue_rows(glue_results: dict | None) -> list[tuple[str, str, str]]:
 def hub_datasets(pretraining_data: str | None, eval_results: list[EvalResult] | None) -> list[str]:
     """Hub dataset ids of the card's YAML: the pretraining data when it is one (`owner/name`, not a local
     `folder/file.txt`), then the datasets of the scores."""
-    ids = []
-    if re.fullmatch(r"[\w-]+/[\w.-]+", pretraining_data or "") and Path(pretraining_data).suffix not in LOCAL_SUFFIXES:
-        ids.append(pretraining_data)
-    for result in eval_results or []:
-        if result.dataset_type not in ids:
-            ids.append(result.dataset_type)
-    return ids
+    names = [pretraining_data, *(result.dataset_type for result in eval_results or [])]
+    return list(dict.fromkeys(name for name in names if is_hub_dataset(name)))
+
+
+def is_hub_dataset(name: str | None) -> bool:
+    """Whether `name` is a Hub dataset id (`owner/name`), not a local `folder/file.txt`."""
+    return bool(re.fullmatch(r"[\w-]+/[\w.-]+", name or "")) and Path(name).suffix not in LOCAL_SUFFIXES
+
+
+def scored_split(split: str, scored: int | None, total: int | None) -> str:
+    """The split's name as `datasets` slices it when only its first `scored` of `total` examples were scored
+    (`validation[:256]`, `--max_eval_samples`), so the card's model-index does not present a part as the whole.
+    `scored` None: all of it; `total` None: unknown (a stream), so a limit is a part."""
+    if scored is None or (total is not None and scored >= total):
+        return split
+    return f"{split}[:{scored}]"
+
+
+PRETRAINING_METRICS = {  # run metric → the model-index metric it is reported as
+    "eval_loss": "loss",
+    "eval_concept_effective_rank": "concept_effective_rank",
+    "eval_concept_entropy_effective_rank": "concept_entropy_effective_rank",
+    "eval_concept_mean_cosine": "concept_mean_cosine",
+}
+
+
+def pretraining_eval_results(metrics: dict, data: str, split: str = "validation") -> list[EvalResult]:
+    """A pretraining run's evaluation as Hub `EvalResult`s: its eval loss and the concept diagnostics (effective rank
+    in the seed's and the entropy form, mean concept cosine) on `data`'s `split`."""
+    return [
+        EvalResult(
+            task_type="fill-mask",
+            dataset_type=data,
+            dataset_name=data,
+            dataset_split=split,
+            metric_type=name,
+            metric_name=name,
+            metric_value=float(metrics[key]),
+        )
+        for key, name in PRETRAINING_METRICS.items()
+        if metrics.get(key) is not None
+    ]
 
 
 def glue_eval_result(task, metric: str, score: float, split: str = "validation") -> EvalResult:

@@ -20,6 +20,7 @@ from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderFo
 
 POSITIONS = 64
 TRAIN, DEV, TEST = 32, 24, 20
+SCORED = 20  # --max_eval_samples: the first 20 of the 24 dev pairs
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def pair_run(tmp_path_factory, tokenizer, paws_dir):
         [
             "--model_name_or_path", str(checkpoint), "--task_name", "paws", "--data_dir", str(paws_dir),
             "--output_dir", str(output_dir), "--max_seq_length", str(POSITIONS), "--num_train_epochs", "1",
+            "--max_eval_samples", str(SCORED),
             "--per_device_train_batch_size", "16", "--save_strategy", "epoch", "--registry_file", "",
             "--report_to", "none", "--disable_tqdm", "true", "--do_train", "--do_eval", "--do_predict",
         ]
@@ -183,7 +185,7 @@ def test_a_classification_run_records_its_majority_class_level(pair_run, paws_di
               for name in ("train", "dev")}  # fmt: skip
     majority = max(set(labels["train"]), key=labels["train"].count)
     summary = json.loads((pair_run / "run_summary.json").read_text())
-    assert summary["majority_scores"] == {"accuracy": pytest.approx(labels["dev"].count(majority) / DEV)}
+    assert summary["majority_scores"] == {"accuracy": pytest.approx(labels["dev"][:SCORED].count(majority) / SCORED)}
 
 
 def test_do_predict_writes_glue_format_predictions(pair_run, paws_dir):
@@ -203,9 +205,11 @@ def test_card_metadata_reads_back_with_model_card_load(pair_run):
     assert set(results) == {"accuracy"}  # PAWS's one metric
     assert results["accuracy"].metric_value == pytest.approx(metrics["eval_accuracy"])
     assert results["accuracy"].dataset_type == "google-research-datasets/paws"
-    assert results["accuracy"].dataset_split == "validation"
+    assert results["accuracy"].dataset_split == f"validation[:{SCORED}]"  # only part of the dev set was scored
     assert "google-research-datasets/paws" in data.datasets
-    assert f"| Training examples | {TRAIN} |" in card.text and f"| Dev examples scored | {DEV} |" in card.text
+    assert (
+        f"| Training examples | {TRAIN} |" in card.text and f"| Dev examples scored | {SCORED} of {DEV} |" in card.text
+    )
     assert "| Class | `ConceptEncoderForSequenceClassification` (classifier_head=sentence_pair) |" in card.text
 
 
@@ -244,6 +248,14 @@ def test_evaluate_is_not_a_requirement():
         ["git", "grep", "-lE", r"^\s*(import|from) evaluate\b", "--", "*.py"], cwd=REPO_ROOT, capture_output=True
     )
     assert imported.stdout == b""
+
+
+def test_tensorboard_reporting_is_an_extra_and_documented():
+    setup = configparser.ConfigParser()
+    setup.read(REPO_ROOT / "setup.cfg")
+    assert "tensorboard" in setup["options.extras_require"]["tensorboard"]
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert '-e ".[tensorboard]"' in readme and "--report_to tensorboard" in readme
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -414,9 +426,14 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path, hea
         inputs += (ids[:, :9].clone(), torch.ones_like(ids[:, :9]))
         shapes += ({0: batch, 1: length_b}, {0: batch, 1: length_b})
     path = tmp_path / f"{head}.onnx"
-    torch.onnx.export(OutputGraph(model, output), inputs, str(path), dynamo=True, dynamic_shapes=shapes)
+    names = ["input_ids", "attention_mask", "input_ids_b", "attention_mask_b"][: len(inputs)]
+    torch.onnx.export(
+        OutputGraph(model, output), inputs, str(path), dynamo=True, dynamic_shapes=shapes,
+        input_names=names, output_names=[output],
+    )  # fmt: skip
     session = onnxruntime.InferenceSession(str(path))
-    names = [node.name for node in session.get_inputs()]
+    assert [node.name for node in session.get_inputs()] == names
+    assert [node.name for node in session.get_outputs()] == [output]  # last_hidden_state or logits, not a graph id
     for size, seq in ((1, 5), (3, 30)):  # other shapes than traced, padded rows
         batch_inputs = padded_batch(size, seq) + (padded_batch(size, seq - 2) if pair else ())
         (onnx_out,) = session.run(None, {name: x.numpy() for name, x in zip(names, batch_inputs)})

@@ -127,6 +127,16 @@ def test_files_with_column_auto_detection_and_overrides(tmp_path):
     assert task.is_regression and not task.is_pair and data["train"]["label"] == [0.5, 2.25]
 
 
+def test_parquet_files_read_as_their_csv_twin(tmp_path):
+    from datasets import Dataset
+
+    rows = {"premise": ["A, quoted", "C"], "hypothesis": ["B", "D"], "label": ["entailment", "not_entailment"]}
+    Dataset.from_dict(rows).to_parquet(tmp_path / "train.parquet")
+    data, task = load_files(TASKS["rte"], str(tmp_path / "train.parquet"), str(tmp_path / "train.parquet"))
+    assert data["train"][0] == {"sentence1": "A, quoted", "sentence2": "B", "label": 0}
+    assert task.name == "rte" and data["validation"]["label"] == [0, 1]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------------------------------
