@@ -18,6 +18,7 @@ from concept_encoder_training.diagnostics import ConceptStatistics
 from concept_encoder_training.ecosystem import complete_checkpoint
 from concept_encoder_training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
 from model_cards import write_model_card
+from modeling_concept_encoder import IGNORE_INDEX
 
 LOG_VARS_NAME = "concept_loss_log_vars"
 ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))  # sentence pairs: both sides
@@ -317,27 +318,34 @@ class ConceptLossCallback(TrainerCallback):
         self.warmup_steps = warmup_steps
         self._hook = None
         self._sums: dict[str, torch.Tensor] = {}
-        self._forwards = 0
+        self._shares = 0  # Σ of the captured forwards' weights (`_capture`)
         self._target_weight = None
         self._eval_metrics: dict[str, float] = {}
 
     # ---- training: loss components -----------------------------------------------------------------------------
 
-    def _capture(self, module, inputs, output) -> None:
-        """Forward hook: add the detached loss parts of a training forward to the running sums."""
+    def _capture(self, module, args, kwargs, output) -> None:
+        """Forward hook: add the detached loss parts of a training forward to the running sums, each forward weighted
+        as the model weights its loss: by its share of the step's labelled items when the Trainer passes
+        `num_items_in_batch` (gradient accumulation, several processes), else 1; so the logged parts rebuild the
+        logged loss."""
         if not module.training or getattr(output, "task_loss", None) is None:
             return
+        labels, items = kwargs.get("labels"), kwargs.get("num_items_in_batch")
+        share = 1.0
+        if labels is not None and items is not None:
+            share = (labels.ne(IGNORE_INDEX).sum() / torch.as_tensor(items, device=labels.device).clamp(min=1)).float()
         values = {"task_loss": output.task_loss}
         values.update({f"concept_loss/{name}": term for name, term in (output.concept_loss_terms or {}).items()})
         values.update({f"loss_weight/{name}": weight for name, weight in (output.loss_weights or {}).items()})
         for name, value in values.items():
-            self._sums[name] = self._sums.get(name, 0) + value.detach().float()
-        self._forwards += 1
+            self._sums[name] = self._sums.get(name, 0) + share * value.detach().float()
+        self._shares += share
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._sums, self._forwards = {}, 0
+        self._sums, self._shares = {}, 0
         if self._hook is None:
-            self._hook = model.register_forward_hook(self._capture)
+            self._hook = model.register_forward_hook(self._capture, with_kwargs=True)
         if self.warmup_steps:
             if model.config.concept_loss_weighting != "fixed":
                 raise ValueError(
@@ -362,11 +370,12 @@ class ConceptLossCallback(TrainerCallback):
             self._hook = None
 
     def _training_means(self) -> dict[str, float]:
-        """Means of the captured parts since the last call; empty when no training forward ran."""
-        if not self._forwards:
+        """Weighted means of the captured parts since the last call; empty when no training forward (or only
+        forwards without a labelled item) ran."""
+        if not float(self._shares):
             return {}
-        means = {name: (total / self._forwards).item() for name, total in self._sums.items()}
-        self._sums, self._forwards = {}, 0
+        means = {name: (total / self._shares).item() for name, total in self._sums.items()}
+        self._sums, self._shares = {}, 0
         return means
 
     # ---- evaluation: concept diagnostics ------------------------------------------------------------------------
