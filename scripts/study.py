@@ -4,7 +4,7 @@ baselines beside it, plus two PNG plots.
 
 Rows (`--rows`, default all, run in this order after the reference): the baseline `bert_mlm` (a transformers BERT of
 the same width, depth, heads and FFN parameters), `tsdae_posonly`, this package's recommended recipe
-`tsdae_posonly_tregs` (run_pretraining.py's preset: TSDAE PosOnly with the T-REGS concept loss), then the seed log's
+`tsdae_posonly_tregs` (the recipe of that name in concept_encoder_training/recipes.py: TSDAE PosOnly with the T-REGS concept loss), then the seed log's
 `perceiver_mlm`, `weighted_mlm`, `perceiver_posonly_mlm` (MLM), `tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and
 `perceiver_mlm_fixed_0.1` (`combined` concept losses): a study cut short has the baseline and the recommended recipes.
 Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`, `random_bert`,
@@ -33,7 +33,6 @@ tiny models use one thread poorly, so two one-thread rows finish sooner than two
 """
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import multiprocessing
@@ -102,7 +101,7 @@ FINE_TUNING_OVERRIDES = "concept_loss_weighting=none"  # the same loss for every
 SEED_ROWS = {  # the baseline and the recipes the package recommends first: rows are run and scored in this order
     "bert_mlm": Row("bert_mlm"),
     "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
-    "tsdae_posonly_tregs": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--preset", "tsdae_posonly_tregs"]),
+    "tsdae_posonly_tregs": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--recipe", "tsdae_posonly_tregs"]),
     "perceiver_mlm": Row("perceiver_mlm"),
     "weighted_mlm": Row("weighted_mlm"),
     "perceiver_posonly_mlm": Row("perceiver_posonly_mlm"),
@@ -291,17 +290,6 @@ def select_rows(args) -> dict[str, Row]:
     return rows
 
 
-@contextlib.contextmanager
-def argv_of(command: list[str]):
-    """run_pretraining.main() reads sys.argv: run it in-process with `command` as the argument list."""
-    saved = sys.argv
-    sys.argv = command
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
 def echo(script: str, flags: list[str]):
     print(f"\n$ python {script} " + " ".join(shlex.quote(flag) for flag in flags), flush=True)
 
@@ -397,8 +385,7 @@ class Study:
             return False
         flags = self.pretrain_flags(name, row)
         echo("run_pretraining.py", flags)
-        with argv_of(["run_pretraining.py", *flags]):
-            run_pretraining.main()
+        run_pretraining.main(flags)
         return True
 
     def random_rows(self) -> dict[str, tuple[str, list[str]]]:

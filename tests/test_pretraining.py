@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_SIZES, run_isolated
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, HfArgumentParser
 
@@ -20,6 +21,7 @@ from collators import DataCollatorForTSDAE
 from concept_encoder_training import hub as hub_utils
 from concept_encoder_training.config_flags import config_flags
 from concept_encoder_training.hub import HubAccessError
+from concept_encoder_training.recipes import RECIPES
 from concept_encoder_training.tokenizer import train_tokenizer
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import write_model_card
@@ -154,6 +156,11 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
 
     card = (output_dir / "README.md").read_text()
     assert "trust_remote_code=True" in card and summary["run_id"] in card
+    results = {result.metric_type: result for result in ModelCard.load(output_dir / "README.md").data.eval_results}
+    assert set(results) == {"loss", "concept_effective_rank", "concept_entropy_effective_rank", "concept_mean_cosine"}
+    assert results["loss"].metric_value == pytest.approx(all_results["eval_loss"], rel=1e-6)
+    assert results["concept_effective_rank"].metric_value == pytest.approx(summary["effective_rank"], rel=1e-6)
+    assert {result.dataset_split for result in results.values()} == {"validation[:16]"}  # --max_eval_samples 16
     assert f"{summary['effective_rank']:.1f} / 8" in card
     registry = (tmp_path / "registry.md").read_text()
     assert summary["run_id"] in registry
@@ -411,6 +418,44 @@ def test_bad_input_fails_fast_with_a_clear_message(monkeypatch, tmp_path, corpus
     assert not (tmp_path / "run").exists()
 
 
+def lines_of(path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_parquet_train_and_validation_files(monkeypatch, tmp_path, corpus):
+    from datasets import Dataset
+
+    for split in ("train", "valid"):
+        Dataset.from_dict({"text": lines_of(corpus / f"{split}.txt")}).to_parquet(tmp_path / f"{split}.parquet")
+    args = tiny_args(corpus, tmp_path / "run", train_file=str(tmp_path / "train.parquet"), max_steps=2,
+                     validation_file=str(tmp_path / "valid.parquet"), line_by_line=True, save_steps=2)  # fmt: skip
+    metrics = run_main(monkeypatch, args)
+    assert metrics["eval_loss"] > 0 and json.loads((tmp_path / "run" / "run_summary.json").read_text())["epochs"] > 0
+
+
+def test_a_local_file_streams(monkeypatch, tmp_path, corpus, tokenizer_dir):
+    """`--train_file x.csv --streaming` reads the file as a stream (never loaded whole); without a validation split
+    to take a share of, the error names the file the user gave, not the default Hub dataset."""
+    from datasets import Dataset, IterableDataset
+
+    Dataset.from_dict({"text": lines_of(corpus / "train.txt")}).to_csv(tmp_path / "train.csv", index=False)
+    loaded = []
+    load_dataset = run_pretraining.load_dataset
+    monkeypatch.setattr(
+        run_pretraining, "load_dataset", lambda *a, **k: loaded.append(load_dataset(*a, **k)) or loaded[-1]
+    )
+    args = tiny_args(
+        corpus, tmp_path / "run", train_file=str(tmp_path / "train.csv"), validation_file=None, streaming=True,
+        train_tokenizer_vocab_size=None, tokenizer_name=str(tokenizer_dir), line_by_line=True, do_eval=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"--train_file .*train\.csv has no validation split to stream"):
+        run_main(monkeypatch, args)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    metrics = run_main(monkeypatch, {**args, "validation_split_percentage": 0})
+    assert loaded and all(isinstance(dataset, IterableDataset) for dataset in loaded)
+    assert metrics["train_loss"] > 0
+
+
 def test_push_to_hub_fails_fast_when_the_hub_does_not_answer(monkeypatch, tmp_path, corpus):
     """Without HF_HUB_OFFLINE the reachability check asks the endpoint (here a closed local port) once."""
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -453,21 +498,14 @@ def test_size_flags_and_their_help_come_from_the_config():
         assert f"(config default: {getattr(ConceptEncoderConfig(), name)})" in help_text[name], name
 
 
-@pytest.mark.parametrize("name", list(run_pretraining.PRESETS))
-def test_presets_parse_and_command_line_flags_override_them(name):
-    from transformers import TrainingArguments
-
-    parser = HfArgumentParser(
-        (run_pretraining.ModelArguments, run_pretraining.DataTrainingArguments, run_pretraining.OutputArguments,
-         TrainingArguments)
-    )  # fmt: skip
-    argv = run_pretraining.expand_preset(["--preset", name, "--output_dir", "out", "--deletion_prob", "0.5"])
-    model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipes_parse_and_command_line_flags_override_them(name):
+    model_args, data_args, _, _ = run_pretraining.parse_arguments(
+        ["--recipe", name, "--output_dir", "out", "--deletion_prob", "0.5"]
+    )
     assert data_args.deletion_prob == 0.5 and data_args.line_by_line
-    config = run_pretraining.build_config(model_args)  # every preset's config is valid
-    run_pretraining.check_model_and_objective(config, data_args.objective)
-    with pytest.raises(ValueError, match="--preset 'nope' is unknown"):
-        run_pretraining.expand_preset(["--preset", "nope"])
+    config = run_pretraining.build_config(model_args, data_args.objective)  # every recipe's config is valid
+    run_pretraining.check_model_and_objective(config, data_args.objective, model_args.model_type)
 
 
 def test_model_card_has_a_glue_table_when_given(tmp_path):
