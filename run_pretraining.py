@@ -81,7 +81,7 @@ from concept_encoder_training.tokenizer import (
     limit_to_positions,
     train_tokenizer,
 )
-from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
+from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, TimeBudgetCallback, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import pretraining_eval_results, scored_split
 from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
@@ -321,6 +321,12 @@ class DataTrainingArguments:
     distill_relational_weight: float = field(
         default=0.0,
         metadata={"help": "Distillation: weight of the MSE between the batch's student and teacher cosine matrices."},
+    )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training after this many minutes of training (a wall-time budget; --max_steps still caps it)."
+        },
     )
     teacher_cache_dir: str | None = field(
         default=None,
@@ -1076,6 +1082,8 @@ def main(argv: list[str] | None = None):
             eval_batch=rank_batch(train_dataset, tokenizer), warmup_steps=model_args.concept_loss_warmup_steps
         )
         add_callback_first(trainer, concept_callback)  # before wandb, so the loss parts reach it
+    if data_args.max_train_minutes is not None:
+        trainer.add_callback(TimeBudgetCallback(data_args.max_train_minutes))
     add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
 
     # 7. Train (resuming where a checkpoint exists), then evaluate.

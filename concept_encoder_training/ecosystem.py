@@ -42,7 +42,10 @@ def sentence_transformers_files(config: dict) -> dict[str, dict | list]:
             "default_prompt_name": None,
             "similarity_fn_name": "cosine",
         },
-        f"{POOLING_FOLDER}/config.json": {"embedding_dimension": config["hidden_size"]},
+        # the sentence vector's width: a distilled student's projection (`sentence_embedding_size`), else hidden_size
+        f"{POOLING_FOLDER}/config.json": {
+            "embedding_dimension": config.get("sentence_embedding_size") or config["hidden_size"]
+        },
     }
 
 

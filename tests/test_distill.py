@@ -297,6 +297,8 @@ def test_a_student_of_another_width_ships_its_projection(tmp_path, corpus, teach
     )
     model = AutoModel.from_pretrained(tmp_path)
     assert model.sentence_projection is not None
+    pooling = json.loads((tmp_path / "1_ConceptMeanPooling" / "config.json").read_text())
+    assert pooling["embedding_dimension"] == TEACHER_WIDTH
     output = model(input_ids=torch.tensor([[2, 40, 41, 3]])).last_hidden_state
     assert output.shape == (1, 4, TEACHER_WIDTH)
 
@@ -368,3 +370,21 @@ def test_recipe_is_listed_in_help(capsys):
     with pytest.raises(SystemExit):
         run_pretraining.parse_arguments(["--help"])
     assert "--recipe" in capsys.readouterr().out
+
+
+def test_a_wall_time_budget_stops_training_early(tmp_path, corpus, teacher_dir):
+    metrics = run_pretraining.main(
+        distill_argv(
+            corpus,
+            teacher_dir,
+            tmp_path,
+            "--tokenizer_name",
+            str(teacher_dir),
+            "--max_steps",
+            "500",
+            "--max_train_minutes",
+            "0.0001",
+        )  # fmt: skip
+    )
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert 1 <= state["global_step"] < 500 and metrics["train_runtime"] < 60
