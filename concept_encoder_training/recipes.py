@@ -39,8 +39,10 @@ class Recipe:
 
 
 # The distilled student: all-MiniLM-L6-v2's width, tokenizer and frozen word-piece embeddings under a 2-layer,
-# 16-concept encoder, trained on cosine + relational distillation (RESEARCH.md, "Distillation").
+# 16-concept encoder, trained on cosine + relational distillation (RESEARCH.md, "Distillation"). Its classifiers pool
+# by the mean, the sentence vector distillation trained, rather than by a new, untrained pooler.
 DISTILL_STUDENT = {
+    "classifier_pooling": "mean",
     "hidden_size": 384,
     "num_hidden_layers": 2,
     "num_attention_heads": 6,

@@ -159,7 +159,7 @@ def main(argv=None):
         learning_rate = REFERENCE_LEARNING_RATE if name.startswith("teacher") else None
         finetuned[name] = finetune_task(
             checkpoint, run_dir / "finetuned" / name.split()[0], glue_dir, "stsb", 1, args.finetune_train_samples,
-            learning_rate,
+            learning_rate, student=not name.startswith("teacher"),
         )  # fmt: skip
         print(f"  {name}: zero-shot STS-B {scores[name]['stsb']['spearman']:.1f}, fine-tuned {finetuned[name]:.3f}")
 

