@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 
 import modeling_concept_encoder
 from concept_encoder_training.hub import require_local_or_cached
+from concept_encoder_training.tokenizer import check_tokenizer_fits
 from configuration_concept_encoder import ConceptEncoderConfig
 
 logger = logging.getLogger("convert_mrcogito_checkpoint")
@@ -54,17 +55,9 @@ def load_tokenizer(source: str, config: ConceptEncoderConfig, tokenizer_name: st
             f"Tokenizer {tokenizer_name} cannot be loaded ({error}): pass --tokenizer_name with a local tokenizer "
             "folder (the one the checkpoint was trained with)."
         ) from error
-    if len(tokenizer) > config.vocab_size:
-        raise ValueError(
-            f"Tokenizer {tokenizer_name} has {len(tokenizer)} tokens but the checkpoint's vocab_size is "
-            f"{config.vocab_size}: pass --tokenizer_name with the tokenizer the checkpoint was trained with."
-        )
-    for field in ("pad_token_id", "mask_token_id"):
-        if getattr(config, field) is not None and getattr(tokenizer, field) != getattr(config, field):
-            raise ValueError(
-                f"Tokenizer {tokenizer_name} has {field}={getattr(tokenizer, field)} but the checkpoint's config "
-                f"{field}={getattr(config, field)}: pass --tokenizer_name with the checkpoint's own tokenizer."
-            )
+    check_tokenizer_fits(
+        tokenizer, config, f"Tokenizer {tokenizer_name}", "pass --tokenizer_name with the checkpoint's own tokenizer."
+    )
     return tokenizer
 
 

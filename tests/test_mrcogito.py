@@ -12,10 +12,12 @@ import pytest
 import torch
 from conftest import data_root, run_isolated, tiny_config
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+from test_pretraining import run_main, tiny_args
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
 import convert_mrcogito_checkpoint
 import modeling_concept_encoder as modeling
+import run_glue
 from concept_encoder_training.hub import HubAccessError
 from concept_encoder_training.tokenizer import train_tokenizer
 from configuration_concept_encoder import LEGACY_ARCHITECTURES, ConceptEncoderConfig
@@ -313,3 +315,45 @@ def test_converter_given_an_offline_hub_id_names_it_and_the_local_alternative(tm
     with pytest.raises(HubAccessError, match=r"SRC ksopyla/concept-encoder-x is not a local folder .*OFFLINE.*local"):
         convert_mrcogito_checkpoint.main(["ksopyla/concept-encoder-x", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_one_tokenizer_rule_lets_the_readme_seed_commands_run(monkeypatch, tmp_path, data_dir):
+    """Issue 23.12: the converter accepted `len(tokenizer)` ≤ `vocab_size` while run_glue.py and run_pretraining.py
+    demanded equality for a checkpoint without a tokenizer, which blocked the README's seed-checkpoint commands. One
+    rule now (at most `vocab_size` tokens, the config's pad and mask ids), on the seed fixtures (vocab_size 100)."""
+    seed = FIXTURES / "perceiver_posonly_mlm"
+    small = tmp_path / "small"  # fewer tokens than the checkpoint's 100 rows, [PAD] 0 and [MASK] 4 as its config
+    train_tokenizer(["the cat sat on the mat", "a dog ran in the park"] * 20, vocab_size=60).save_pretrained(small)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("the cat sat on the mat\na dog ran in the park\n" * 40)
+    (corpus / "valid.txt").write_text("the cat sat in the park\n" * 8)
+    sizes = dict.fromkeys(["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                           "concept_num", "max_position_embeddings"])  # fmt: skip
+    args = tiny_args(
+        corpus, tmp_path / "tsdae", model_name_or_path=str(seed), tokenizer_name=str(small), model_type=
+        "perceiver_posonly_mlm", objective="tsdae", line_by_line=True, train_tokenizer_vocab_size=None, max_steps=1,
+        save_steps=1, max_seq_length=16, **sizes,
+    )  # fmt: skip
+    run_main(monkeypatch, args)
+    assert json.loads((tmp_path / "tsdae" / "config.json").read_text())["vocab_size"] == 100  # its rows kept
+    glue = [
+        "--model_name_or_path", str(seed), "--tokenizer_name", str(small), "--classifier", "via_decoder",
+        "--task_name", "mrpc", "--data_dir", str(data_dir / "glue"), "--max_train_samples", "8",
+        "--max_eval_samples", "8", "--max_seq_length", "32", "--save_strategy", "no", "--registry_file", "",
+        "--report_to", "none", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    run_glue.main([*glue, "--output_dir", str(tmp_path / "mrpc")])
+    with pytest.raises(ValueError, match=r"has no tokenizer .*give --tokenizer_name"):
+        run_glue.main([*glue[:2], *glue[4:], "--output_dir", str(tmp_path / "none")])
+    large = tmp_path / "large"
+    tokenizer = AutoTokenizer.from_pretrained(small)
+    tokenizer.add_tokens([f"extra{i}" for i in range(60)])
+    tokenizer.save_pretrained(large)
+    message = r"has 1\d\d tokens but the model's vocab_size is 100"
+    with pytest.raises(ValueError, match=message):
+        run_main(monkeypatch, {**args, "tokenizer_name": str(large), "output_dir": str(tmp_path / "large_run")})
+    with pytest.raises(ValueError, match=message):
+        run_glue.main([*glue[:3], str(large), *glue[4:], "--output_dir", str(tmp_path / "large_glue")])
+    with pytest.raises(ValueError, match=message):
+        convert_mrcogito_checkpoint.main([str(seed), str(tmp_path / "converted"), "--tokenizer_name", str(large)])

@@ -774,3 +774,20 @@ def test_a_second_live_run_into_one_folder_is_refused_naming_the_first(monkeypat
     with_lock = releases_run_locks(lambda: (hold_run_lock(folder), locked.append(True)))
     with_lock()
     assert locked and not (folder / "_run.pid").exists()  # taken despite the stale record, released on return
+
+
+def test_a_run_refused_for_its_tokenizer_leaves_the_folder_free_for_the_corrected_rerun(
+    monkeypatch, tmp_path, corpus, wikitext_lines
+):
+    """Issue 23.11: run_pretraining.py wrote run_identity.json before it checked the tokenizer, so a run refused for
+    a bad tokenizer claimed the folder and the corrected rerun was refused as "another run"."""
+    no_mask = tmp_path / "no_mask"
+    tokenizer = train_tokenizer(wikitext_lines[:200], vocab_size=200)
+    tokenizer.mask_token = None
+    tokenizer.save_pretrained(no_mask)
+    args = tiny_args(corpus, tmp_path / "run", tokenizer_name=str(no_mask), train_tokenizer_vocab_size=None)
+    with pytest.raises(ValueError, match=r"no_mask lacks a pad or mask token"):
+        run_main(monkeypatch, args)
+    assert not (tmp_path / "run").exists()
+    run_main(monkeypatch, {**args, "tokenizer_name": None, "train_tokenizer_vocab_size": 200, "max_steps": 1})
+    assert (tmp_path / "run" / "model.safetensors").is_file()
