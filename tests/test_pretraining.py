@@ -30,7 +30,8 @@ from modeling_concept_encoder import ConceptEncoderForMaskedLM
 SUMMARY_KEYS = {
     "kind", "run_id", "date", "model_type", "architecture", "encoder_layer_type", "objective", "pretraining_data",
     "machine", "epochs", "concept_losses", "task_loss", "effective_rank", "concept_num", "steps_per_second",
-    "tokens_per_second", "wandb", "git_commit", "output_dir", "mlm_probability", "deletion_prob", "tsdae_mode",
+    "tokens_per_second", "wandb", "git_commit", "output_dir", "mlm_probability", "deletion_prob", "tsdae_mode", "recipe", "teacher",
+    "distill_losses",
 }  # fmt: skip
 HUB_FILES = [
     "config.json", "model.safetensors", "configuration_concept_encoder.py", "modeling_concept_encoder.py",
