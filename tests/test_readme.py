@@ -159,20 +159,26 @@ def test_every_command_names_what_exists_and_flags_its_parser_accepts():
                 check_command(words, f"README.md, line {line}")
 
 
+def tracked_files() -> list[str]:
+    """The repository's files as git knows them: what a run, an install or CI leaves beside them is not the tree."""
+    listing = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return listing.stdout.split()
+
+
 def test_layout_table_names_every_part_of_the_tree():
-    """Every top-level script and folder (what a run writes and build output aside), and every module of the helper,
-    benchmark and script folders, by its name (`trainer.py`) or its path (`scripts/study.py`)."""
+    """Every tracked top-level script and folder, and every module of the helper, benchmark and script folders, by
+    its name (`trainer.py`) or its path (`scripts/study.py`)."""
     text = README.read_text(encoding="utf-8")
     layout = text[text.index("## Layout") : text.index("## Installation")]
-    written = {"outputs", "experiments", "wandb", "build", "dist", "tests"}  # tests/ is checked by its own name
-    missing = [path.name for path in REPO_ROOT.glob("*.py") if f"`{path.name}`" not in layout]
-    folders = [path for path in REPO_ROOT.iterdir() if path.is_dir() and path.name not in written]
-    folders = [path for path in folders if not path.name.startswith((".", "_")) and ".egg-info" not in path.name]
-    missing += [f"{path.name}/" for path in folders + [REPO_ROOT / "tests"] if f"`{path.name}/" not in layout]
+    named = set(re.findall(r"`[^`]+`", layout))
+    files = tracked_files()
+    folders = sorted({path.split("/")[0] for path in files if "/" in path and not path.startswith(".")})
+    missing = [path for path in files if "/" not in path and path.endswith(".py") and f"`{path}`" not in named]
+    missing += [f"{folder}/" for folder in folders if f"`{folder}/" not in layout]
     for folder in ("concept_encoder_training", "benchmarks", "scripts"):
-        for path in (REPO_ROOT / folder).glob("*.py"):
-            if path.name != "__init__.py" and not {f"`{path.name}`", f"`{folder}/{path.name}`"} & set(
-                re.findall(r"`[^`]+`", layout)
-            ):
-                missing.append(f"{folder}/{path.name}")
+        for path in files:
+            name = path.rsplit("/", 1)[-1]
+            if path == f"{folder}/{name}" and name.endswith(".py") and name != "__init__.py":
+                if not {f"`{name}`", f"`{path}`"} & named:
+                    missing.append(path)
     assert not missing, f"README.md's layout table does not name {missing}"
