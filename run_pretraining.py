@@ -16,6 +16,14 @@ and FFN parameter count through the same data, tokenizer, collator, steps and sc
 
 Several processes: `torchrun --nproc_per_node N run_pretraining.py ...` or `accelerate launch run_pretraining.py ...`
 (on a machine without GPUs add `--use_cpu`, which selects the gloo backend).
+
+Public functions: other code (the benchmarks, scripts/study.py) uses only these, to build what a run builds without
+running it; every other name in this file is the script's own and may change with it.
+- `main(argv)`: the whole run; `parse_arguments(argv)`: its four argument dataclasses, a `--recipe`'s values applied.
+- The model: `build_config(model_args, objective)`, `check_model_and_objective(config, objective, model_type)`,
+  `build_model(model_args, config, objective)`; the objective's `build_collator(data_args, tokenizer, max_seq_length)`.
+- The data: `load_raw_datasets(data_args, cache_dir)`, `text_column_of(raw, data_args)`, `tokenize_datasets(raw,
+  tokenizer, text_column, max_seq_length, data_args, training_args)` and `select(dataset, limit, streaming)`.
 """
 
 import dataclasses

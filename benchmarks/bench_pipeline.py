@@ -176,11 +176,8 @@ def measure_pipeline(args: PipelineArguments, flags: list[str]) -> dict:
     torch.set_flush_denormal(True)  # as run_pretraining.py does
 
     # The run's data path: the same parsing, tokenisation and collator as run_pretraining.py.
-    parser = HfArgumentParser(
-        (run_pretraining.ModelArguments, run_pretraining.DataTrainingArguments, TrainingArguments)
-    )
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
-        args=[*flags, "--train_file", args.train_file, "--output_dir", "unused", "--report_to", "none"]
+    model_args, data_args, _, training_args = run_pretraining.parse_arguments(
+        [*flags, "--train_file", args.train_file, "--output_dir", "unused", "--report_to", "none"]
     )
     raw = run_pretraining.load_raw_datasets(data_args, None)
     column = run_pretraining.text_column_of(raw, data_args)

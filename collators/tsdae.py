@@ -3,8 +3,7 @@
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from modeling_concept_encoder import IGNORE_INDEX
-
+IGNORE_INDEX = -100  # label of a position that carries no loss: transformers' convention (CrossEntropyLoss's default)
 TSDAE_MODES = ("mask", "delete", "suffix")
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from modeling_concept_encoder import _off_diagonal_cosines
+from modeling_concept_encoder import off_diagonal_cosines
 
 
 @torch.no_grad()
@@ -27,7 +27,7 @@ def entropy_effective_rank(concepts: torch.Tensor) -> float:
 @torch.no_grad()
 def mean_concept_cosine(concepts: torch.Tensor) -> float:
     """Mean absolute cosine between distinct concepts of the same example (0 = orthogonal, 1 = collapsed)."""
-    return _off_diagonal_cosines(concepts.float().reshape(-1, *concepts.shape[-2:])).abs().mean().item()
+    return off_diagonal_cosines(concepts.float().reshape(-1, *concepts.shape[-2:])).abs().mean().item()
 
 
 class ConceptStatistics:
@@ -57,8 +57,3 @@ class ConceptStatistics:
             f"{prefix}_concept_entropy_effective_rank": self.entropy_sum / self.count,
             f"{prefix}_concept_mean_cosine": self.cosine_sum / self.count,
         }
-
-
-def format_effective_rank(rank: float, concept_num: int) -> str:
-    """The seed log's text form, e.g. `5.1 / 128 (4%)`."""
-    return f"{rank:.1f} / {concept_num} ({100 * rank / concept_num:.0f}%)"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from concept_encoder_training.diagnostics import format_effective_rank
 from concept_encoder_training.run_info import SUMMARY_FILE
+from model_cards import format_effective_rank
 
 COLUMNS = [
     "Date",
@@ -52,6 +52,7 @@ RUN_ID, GLUE, ZERO_SHOT, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", 
 LEGACY_COLUMNS = [column for column in COLUMNS if column != ZERO_SHOT]  # the seed log's; our tables before zero-shot
 MISSING = "--"
 KINDS = ("pretraining", "glue", "zero_shot")
+ZERO_SHOT_NAMES = {"stsb": "STS-B", "sickr": "SICK-R"}  # zero_shot.py's benchmark keys as the tables show them
 GLUE_ORDER = [
     "MRPC",
     "QQP",
@@ -298,10 +299,13 @@ def add_glue_result(registry: Registry, summary: dict):
     row[GLUE] = render_glue_cell(scores)
 
 
+def format_zero_shot_cell(scores: dict[str, float]) -> str:
+    """`{"stsb": 60.6, "sickr": 55.1}` → `**STS-B:** 60.6 <br> **SICK-R:** 55.1`."""
+    return " <br> ".join(f"**{ZERO_SHOT_NAMES.get(name, name)}:** {score:.1f}" for name, score in scores.items())
+
+
 def add_zero_shot_result(registry: Registry, summary: dict):
     """Fill the checkpoint's zero-shot cell (Spearman ×100 per benchmark), creating the row if needed."""
-    from concept_encoder_training.zero_shot import format_zero_shot_cell
-
     row = registry.find(summary["checkpoint_run_id"])
     if row is None:
         row = checkpoint_row(summary)

@@ -27,11 +27,11 @@ from transformers.utils.logging import tqdm
 
 import modeling_concept_encoder  # noqa: F401  (registers the concept encoder with the Auto classes)
 from concept_encoder_training.glue import SICK_FILE, TASKS, load_glue_dir, load_sick
+from concept_encoder_training.registry import record_run
 from concept_encoder_training.run_info import git_commit, scratch_run_id
 
 CONCEPT_MODEL_TYPE = "concept_encoder"
 BENCHMARKS = ("stsb", "sickr")
-DISPLAY_NAMES = {"stsb": "STS-B", "sickr": "SICK-R"}
 
 
 def load_benchmark(name: str, data_dir: str | Path) -> tuple[list[str], list[str], list[float]]:
@@ -111,11 +111,6 @@ def checkpoint_run_id(model_name_or_path: str, from_scratch: bool, config) -> st
     return Path(model_name_or_path).name or model_name_or_path
 
 
-def format_zero_shot_cell(scores: dict[str, float]) -> str:
-    """`{"stsb": 60.6, "sickr": 55.1}` → `**STS-B:** 60.6 <br> **SICK-R:** 55.1`."""
-    return " <br> ".join(f"**{DISPLAY_NAMES.get(name, name)}:** {score:.1f}" for name, score in scores.items())
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", required=True, help="checkpoint folder (any transformers encoder)")
@@ -159,8 +154,6 @@ def main(argv: list[str] | None = None) -> dict:
         (output / "zero_shot_results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
         (output / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if args.registry_file:
-            from concept_encoder_training.registry import record_run
-
             record_run(output, args.registry_file)
     return summary
 

@@ -56,7 +56,7 @@ from concept_encoder_training import zero_shot  # noqa: E402
 from concept_encoder_training.config_flags import merge_overrides, with_merged_overrides  # noqa: E402
 from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
 from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
-from concept_encoder_training.registry import collect_majority_levels  # noqa: E402
+from concept_encoder_training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
 from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
 
 TASK_METRICS = {"stsb": ("pearson",), "mrpc": ("accuracy", "f1"), "rte": ("accuracy",), "sickr": ("pearson",)}
@@ -596,7 +596,7 @@ def model_results(study: Study, name: str, model: dict) -> dict:
             result["scores"][f"{TASKS[task].display_name} {metric}"] = (entry["mean"], entry["std"], entry["values"])
     zero = read_json(folder / "zero_shot" / "zero_shot_results.json") or {}
     for benchmark, value in zero.items():
-        result["scores"][f"zero-shot {zero_shot.DISPLAY_NAMES[benchmark]}"] = (value, None, [value])
+        result["scores"][f"zero-shot {ZERO_SHOT_NAMES[benchmark]}"] = (value, None, [value])
     return result
 
 

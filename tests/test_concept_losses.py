@@ -6,12 +6,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from concept_encoder_training.diagnostics import (
-    effective_rank,
-    entropy_effective_rank,
-    format_effective_rank,
-    mean_concept_cosine,
-)
+from concept_encoder_training.diagnostics import effective_rank, entropy_effective_rank, mean_concept_cosine
+from model_cards import format_effective_rank
 from modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     concept_loss_terms,
