@@ -41,6 +41,7 @@ BASE_RECIPE = "distill_minilm"
 BASELINES = ("random_init", "teacher_word_mean", "teacher")
 TASKS = ("stsb", "mrpc", "sickr")
 TASK_METRIC = {"stsb": "pearson", "mrpc": "accuracy", "sickr": "pearson"}
+COSINE_TASKS = ("stsb", "sickr")  # similarity regressions: a student scores the pair by its cosine (CoSENT)
 GLUE_LEARNING_RATE, REFERENCE_LEARNING_RATE = 5e-4, 5e-5  # the study's `small` fine-tuning protocol
 GLUE_EVAL_SAMPLES = 1500
 
@@ -150,8 +151,10 @@ def finetune_task(
     checkpoint, output: Path, glue_dir: Path, task: str, seed: int, train_samples, learning_rate=None, student=True
 ):
     """Fine-tuned score of one task (one seed) by the study's protocol: one epoch, lr 5e-4 (`learning_rate` for a
-    pretrained reference), the task's registry metric on the first 1,500 dev pairs. A concept student's classifier
-    pools by the mean of the concepts (`classifier_pooling=mean`), the sentence vector distillation trained."""
+    pretrained reference), the task's registry metric on the first 1,500 dev pairs. A concept student encodes the
+    two sentences separately and pools by the mean of the concepts (`classifier_pooling=mean`), the sentence vector
+    distillation trained; on a similarity regression it scores the pair by their cosine, trained with CoSENT
+    (`classifier_pair_score=cosine`), so fine-tuning starts from the zero-shot score."""
     flags = [
         "--model_name_or_path", str(checkpoint), "--task_name", task, "--data_dir", str(glue_dir),
         "--output_dir", str(output / task), "--seeds", str(seed), "--max_seq_length", "128",
@@ -163,7 +166,8 @@ def finetune_task(
     if train_samples:
         flags += ["--max_train_samples", str(train_samples)]
     if student:
-        flags += ["--config_overrides", "classifier_pooling=mean"]
+        cosine = ",classifier_pair_score=cosine" if task in COSINE_TASKS else ""
+        flags += ["--config_overrides", f"classifier_pooling=mean{cosine}"]
     print("\n$ run_glue.py " + " ".join(flags), flush=True)
     subprocess.run([sys.executable, str(REPO / "run_glue.py"), *flags], check=True, cwd=REPO)
     return results_metric(json.loads((output / task / "seeds_results.json").read_text()), TASK_METRIC[task])

@@ -1,6 +1,8 @@
 """Every model class and head variant on tiny random configs: shapes, losses, gradients, save/load, padding,
 decoding, checkpointing."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -425,3 +427,86 @@ def test_a_head_field_set_after_the_config_was_built_is_validated_with_the_model
     config.classifier_head = "cls"  # as from_pretrained(..., classifier_head="cls") sets it
     with pytest.raises(ValueError, match="ConceptEncoderConfig.classifier_head='cls'"):
         ConceptEncoderForSequenceClassification(config)
+
+
+def cosine_pair_model(**overrides):
+    torch.manual_seed(0)
+    config = tiny_config(
+        classifier_head="sentence_pair", classifier_pair_score="cosine", classifier_pooling="mean", num_labels=1
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return ConceptEncoderForSequenceClassification(config)
+
+
+def test_cosine_pair_score_is_the_zero_shot_cosine_and_adds_no_weight():
+    """`classifier_pair_score="cosine"`: the logit is the cosine of the two sentence vectors (the concepts' means,
+    what zero-shot scoring reads), and the head adds no parameter to the encoder's."""
+    model = cosine_pair_model().eval()
+    inputs = make_inputs("sentence_pair", with_labels=False)
+    with torch.no_grad():
+        u = model.encoder(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state.mean(dim=1)
+        v = model.encoder(inputs["input_ids_b"], inputs["attention_mask_b"]).last_hidden_state.mean(dim=1)
+        logits = model(**inputs).logits
+    torch.testing.assert_close(logits, F.cosine_similarity(u, v, dim=-1).unsqueeze(-1), atol=1e-5, rtol=1e-4)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.encoder.parameters())
+
+
+def test_cosent_loss_known_answers():
+    from modeling_concept_encoder import cosent_loss
+
+    labels = torch.tensor([0.0, 2.5, 5.0])
+    ordered, reversed_ = torch.tensor([-0.5, 0.1, 0.9]), torch.tensor([0.9, 0.1, -0.5])
+    # reversed: the three pairs of pairs are misordered by 0.6, 0.8 and 1.4 of cosine
+    expected = torch.log(1 + torch.exp(20 * torch.tensor([0.6, 0.8, 1.4])).sum())
+    torch.testing.assert_close(cosent_loss(reversed_, labels, 20.0), expected, atol=1e-4, rtol=1e-5)
+    assert cosent_loss(ordered, labels, 20.0) < 1e-4  # the right order, by a margin: almost no loss
+    assert cosent_loss(ordered, torch.full((3,), 3.0), 20.0) == 0  # equal gold scores: nothing to order
+    # only the order of the gold scores counts: 0–5 and 1–5 scales give the same loss
+    torch.testing.assert_close(cosent_loss(reversed_, labels * 0.8 + 1, 20.0), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_cosine_pair_score_trains_the_order_of_the_cosines():
+    """A few steps of CoSENT on fixed pairs raise the Spearman correlation of the cosines with the gold scores."""
+    from scipy.stats import spearmanr
+
+    model = cosine_pair_model()
+    generator = torch.Generator().manual_seed(3)
+    ids_a, mask_a = random_ids(generator, batch=8)
+    ids_b, mask_b = random_ids(generator, batch=8)
+    labels = torch.linspace(0, 5, 8)
+    inputs = {"input_ids": ids_a, "attention_mask": mask_a, "input_ids_b": ids_b, "attention_mask_b": mask_b}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def correlation():
+        model.eval()
+        with torch.no_grad():
+            return spearmanr(model(**inputs).logits.squeeze(-1).numpy(), labels.numpy())[0]
+
+    before = correlation()
+    model.train()
+    for _ in range(30):
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert correlation() > max(before, 0.0) + 0.3
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"classifier_head": "pooled"}, "classifier_head='sentence_pair'"),
+        ({"classifier_pooling": "weighted"}, "classifier_pooling='mean'"),
+        ({"classifier_cosent_scale": 0.0}, "classifier_cosent_scale"),
+    ],
+)
+def test_cosine_pair_score_refuses_settings_it_cannot_use(overrides, named):
+    settings = {"classifier_head": "sentence_pair", "classifier_pair_score": "cosine", "classifier_pooling": "mean"}
+    with pytest.raises(ValueError, match=re.escape(named)):
+        tiny_config(**{**settings, **overrides}).validate_concept_encoder()
+
+
+def test_cosine_pair_score_refuses_a_classification_task():
+    with pytest.raises(ValueError, match=re.escape("num_labels=2 needs classifier_pair_score='features'")):
+        cosine_pair_model(num_labels=2)
