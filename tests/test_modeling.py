@@ -496,7 +496,6 @@ def test_cosine_pair_score_trains_the_order_of_the_cosines():
 @pytest.mark.parametrize(
     "overrides, named",
     [
-        ({"classifier_head": "pooled"}, "classifier_head='sentence_pair'"),
         ({"classifier_pooling": "weighted"}, "classifier_pooling='mean'"),
         ({"classifier_cosent_scale": 0.0}, "classifier_cosent_scale"),
     ],
@@ -507,6 +506,8 @@ def test_cosine_pair_score_refuses_settings_it_cannot_use(overrides, named):
         tiny_config(**{**settings, **overrides}).validate_concept_encoder()
 
 
-def test_cosine_pair_score_refuses_a_classification_task():
+def test_cosine_pair_score_refuses_a_classification_task_and_a_single_sentence_head():
     with pytest.raises(ValueError, match=re.escape("num_labels=2 needs classifier_pair_score='features'")):
         cosine_pair_model(num_labels=2)
+    with pytest.raises(ValueError, match=re.escape("classifier_head='pooled': fine-tune a pair task")):
+        cosine_pair_model(classifier_head="pooled")
