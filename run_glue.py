@@ -7,7 +7,7 @@ file as the only argument works too) and the same result files (`train_results.j
 - data from `--data_dir` in the classic GLUE layout (`MRPC/train.tsv`, `MRPC/dev.tsv`, ...; PAWS as `paws/`);
 - `--pair_encoding separate` (each sentence encoded on its own: `ConceptEncoderForSequenceClassification` with
   `classifier_head="sentence_pair"`, the default) or `concat` (`[A; SEP; B]` through the `"pooled"` head);
-- `--classifier via_decoder`: the seed's ViaDecoder head (`classifier_head="via_decoder"`: the checkpoint's
+- `--classifier via_decoder`: MrCogito's ViaDecoder head (`classifier_head="via_decoder"`: the checkpoint's
   perceiver MLM decoder decodes the input positions, mean → classifier; pairs concatenated);
 - `--from_scratch`: a random-init baseline of the same size and tokenizer (`--config_name`/`--config_overrides`);
 - `--task_name all` or a comma list: one subfolder per task and one summary table `glue_summary.md`;
@@ -15,8 +15,9 @@ file as the only argument works too) and the same result files (`train_results.j
   `seeds_results.json`, the task's `run_summary.json`, the registry and the model cards;
 - any other `transformers` encoder checkpoint (BERT, MiniLM, ...) through `AutoModelForSequenceClassification` on
   concatenated pairs with its own pooling, the same metrics and result files (no concept diagnostics, no card);
-- `--seed_protocol`: the seed log's GLUE settings (max length 128, batch 96, lr 1e-5, 20 epochs; 3 for QQP, QNLI and
-  MNLI, 5 for SST-2; best epoch on dev, labelled as such);
+- `--mrcogito_protocol`: the research log's GLUE settings (max length 128, batch 96, lr 1e-5, 20 epochs; 3 for QQP,
+  QNLI and MNLI, 5 for SST-2; best epoch on dev, labelled as such); its old name `--seed_protocol` works, with a
+  warning, until 0.3;
 - the effective rank of the dev-set concepts in the results, `run_summary.json`, a model card and a registry row.
 
 Example (offline, shared data):
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +74,7 @@ from concept_encoder_training.run_folder import (
     releases_run_locks,
 )
 from concept_encoder_training.run_info import (
+    RENAMED_FIELDS,
     SUMMARY_FILE,
     architecture_of,
     run_id,
@@ -92,8 +95,8 @@ logger = logging.getLogger(__name__)
 
 PAIR_ENCODINGS = ("separate", "concat")
 CLASSIFIERS = ("pooled", "via_decoder")
-SEED_PROTOCOL_EPOCHS = {"qqp": 3, "qnli": 3, "mnli": 3, "sst2": 5}
-SEED_PROTOCOL = dict(max_seq_length=128, batch_size=96, learning_rate=1e-5, epochs=20)
+MRCOGITO_PROTOCOL_EPOCHS = {"qqp": 3, "qnli": 3, "mnli": 3, "sst2": 5}
+MRCOGITO_PROTOCOL = dict(max_seq_length=128, batch_size=96, learning_rate=1e-5, epochs=20)
 
 
 @dataclass
@@ -127,13 +130,13 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "Sentence pairs: 'separate' (each side encoded alone, the default) or 'concat' "
-            "([A; SEP; B], the seed's; the default under --seed_protocol)."
+            "([A; SEP; B], MrCogito's; the default under --mrcogito_protocol)."
         },
     )
     classifier: str = field(
         default="pooled",
         metadata={
-            "help": "'pooled' (concept pooling → classifier) or 'via_decoder' (the seed's ViaDecoder head: the "
+            "help": "'pooled' (concept pooling → classifier) or 'via_decoder' (MrCogito's ViaDecoder head: the "
             "checkpoint's perceiver MLM decoder decodes the input positions, mean → classifier; pairs concatenated)."
         },
     )
@@ -193,10 +196,10 @@ class DataTrainingArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Predict only the first N test examples."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again instead of using cached results."})
-    seed_protocol: bool = field(
+    mrcogito_protocol: bool = field(
         default=False,
         metadata={
-            "help": "The seed log's GLUE protocol: length 128, batch 96, lr 1e-5, 20 epochs (3 QQP/QNLI/MNLI, "
+            "help": "The research log's GLUE protocol: length 128, batch 96, lr 1e-5, 20 epochs (3 QQP/QNLI/MNLI, "
             "5 SST-2), evaluation every epoch and the best dev epoch reported (labelled as such)."
         },
     )
@@ -337,7 +340,7 @@ def check_sizes(max_seq_length: int, tokenizer_size: int, config: ConceptEncoder
 
 
 def tokenizer_source(model_args: ModelArguments) -> str:
-    """`--tokenizer_name`, else the checkpoint's own tokenizer; a local checkpoint without one (a seed checkpoint
+    """`--tokenizer_name`, else the checkpoint's own tokenizer; a local checkpoint without one (a MrCogito checkpoint
     ships none) is refused naming the flag, rather than with transformers' message about slow tokenizers."""
     source = model_args.tokenizer_name or model_args.model_name_or_path
     check_has_tokenizer(source)
@@ -347,7 +350,7 @@ def tokenizer_source(model_args: ModelArguments) -> str:
 def check_tokenizer(tokenizer, model_args: ModelArguments, config: ConceptEncoderConfig):
     """A pretrained checkpoint's embeddings are indexed by its own tokenizer's ids, so `--tokenizer_name` must give
     that same vocabulary: the checkpoint's own tokenizer when it ships one, else one that fits its embeddings
-    (`check_tokenizer_fits`: at most `vocab_size` tokens, the config's pad and mask ids; a seed checkpoint ships
+    (`check_tokenizer_fits`: at most `vocab_size` tokens, the config's pad and mask ids; a MrCogito checkpoint ships
     none); a random-init baseline may use any tokenizer that fits."""
     if model_args.from_scratch or not model_args.tokenizer_name:
         return
@@ -414,9 +417,9 @@ def build_config(config_dict: dict, model_args: ModelArguments, task: GlueTask |
 
 
 def resolve_pair_encoding(model_args: ModelArguments, data_args: DataTrainingArguments) -> str:
-    """`--pair_encoding` as given; otherwise `separate`, or `concat` under the seed protocol (the seed's setting) and
-    for the ViaDecoder head."""
-    concat = data_args.seed_protocol or model_args.classifier == "via_decoder"
+    """`--pair_encoding` as given; otherwise `separate`, or `concat` under the MrCogito protocol (MrCogito's setting)
+    and for the ViaDecoder head."""
+    concat = data_args.mrcogito_protocol or model_args.classifier == "via_decoder"
     return model_args.pair_encoding or ("concat" if concat else "separate")
 
 
@@ -563,17 +566,17 @@ def metrics_function(task: GlueTask):
 def task_training_args(
     args: TrainingArguments, task: GlueTask, data_args: DataTrainingArguments, output_dir: str, separate: bool
 ) -> TrainingArguments:
-    """The run's TrainingArguments for one task: its own output folder, pair batches' label name, and the seed
-    protocol's settings when asked."""
+    """The run's TrainingArguments for one task: its own output folder, pair batches' label name, and the
+    MrCogito protocol's settings when asked."""
     changes = dict(output_dir=output_dir)
     if separate:
         changes.update(label_names=["labels"], remove_unused_columns=False)
-    if data_args.seed_protocol:
+    if data_args.mrcogito_protocol:
         changes.update(
-            per_device_train_batch_size=SEED_PROTOCOL["batch_size"],
-            per_device_eval_batch_size=SEED_PROTOCOL["batch_size"],
-            learning_rate=SEED_PROTOCOL["learning_rate"],
-            num_train_epochs=SEED_PROTOCOL_EPOCHS.get(task.name, SEED_PROTOCOL["epochs"]),
+            per_device_train_batch_size=MRCOGITO_PROTOCOL["batch_size"],
+            per_device_eval_batch_size=MRCOGITO_PROTOCOL["batch_size"],
+            learning_rate=MRCOGITO_PROTOCOL["learning_rate"],
+            num_train_epochs=MRCOGITO_PROTOCOL_EPOCHS.get(task.name, MRCOGITO_PROTOCOL["epochs"]),
             eval_strategy="epoch",
             save_strategy="epoch",
             save_total_limit=2,
@@ -603,7 +606,7 @@ def glue_identity(task: GlueTask, model_args: ModelArguments, data_args: DataTra
         "columns": [data_args.sentence1_key, data_args.sentence2_key, data_args.label_key],
         "max_seq_length": data_args.max_seq_length,
         "max_train_samples": data_args.max_train_samples,
-        "seed_protocol": data_args.seed_protocol,
+        "mrcogito_protocol": data_args.mrcogito_protocol,
         "seed": seed,
     }
 
@@ -721,7 +724,9 @@ def run_task(
     if task.name == "mnli" and "eval_accuracy_mm" in eval_metrics:
         eval_metrics["eval_combined_score"] = (eval_metrics["eval_accuracy"] + eval_metrics["eval_accuracy_mm"]) / 2
     eval_metrics["eval_selection"] = (
-        "best epoch on dev (seed protocol)" if data_args.seed_protocol and training_args.do_train else "final model"
+        "best epoch on dev (MrCogito protocol)"
+        if data_args.mrcogito_protocol and training_args.do_train
+        else "final model"
     )
     trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)
@@ -831,7 +836,7 @@ def glue_summary(task, metrics, config, checkpoint_id, model_args, data_args, tr
         steps_per_second=metrics.get("train_steps_per_second"),
         epochs=metrics.get("epoch"),
         train_samples=metrics.get("train_samples"),
-        seed_protocol=data_args.seed_protocol,
+        mrcogito_protocol=data_args.mrcogito_protocol,
         selection=metrics["eval_selection"],
     )
 
@@ -942,8 +947,8 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     tasks = parse_task_names(data_args.task_name) if data_args.task_name else [None]
     if len(tasks) > 1 and (data_args.train_file or data_args.validation_file):
         raise ValueError("--train_file/--validation_file hold one task: give a single --task_name.")
-    if data_args.seed_protocol:
-        data_args = dataclasses.replace(data_args, max_seq_length=SEED_PROTOCOL["max_seq_length"])
+    if data_args.mrcogito_protocol:
+        data_args = dataclasses.replace(data_args, max_seq_length=MRCOGITO_PROTOCOL["max_seq_length"])
     if training_args.push_to_hub:
         check_push_to_hub(training_args.hub_model_id, training_args.hub_token)
     check_hub_sources(model_args)
@@ -1005,12 +1010,23 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     return summaries
 
 
+def current_flag(name: str) -> str:
+    """The argument `name` under its current name; a renamed one (`RENAMED_FIELDS`) is logged as deprecated, naming
+    the flag to use instead."""
+    if name not in RENAMED_FIELDS:
+        return name
+    logger.warning(f"--{name} is deprecated (removed in 0.3): use --{RENAMED_FIELDS[name]}, which does the same.")
+    return RENAMED_FIELDS[name]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+        values = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        model_args, data_args, training_args = parser.parse_dict({current_flag(k): v for k, v in values.items()})
     else:
+        argv = [re.sub(r"^--(\w+)", lambda flag: f"--{current_flag(flag[1])}", token) for token in argv]
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     setup_logging(training_args, logger)
     torch.set_flush_denormal(True)  # CPU: MRPC fine-tuning ~1.09x faster with denormals flushed (same loss)

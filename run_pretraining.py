@@ -96,7 +96,7 @@ from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderMo
 
 logger = logging.getLogger(__name__)
 
-# `--model_type`: the seed log's MLM heads, each the `ConceptEncoderForMaskedLM` config fields it sets (on a new
+# `--model_type`: the research log's MLM heads, each the `ConceptEncoderForMaskedLM` config fields it sets (on a new
 # config, and on a checkpoint's); `perceiver_mlm` leaves `decoder_query` as the config has it.
 MODEL_TYPES = {
     "weighted_mlm": {"mlm_decoder": "weighted"},
@@ -105,10 +105,10 @@ MODEL_TYPES = {
 }
 BASELINE_TYPES = ("bert_mlm",)  # transformers models trained by the same script, to compare with
 OBJECTIVES = ("mlm", "tsdae", "distill")
-DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # the seed's tokenizer
+DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # MrCogito's tokenizer
 FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 ARCHITECTURES = ("concept_encoder", "mrcogito")
-RANK_DOCUMENTS = 320  # the seed measured the effective rank on 320 documents
+RANK_DOCUMENTS = 320  # MrCogito measured the effective rank on 320 documents
 TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
@@ -130,7 +130,7 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Checkpoint folder or Hub id to continue from (sizes then come from it); ours or the seed's "
+            "help": "Checkpoint folder or Hub id to continue from (sizes then come from it); ours or MrCogito's "
             "(ksopyla/concept-encoder-*)."
         },
     )
@@ -138,7 +138,7 @@ class ModelArguments:
         default=None,
         metadata={
             "help": f"Modules of a model trained from scratch: {ARCHITECTURES[0]!r} (default: this package's) or "
-            f"{ARCHITECTURES[1]!r} (the seed's exact model, ConceptEncoderConfig.from_seed)."
+            f"{ARCHITECTURES[1]!r} (MrCogito's exact model, ConceptEncoderConfig.from_mrcogito)."
         },
     )
     encoder_layer_type: str | None = config_field("encoder_layer_type")
@@ -175,7 +175,7 @@ class ModelArguments:
         default=None,
         metadata={
             "help": f"Tokenizer folder or Hub id; default: the checkpoint's own with --model_name_or_path, "
-            f"else {DEFAULT_TOKENIZER} (the seed's)."
+            f"else {DEFAULT_TOKENIZER} (MrCogito's)."
         },
     )
     train_tokenizer_vocab_size: int | None = field(
@@ -343,7 +343,7 @@ class DataTrainingArguments:
     tsdae_mode: str = field(
         default="mask",
         metadata={
-            "help": "TSDAE: 'mask' hides deleted tokens in place (the seed's), 'delete' removes them, 'suffix' "
+            "help": "TSDAE: 'mask' hides deleted tokens in place (MrCogito's), 'delete' removes them, 'suffix' "
             "encodes the first half of each line and reconstructs the second (no deletion)."
         },
     )
@@ -451,7 +451,7 @@ def build_config(model_args: ModelArguments, objective: str = "mlm") -> ConceptE
         return config
     sizes = given_config_flags(model_args)
     if model_args.architecture == "mrcogito":
-        config = ConceptEncoderConfig.from_seed(model_args.model_type, **sizes, **concept_settings)
+        config = ConceptEncoderConfig.from_mrcogito(model_args.model_type, **sizes, **concept_settings)
     elif model_args.config_name is not None:
         config = ConceptEncoderConfig.from_pretrained(model_args.config_name, **hub_options(model_args))
         config.update({**head, **sizes, **concept_settings})
@@ -594,7 +594,8 @@ def pretraining_identity(
 
 
 def run_name_of(model_type: str, config: ConceptEncoderConfig, training_args: TrainingArguments) -> str:
-    """The seed's run name, `perceiver_mlm_H512L6C128_20260208_211633`; every process gets rank 0's timestamp."""
+    """The research log's run name, `perceiver_mlm_H512L6C128_20260208_211633`; every process gets rank 0's
+    timestamp."""
     stamp = [timestamp()]
     if training_args.world_size > 1:
         torch.distributed.broadcast_object_list(stamp, src=0)
@@ -750,7 +751,7 @@ def select(dataset, limit: int | None, streaming: bool):
 def bert_config_of(config: ConceptEncoderConfig) -> BertConfig:
     """The `bert_mlm` baseline's config: a transformers BERT with the concept encoder's width, depth, heads,
     positions, dropout and vocabulary (initialisation: BERT's own, std 0.02, a plain transformer as a user would
-    build it; the concept encoder keeps the seed's 0.1). Its FFN is a plain GELU MLP (2·H·I' weights), the concept
+    build it; the concept encoder keeps MrCogito's 0.1). Its FFN is a plain GELU MLP (2·H·I' weights), the concept
     encoder's a gated one (3·H·I), so I' = 1.5·I gives both the same FFN parameter count and FLOPs per row, as
     benchmarks/bench_encoder.py sizes it. BERT rather than ModernBERT: the classic MLM encoder, absolute positions
     like the concept encoder's, no local-attention or unpadding switches to tell apart, and the model the benchmark
@@ -857,7 +858,7 @@ def rank_batch(dataset, tokenizer) -> dict[str, torch.Tensor]:
 
 
 def concept_losses_text(config: ConceptEncoderConfig) -> str:
-    """The seed log's "Concept Losses" column: `none`, `combined + kendall_gal`, `combined + fixed=0.1`."""
+    """The research log's "Concept Losses" column: `none`, `combined + kendall_gal`, `combined + fixed=0.1`."""
     simcse = f" + simcse={config.simcse_weight:g}" if config.simcse_weight else ""
     if not config.concept_losses:
         return f"none{simcse}"
@@ -999,9 +1000,9 @@ def main(argv: list[str] | None = None):
         tokenizer = load_tokenizer(model_args, None, None, training_args, None)
         check_tokenizer(tokenizer, model_args, data_args.objective, config)
 
-    # 3. Run id (the seed's form unless --run_name is given), output folder and the checkpoint to resume from. The
-    # default folder is named by what the run is, so rerunning the same command resumes it; a folder holding another
-    # run, or files this package did not write, is refused (concept_encoder_training/run_folder.py).
+    # 3. Run id (the research log's form unless --run_name is given), output folder and the checkpoint to resume from.
+    # The default folder is named by what the run is, so rerunning the same command resumes it; a folder holding
+    # another run, or files this package did not write, is refused (concept_encoder_training/run_folder.py).
     identity = pretraining_identity(model_args, data_args, config, training_args.seed)
     new_run_id = training_args.run_name or run_name_of(model_kind, config, training_args)
     if training_args.output_dir == "trainer_output":  # transformers' default: --output_dir was not given
@@ -1085,7 +1086,7 @@ def main(argv: list[str] | None = None):
         else None,
     )
     concept_model = model_args.model_type in MODEL_TYPES
-    if concept_model:  # the seed measured the rank on training documents
+    if concept_model:  # MrCogito measured the rank on training documents
         concept_callback = ConceptLossCallback(
             eval_batch=rank_batch(train_dataset, tokenizer), warmup_steps=model_args.concept_loss_warmup_steps
         )

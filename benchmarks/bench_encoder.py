@@ -9,7 +9,7 @@ SDPA) and `transformers.PerceiverModel` (`hf_perceiver`: the latents read the to
 then `num_hidden_layers` latent self-attention blocks). It prints one markdown table: median seconds per step after
 warm-up, tokens/s, the ratio to each peer, the peak memory of the step and the achieved GFLOP/s of an analytic FLOP
 count beside the measured fp32 (or bf16) matmul peak of the same machine. Then a long-sequence check (one training
-step at `--long_length`, 65536 by default, within `--memory_budget_gib`), the seed's scaling rule (C grows with N:
+step at `--long_length`, 65536 by default, within `--memory_budget_gib`), MrCogito's scaling rule (C grows with N:
 `--concepts_per_tokens 4096:512,32768:2048,262144:4096`, one training step each) and one training step of the
 perceiver MLM head with sparse decoding (15% of positions labelled) against decoding every position.
 
@@ -102,7 +102,7 @@ class BenchmarkArguments:
     concepts_per_tokens: str | None = field(
         default=None,
         metadata={
-            "help": "The (N, C) scaling sweep: comma-separated N:C pairs, one training step each, e.g. the seed's "
+            "help": "The (N, C) scaling sweep: comma-separated N:C pairs, one training step each, e.g. MrCogito's "
             "plan '4096:512,32768:2048,262144:4096'."
         },
     )
@@ -650,7 +650,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int, str], Result]:
 
     if args.sweep:
         print(
-            "\n### The seed's scaling rule: C grows with N, one training step each, batch 1 "
+            "\n### MrCogito's scaling rule: C grows with N, one training step each, batch 1 "
             f"(budgets {args.time_budget_s:g} s, {args.memory_budget_gib:g} GiB)\n"
         )
         print(table_header(peers, concepts=True), flush=True)

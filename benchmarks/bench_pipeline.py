@@ -17,7 +17,7 @@ same model and batch.
    dataset, cached) is reported on its own, amortised over one epoch.
 
     python benchmarks/bench_pipeline.py --preset demo                      # the demo's TSDAE run
-    python benchmarks/bench_pipeline.py --preset seed --steps 8            # H512 L6 C128 MLM, N = 512
+    python benchmarks/bench_pipeline.py --preset mrcogito --steps 8        # H512 L6 C128 MLM, N = 512
     python benchmarks/bench_pipeline.py --preset demo -- --train_sampling_strategy group_by_length
 
 Everything after `--` is passed on to `run_pretraining.py` (and the matching sampler / workers are used for the
@@ -25,6 +25,7 @@ in-process breakdown).
 """
 
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ from benchmarks.bench_encoder import load_average  # noqa: E402
 from concept_encoder_training.trainer import ConceptTrainer  # noqa: E402
 from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 
+logger = logging.getLogger(__name__)
 DATA = REPO.parent / "shared" / "data" / "corpus" / "wikitext-2" / "train.txt"
 PRESETS = {
     # scripts/demo.py's pretraining run
@@ -57,14 +59,15 @@ PRESETS = {
         "--max_position_embeddings", "128", "--max_seq_length", "64", "--per_device_train_batch_size", "32",
         "--learning_rate", "1e-3",
     ],
-    # the seed's size (H512 L6 C128, N = 512) with MLM on packed chunks; batch 16 as the benchmark's short table
-    "seed": [
+    # the research log's size (H512 L6 C128, N = 512) with MLM on packed chunks; batch 16 as the benchmark's short table
+    "mrcogito": [
         "--model_type", "perceiver_mlm", "--objective", "mlm", "--train_tokenizer_vocab_size", "32000",
         "--hidden_size", "512", "--num_hidden_layers", "6", "--num_attention_heads", "8",
         "--intermediate_size", "2048", "--concept_num", "128", "--max_position_embeddings", "512",
         "--max_seq_length", "512", "--per_device_train_batch_size", "16", "--learning_rate", "5e-4",
     ],
 }  # fmt: skip
+RENAMED_PRESETS = {"seed": "mrcogito"}  # old name → new (0.2): the old one works, with a warning, until 0.3
 
 
 @dataclass
@@ -79,6 +82,10 @@ class PipelineArguments:
     )
 
     def __post_init__(self):
+        if self.preset in RENAMED_PRESETS:
+            new = RENAMED_PRESETS[self.preset]
+            logger.warning(f"--preset {self.preset} is deprecated (removed in 0.3): use --preset {new}, the same.")
+            self.preset = new
         if self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r} is unknown: choose one of {list(PRESETS)}.")
         if self.steps < 2 or self.breakdown_batches < 2:

@@ -14,7 +14,7 @@ class DataCollatorForTSDAE:
     when every such token of a row is drawn, one of them (chosen at random) survives. `labels` are the original ids
     at every non-pad position (special tokens included) and -100 at padding, so the loss never counts padding.
 
-    - `mode="mask"` (the seed's runs): tokens stay at their original positions; deleted ones are hidden through
+    - `mode="mask"` (MrCogito's runs): tokens stay at their original positions; deleted ones are hidden through
       `attention_mask` (0) and their ids are replaced by the pad id, so no head can read them. A row's first token
       is never hidden (a [CLS] is special anyway): the model reads leading masked columns as left padding.
     - `mode="delete"` (the TSDAE paper): deleted tokens are removed from `input_ids`, survivors close the gap in

@@ -7,7 +7,7 @@ from modeling_concept_encoder import off_diagonal_cosines
 
 @torch.no_grad()
 def effective_rank(concepts: torch.Tensor) -> float:
-    """The seed log's "Eff. Rank": mean the concept states over the batch to one `[C, H]` matrix, then
+    """The research log's "Eff. Rank": mean the concept states over the batch to one `[C, H]` matrix, then
     (sum of singular values) / (largest singular value). Identical concepts give 1, C orthonormal ones give C."""
     matrix = concepts.float().reshape(-1, *concepts.shape[-2:]).mean(dim=0)
     singular_values = torch.linalg.svdvals(matrix)
@@ -31,9 +31,9 @@ def mean_concept_cosine(concepts: torch.Tensor) -> float:
 
 
 class ConceptStatistics:
-    """The three diagnostics above over any number of batches, as if the batches were one: the seed's effective rank
-    of the mean `[C, H]` concept matrix of every example seen, and the per-example means of the entropy effective
-    rank and the mean concept cosine."""
+    """The three diagnostics above over any number of batches, as if the batches were one: the research log's
+    effective rank of the mean `[C, H]` concept matrix of every example seen, and the per-example means of the
+    entropy effective rank and the mean concept cosine."""
 
     def __init__(self):
         self.total, self.count, self.entropy_sum, self.cosine_sum = None, 0, 0.0, 0.0

@@ -1,7 +1,7 @@
 """Pictures of a set of runs (matplotlib, no display needed): training curves and task scores.
 
-- `plot_training_curves`: effective rank (the seed's form, on the evaluation batch the run measured) and task loss
-  against the training step, one line per pretraining run in one colour across both panels, read from its
+- `plot_training_curves`: effective rank (the research log's form, on the evaluation batch the run measured) and task
+  loss against the training step, one line per pretraining run in one colour across both panels, read from its
   `trainer_state.json`; the rank axis runs from 0 to the number of concepts C, drawn as the full-rank line;
 - `plot_scores`: every task's score per model, bars with the standard deviation over fine-tuning seeds as error
   bars, the random-init level of each task as a dashed line and the majority-class level (always predicting the

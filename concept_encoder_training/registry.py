@@ -1,10 +1,10 @@
-r"""The experiment registry: one Markdown table, in the seed log's columns, with a row per pretraining run.
+r"""The experiment registry: one Markdown table, in the research log's columns, with a row per pretraining run.
 
 Every run folder holds a `run_summary.json`. A pretraining run (`"kind": "pretraining"`) owns a row; a GLUE run
 (`"kind": "glue"`) fills the "Key GLUE Scores" cell of its checkpoint's row (and creates that row when the checkpoint
 has none, e.g. a random-init `scratch_...` baseline). The table can always be rebuilt from the run folders, so rows
 are never lost or duplicated; a rerun of the same run id updates its row; hand-written "Conclusion / Takeaway" cells
-and rows without a run folder (e.g. the seed's) survive every update and rebuild.
+and rows without a run folder (e.g. the research log's) survive every update and rebuild.
 
 Guarantees: every update is a read-modify-write under an exclusive file lock (`registry.md.lock`), written to a
 temporary file and renamed over the registry, so concurrent runs never lose each other's rows and a reader never
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from concept_encoder_training.run_info import SUMMARY_FILE
+from concept_encoder_training.run_info import SUMMARY_FILE, current_field_names
 from model_cards import format_effective_rank
 
 COLUMNS = [
@@ -49,7 +49,7 @@ COLUMNS = [
     "Conclusion / Takeaway",
 ]
 RUN_ID, GLUE, ZERO_SHOT, CONCLUSION = "Run ID / Model Type", "Key GLUE Scores", "Zero-shot STS", "Conclusion / Takeaway"
-LEGACY_COLUMNS = [column for column in COLUMNS if column != ZERO_SHOT]  # the seed log's; our tables before zero-shot
+LEGACY_COLUMNS = [column for column in COLUMNS if column != ZERO_SHOT]  # the research log's, ours before zero-shot
 MISSING = "--"
 KINDS = ("pretraining", "glue", "zero_shot")
 ZERO_SHOT_NAMES = {"stsb": "STS-B", "sickr": "SICK-R"}  # zero_shot.py's benchmark keys as the tables show them
@@ -64,7 +64,7 @@ GLUE_ORDER = [
     "QNLI",
     "RTE",
     "WNLI",
-]  # the seed's order first
+]  # the research log's order first
 PERCENT_METRICS = {"accuracy", "f1"}
 logger = logging.getLogger(__name__)
 HEADER_TEXT = (
@@ -132,7 +132,8 @@ class Registry:
         end = start + 2  # header and separator
         while end < len(lines) and lines[end].lstrip().startswith("|"):
             cells = _split_cells(lines[end])
-            names = LEGACY_COLUMNS if len(cells) == len(LEGACY_COLUMNS) else columns  # a row pasted from the seed log
+            # a row pasted from the research log has its columns
+            names = LEGACY_COLUMNS if len(cells) == len(LEGACY_COLUMNS) else columns
             if len(cells) == len(names):
                 self.rows.append({ZERO_SHOT: MISSING, **dict(zip(names, cells))})
             else:
@@ -269,7 +270,7 @@ def checkpoint_row(glue_summary: dict) -> dict:
 
 
 def format_glue_score(metric: str, score: float, std: float | None = None) -> str:
-    """`f1 0.813` → `81.3%`; correlations (Pearson, Matthews) as `0.627`, as in the seed log; with the standard
+    """`f1 0.813` → `81.3%`; correlations (Pearson, Matthews) as `0.627`, as in the research log; with the standard
     deviation over seeds `81.3 ± 0.4%`, `0.627 ± 0.012`."""
     if metric in PERCENT_METRICS:
         return f"{100 * score:.1f}%" if std is None else f"{100 * score:.1f} ± {100 * std:.1f}%"
@@ -320,7 +321,7 @@ def read_summary(run_dir: str | Path) -> dict:
             f"{path} not found: {run_dir} is not a run folder (run_pretraining.py/run_glue.py "
             "write it at the end of a run)."
         )
-    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary = current_field_names(json.loads(path.read_text(encoding="utf-8")))
     if summary.get("kind") not in KINDS:
         raise ValueError(f"{path}: 'kind' must be one of {list(KINDS)}, found {summary.get('kind')!r}.")
     return summary
@@ -395,7 +396,7 @@ PRETRAINING_FIELDS = (
     "model_type", "objective", "recipe", "tsdae_mode", "deletion_prob", "mlm_probability", "concept_losses",
     "architecture", "encoder_layer_type", "pretraining_data", "epochs",
 )  # fmt: skip
-SCORING_FIELDS = ("kind", "pair_encoding", "seed_protocol", "seed", "epochs", "train_samples", "selection")
+SCORING_FIELDS = ("kind", "pair_encoding", "mrcogito_protocol", "seed", "epochs", "train_samples", "selection")
 
 
 def collect_scores(runs_root: str | Path) -> tuple[dict, dict]:
@@ -476,7 +477,7 @@ def plot_runs(runs_root: str | Path, output_dir: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description="Experiment registry (Markdown table in the seed log's columns).")
+    parser = argparse.ArgumentParser(description="Experiment registry (Markdown table in the research log's columns).")
     commands = parser.add_subparsers(dest="command", required=True)
     rebuild = commands.add_parser("rebuild", help="rebuild the table from the run folders' run_summary.json files")
     rebuild.add_argument("--runs_dir", default="outputs", help="folder searched recursively for run_summary.json")

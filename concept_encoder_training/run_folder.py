@@ -32,6 +32,8 @@ import torch
 from filelock import FileLock, Timeout
 from transformers import TrainerCallback
 
+from concept_encoder_training.run_info import current_field_names
+
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILE = "run_identity.json"
@@ -55,12 +57,16 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
 
 
 def read_identity(folder: str | Path) -> dict | None:
-    """The run identity recorded in `folder`, or None when it has none (or an unreadable one)."""
+    """The run identity recorded in `folder` (under the current field names), or None when it has none (or an
+    unreadable one)."""
     path = Path(folder) / IDENTITY_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if "identity" in record:
+        record["identity"] = current_field_names(record["identity"])
+    return record
 
 
 def identity_hash(identity: dict) -> str:

@@ -17,10 +17,13 @@ from transformers import PretrainedConfig, TrainingArguments
 
 SUMMARY_FILE = "run_summary.json"
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
+# Script arguments renamed in 0.2, old name → new, and so the run_summary.json and run_identity.json fields that
+# record them: the old flag works with a warning until 0.3; a run folder that recorded the old field reads as new.
+RENAMED_FIELDS = {"seed_protocol": "mrcogito_protocol"}
 
 
 def architecture_of(config: PretrainedConfig) -> str:
-    """The seed log's "Architecture" cell, e.g. `H512 L6 C128` (width, layers, concepts); another transformers
+    """The research log's "Architecture" cell, e.g. `H512 L6 C128` (width, layers, concepts); another transformers
     model (a baseline) as `H128 L2 (bert)`."""
     if getattr(config, "concept_num", None) is None:
         return f"H{config.hidden_size} L{config.num_hidden_layers} ({config.model_type})"
@@ -33,7 +36,7 @@ def timestamp(moment: datetime | None = None) -> str:
 
 
 def run_id(*parts: str) -> str:
-    """The seed's run-id form: parts joined by `_`, architecture strings without spaces, e.g.
+    """The research log's run-id form: parts joined by `_`, architecture strings without spaces, e.g.
     `run_id("perceiver_mlm", "H512 L6 C128", "20260208_211633")` → `perceiver_mlm_H512L6C128_20260208_211633`."""
     return "_".join(part.replace(" ", "") for part in parts)
 
@@ -86,6 +89,12 @@ def write_run_summary(output_dir: str | Path, summary: dict) -> Path:
     path = Path(output_dir, SUMMARY_FILE)
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def current_field_names(record: dict) -> dict:
+    """A run record written before a field was renamed (`RENAMED_FIELDS`), under the current names: an older run
+    folder then resumes, and its scores compare, as the same run."""
+    return {RENAMED_FIELDS.get(name, name): value for name, value in record.items()}
 
 
 def read_run_summary(output_dir: str | Path) -> dict | None:

@@ -109,8 +109,8 @@ def limit_to_positions(tokenizer, max_position_embeddings: int):
 def check_tokenizer_fits(tokenizer, config, name: str, fix: str) -> None:
     """The one rule by which every script (run_pretraining.py, run_glue.py, the converter) accepts a tokenizer for a
     model's embeddings: each of its ids indexes a row (`len(tokenizer)` ≤ `vocab_size`; rows beyond it are padding,
-    as ModernBERT's 50368 rows for 50280 tokens or a seed checkpoint's 100 rows for a smaller tokenizer), and its pad
-    and mask ids are the ones the config records (the model was trained with them). Raise `ValueError` naming the
+    as ModernBERT's 50368 rows for 50280 tokens or a MrCogito checkpoint's 100 rows for a smaller tokenizer), and its
+    pad and mask ids are the ones the config records (the model was trained with them). Raise `ValueError` naming the
     tokenizer (`name`), the sizes or ids, and `fix`."""
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
@@ -127,8 +127,8 @@ def check_tokenizer_fits(tokenizer, config, name: str, fix: str) -> None:
 
 
 def check_has_tokenizer(source: str) -> None:
-    """Refuse a local folder without tokenizer files (a seed checkpoint ships none) naming `--tokenizer_name`, rather
-    than with transformers' message about converting slow tokenizers."""
+    """Refuse a local folder without tokenizer files (a MrCogito checkpoint ships none) naming `--tokenizer_name`,
+    rather than with transformers' message about converting slow tokenizers."""
     folder = Path(source)
     if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(

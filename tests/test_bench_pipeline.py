@@ -1,5 +1,7 @@
 """The training-pipeline overhead report: its arithmetic on known numbers, its arguments, its flag reading."""
 
+import logging
+
 import pytest
 
 from benchmarks.bench_pipeline import PipelineArguments, overhead_report, overhead_rows
@@ -55,7 +57,10 @@ def test_overhead_report_shows_the_ratio_and_every_part():
     assert "| rest of the Trainer loop (dataloader, callbacks, logging, scheduler) | 34.0 | 17% |" in report
 
 
-def test_pipeline_arguments():
+def test_pipeline_arguments(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert PipelineArguments(preset="seed").preset == "mrcogito"  # the old name, until 0.3
+    assert "--preset seed is deprecated (removed in 0.3): use --preset mrcogito" in caplog.text
     with pytest.raises(ValueError, match="--preset 'gpt' is unknown"):
         PipelineArguments(preset="gpt")
     with pytest.raises(ValueError, match="at least 2"):

@@ -135,8 +135,9 @@ def test_effective_rank_known_values():
 
 
 def test_effective_rank_forms_differ_on_batches():
-    """The seed form ranks the batch-mean matrix; the entropy form averages per example: two rank-1 examples (the
-    first half of the concepts along e0 in one, the second half along e1 in the other) give a rank-2 mean."""
+    """The research log's form ranks the batch-mean matrix; the entropy form averages per example: two rank-1
+    examples (the first half of the concepts along e0 in one, the second half along e1 in the other) give a rank-2
+    mean."""
     first, second = torch.zeros(C, H), torch.zeros(C, H)
     first[: C // 2, 0], second[C // 2 :, 1] = 1.0, 1.0
     batch = torch.stack([first, second])

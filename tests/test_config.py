@@ -1,4 +1,4 @@
-"""ConceptEncoderConfig: seed defaults, serialisation, and a clear error naming the field for every bad value."""
+"""ConceptEncoderConfig: MrCogito's defaults, serialisation, and a clear error naming the field for every bad value."""
 
 import pytest
 from conftest import tiny_config
@@ -6,7 +6,7 @@ from conftest import tiny_config
 from configuration_concept_encoder import ConceptEncoderConfig
 
 
-def test_defaults_follow_the_seed_h512_l6_c128_runs():
+def test_defaults_follow_mrcogitos_h512_l6_c128_runs():
     config = ConceptEncoderConfig()
     assert (config.hidden_size, config.num_hidden_layers, config.concept_num, config.num_attention_heads) == (
         512,
@@ -131,7 +131,7 @@ def test_valid_edge_values_are_accepted(tmp_path):
     ],
 )  # fmt: skip
 def test_a_class_per_variant_in_architectures_reads_as_our_class_and_its_fields(legacy, class_name, variant):
-    """0.1.0 and the seed had a class per head variant; a config naming one reads as our class with the variant's
+    """0.1.0 and MrCogito had a class per head variant; a config naming one reads as our class with the variant's
     fields, whatever the dict says of them (the old class fixed them), and saves under the new name."""
     written = {**tiny_config().to_dict(), "architectures": [legacy], "mlm_decoder": "weighted"}
     written.pop("classifier_head")  # 0.1.0 wrote no such field

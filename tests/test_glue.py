@@ -2,6 +2,7 @@
 runs of tiny checkpoints, and the error messages of bad input."""
 
 import json
+import logging
 import time
 
 import numpy as np
@@ -22,6 +23,8 @@ from concept_encoder_training.glue import (
     read_glue_tsv,
 )
 from concept_encoder_training.hub import HubAccessError
+from concept_encoder_training.registry import read_summary
+from concept_encoder_training.run_folder import read_identity
 from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "qnli": 5463, "wnli": 71}
@@ -343,27 +346,52 @@ def test_seeds_give_one_run_each_and_numpys_mean_and_std(checkpoint, data_dir, t
 
 
 @pytest.mark.slow
-def test_seed_protocol_settings_and_best_epoch_label(tokenizer, data_dir, tmp_path):
+def test_mrcogito_protocol_settings_and_best_epoch_label(tokenizer, data_dir, tmp_path):
     checkpoint = tmp_path / "positions_128"  # the protocol's max length is 128
     config = tiny_config(
         vocab_size=len(tokenizer), max_position_embeddings=128, num_hidden_layers=1, decoder_query="position"
     )
     ConceptEncoderForMaskedLM(config).save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
-    (summary,) = fine_tune(checkpoint, tmp_path / "run", data_dir, "rte", "--seed_protocol")
-    assert summary["pair_encoding"] == "concat" and summary["seed_protocol"]
-    assert summary["selection"] == "best epoch on dev (seed protocol)" and summary["epochs"] == 20
+    (summary,) = fine_tune(checkpoint, tmp_path / "run", data_dir, "rte", "--mrcogito_protocol")
+    assert summary["pair_encoding"] == "concat" and summary["mrcogito_protocol"]
+    assert summary["selection"] == "best epoch on dev (MrCogito protocol)" and summary["epochs"] == 20
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["best_metric"] == max(
         entry["eval_accuracy"] for entry in state["log_history"] if "eval_accuracy" in entry
     )
     assert results(tmp_path / "run")["eval_accuracy"] == state["best_metric"]  # the reported score is the best epoch's
-    data_args = run_glue.DataTrainingArguments(task_name="qqp", seed_protocol=True)
+    data_args = run_glue.DataTrainingArguments(task_name="qqp", mrcogito_protocol=True)
     args = run_glue.task_training_args(
         run_glue.TrainingArguments(output_dir=str(tmp_path)), TASKS["qqp"], data_args, str(tmp_path), separate=False
     )
     assert (args.per_device_train_batch_size, args.learning_rate, args.num_train_epochs) == (96, 1e-5, 3)
     assert args.metric_for_best_model == "combined_score" and args.load_best_model_at_end
+
+
+def test_seed_protocol_is_a_deprecated_alias_and_old_run_records_read_under_the_new_name(monkeypatch, caplog, tmp_path):
+    """`--seed_protocol` (0.1's name) still sets `--mrcogito_protocol`, as a flag or a `.json` key, with a warning
+    naming the new flag; a run folder that recorded `seed_protocol` resumes and scores as the same run."""
+    monkeypatch.setattr(run_glue, "run", lambda *arguments: arguments)  # the parsed arguments, nothing run
+    needed = {"model_name_or_path": "unused", "task_name": "rte", "output_dir": str(tmp_path / "run")}
+    flags = [word for name, value in needed.items() for word in (f"--{name}", value)]
+    arguments = tmp_path / "arguments.json"
+    arguments.write_text(json.dumps({**needed, "seed_protocol": True}), encoding="utf-8")
+    for argv in ([*flags, "--seed_protocol"], [*flags, "--seed_protocol=true"], [str(arguments)]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="run_glue"):
+            _, data_args, _ = run_glue.main(argv)
+        assert data_args.mrcogito_protocol, argv
+        assert "--seed_protocol is deprecated (removed in 0.3): use --mrcogito_protocol" in caplog.text, argv
+    _, data_args, _ = run_glue.main(flags)
+    assert not data_args.mrcogito_protocol
+
+    folder = tmp_path / "old_run"
+    folder.mkdir()
+    (folder / "run_identity.json").write_text(json.dumps({"run_id": "r", "identity": {"seed_protocol": True}}))
+    assert read_identity(folder)["identity"] == {"mrcogito_protocol": True}
+    (folder / "run_summary.json").write_text(json.dumps({"kind": "glue", "seed_protocol": True}))
+    assert read_summary(folder) == {"kind": "glue", "mrcogito_protocol": True}
 
 
 def test_a_fine_tuned_classifier_asked_for_another_head_is_refused_naming_the_flags(tmp_path):

@@ -1,6 +1,6 @@
-"""The seed's checkpoints (`../shared/fixtures/mrcogito/`, written by the MrCogito code behind SEED_LOG.md) load
-exactly through the Auto class a user would pick, the seed preset builds the seed's model, and whatever the loader
-cannot serve exactly is refused with the field named."""
+"""MrCogito's checkpoints (`../shared/fixtures/mrcogito/`, written by the code behind the research log, SEED_LOG.md)
+load exactly through the Auto class a user would pick, the MrCogito preset builds MrCogito's model, and whatever the
+loader cannot serve exactly is refused with the field named."""
 
 import copy
 import json
@@ -27,10 +27,10 @@ MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 TIED = [name for name, entry in MANIFEST.items() if entry["config"].get("tie_word_embeddings")]
 
 
-def auto_class_of(seed_class: str):
-    if seed_class == "ConceptEncoder":
+def auto_class_of(mrcogito_class: str):
+    if mrcogito_class == "ConceptEncoder":
         return AutoModel
-    return AutoModelForMaskedLM if "MaskedLM" in seed_class else AutoModelForSequenceClassification
+    return AutoModelForMaskedLM if "MaskedLM" in mrcogito_class else AutoModelForSequenceClassification
 
 
 # Also run in a fresh process that cannot import this repository (after conversion), hence source text.
@@ -45,7 +45,7 @@ MAX_DIFFERENCES = textwrap.dedent(
 
 
     def max_differences(model, folder) -> dict:
-        \"\"\"Largest absolute difference of each output the seed stored in `folder/io.safetensors` from ours.\"\"\"
+        \"\"\"Largest absolute difference of each output MrCogito stored in `folder/io.safetensors` from ours.\"\"\"
         io = load_file(os.path.join(folder, "io.safetensors"))
         inputs = {key: io[key] for key in INPUT_KEYS if key in io}
         model.eval()
@@ -69,10 +69,10 @@ max_differences = _namespace["max_differences"]
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
-def test_seed_checkpoint_loads_exactly_through_the_auto_class(name):
-    seed_class = MANIFEST[name]["class"]
-    model = auto_class_of(seed_class).from_pretrained(FIXTURES / name)
-    class_name, variant = LEGACY_ARCHITECTURES[seed_class]
+def test_mrcogito_checkpoint_loads_exactly_through_the_auto_class(name):
+    mrcogito_class = MANIFEST[name]["class"]
+    model = auto_class_of(mrcogito_class).from_pretrained(FIXTURES / name)
+    class_name, variant = LEGACY_ARCHITECTURES[mrcogito_class]
     assert type(model).__name__ == class_name
     assert {field: getattr(model.config, field) for field in variant} == variant
     differences = max_differences(model, FIXTURES / name)
@@ -85,14 +85,14 @@ def test_seed_checkpoint_loads_exactly_through_the_auto_class(name):
 
 
 @pytest.mark.parametrize("name", TIED)
-def test_tied_seed_checkpoint_loads_with_the_head_tied(name):
+def test_tied_mrcogito_checkpoint_loads_with_the_head_tied(name):
     assert "lm_head.weight" not in load_file(FIXTURES / name / "model.safetensors")
     model = AutoModelForMaskedLM.from_pretrained(FIXTURES / name)
     assert model.lm_head.decoder.weight is model.encoder.embeddings.token_embeddings.weight
-    assert model.lm_head.decoder.bias is None  # the seed's bias-free Linear(H, V)
+    assert model.lm_head.decoder.bias is None  # MrCogito's bias-free Linear(H, V)
 
 
-def test_seed_config_translates_to_our_fields():
+def test_mrcogito_config_translates_to_our_fields():
     config = ConceptEncoderConfig.from_pretrained(FIXTURES / "tsdae_posonly_bixt")
     assert config.max_position_embeddings == 64
     assert config.encoder_layer_type == "bixt"
@@ -105,7 +105,7 @@ def test_seed_config_translates_to_our_fields():
     assert (weighted.lm_head_type, weighted.tie_word_embeddings) == ("norm_dense_act", False)
 
 
-SEED_PARAMETERS = {  # H512 L6 C128 I2048 V50368, 512 positions: the counts of the seed's own classes
+MRCOGITO_PARAMETERS = {  # H512 L6 C128 I2048 V50368, 512 positions: the counts of MrCogito's own classes
     "encoder": (modeling.ConceptEncoderModel, 57_645_056),
     "perceiver_mlm": (modeling.ConceptEncoderForMaskedLM, 61_059_584),
     "perceiver_posonly_mlm": (modeling.ConceptEncoderForMaskedLM, 61_059_584),
@@ -113,33 +113,33 @@ SEED_PARAMETERS = {  # H512 L6 C128 I2048 V50368, 512 positions: the counts of t
 }
 
 
-@pytest.mark.parametrize("head", sorted(SEED_PARAMETERS))
-def test_seed_preset_has_the_seed_parameter_count(head):
-    model_class, count = SEED_PARAMETERS[head]
+@pytest.mark.parametrize("head", sorted(MRCOGITO_PARAMETERS))
+def test_mrcogito_preset_has_the_mrcogito_parameter_count(head):
+    model_class, count = MRCOGITO_PARAMETERS[head]
     with torch.device("meta"):
-        model = model_class(ConceptEncoderConfig.from_seed(head))
+        model = model_class(ConceptEncoderConfig.from_mrcogito(head))
     assert sum(parameter.numel() for parameter in model.parameters()) == count
 
 
-def test_seed_preset_weights_have_the_seed_names_and_shapes():
-    """Every tensor of a seed checkpoint has its counterpart, same shape, in the preset model of the same class."""
+def test_mrcogito_preset_weights_have_the_mrcogito_names_and_shapes():
+    """Every tensor of a MrCogito checkpoint has its counterpart, same shape, in the preset model of the same class."""
     for name, entry in MANIFEST.items():
-        seed_config = {key: value for key, value in entry["config"].items() if key not in ("use_bixt",)}
+        mrcogito_config = {key: value for key, value in entry["config"].items() if key not in ("use_bixt",)}
         sizes = dict(
-            vocab_size=seed_config["vocab_size"],
-            hidden_size=seed_config["hidden_size"],
-            num_hidden_layers=seed_config["num_hidden_layers"],
-            num_attention_heads=seed_config["num_attention_heads"],
-            intermediate_size=seed_config["intermediate_size"],
-            concept_num=seed_config["concept_num"],
-            max_position_embeddings=seed_config["max_sequence_length"],
+            vocab_size=mrcogito_config["vocab_size"],
+            hidden_size=mrcogito_config["hidden_size"],
+            num_hidden_layers=mrcogito_config["num_hidden_layers"],
+            num_attention_heads=mrcogito_config["num_attention_heads"],
+            intermediate_size=mrcogito_config["intermediate_size"],
+            concept_num=mrcogito_config["concept_num"],
+            max_position_embeddings=mrcogito_config["max_sequence_length"],
             encoder_layer_type="bixt" if entry["config"].get("use_bixt") else "perceiver",
             tie_word_embeddings=entry["config"].get("tie_word_embeddings", False),
             num_labels=entry["config"].get("num_labels", 2),
         )
         head = {"ConceptEncoderForMaskedLMWeighted": "weighted_mlm"}.get(entry["class"], "perceiver_mlm")
         class_name, variant = LEGACY_ARCHITECTURES[entry["class"]]
-        config = ConceptEncoderConfig.from_seed(head, **sizes, **variant)
+        config = ConceptEncoderConfig.from_mrcogito(head, **sizes, **variant)
         ours = getattr(modeling, class_name)(config).state_dict()
         loaded = auto_class_of(entry["class"]).from_pretrained(FIXTURES / name).state_dict()
         assert {key: tuple(value.shape) for key, value in ours.items()} == {
@@ -147,9 +147,9 @@ def test_seed_preset_weights_have_the_seed_names_and_shapes():
         }, name
 
 
-def test_seed_preset_starts_from_the_seed_initialisation():
+def test_mrcogito_preset_starts_from_the_mrcogito_initialisation():
     torch.manual_seed(0)
-    config = ConceptEncoderConfig.from_seed(
+    config = ConceptEncoderConfig.from_mrcogito(
         "weighted_mlm", vocab_size=1000, hidden_size=256, num_hidden_layers=1, concept_num=64, intermediate_size=512
     )
     model = modeling.ConceptEncoderForMaskedLM(config)
@@ -166,7 +166,7 @@ def test_seed_preset_starts_from_the_seed_initialisation():
     assert ConceptEncoderConfig().initialization == "normal"  # today's defaults stay the default
 
 
-def test_seed_renamings_leave_our_weight_names_alone():
+def test_mrcogito_renamings_leave_our_weight_names_alone():
     configs = [
         tiny_config(encoder_layer_type="bixt", bixt_token_ffn=True),
         tiny_config(decoder_position_embeddings="own", lm_head_type="norm_dense_act", tie_word_embeddings=False),
@@ -176,7 +176,7 @@ def test_seed_renamings_leave_our_weight_names_alone():
             variant_config = copy.deepcopy(config)
             variant_config.update(variant)
             for key in getattr(modeling, class_name)(variant_config).state_dict():
-                for source in modeling.SEED_WEIGHT_RENAMINGS:
+                for source in modeling.MRCOGITO_WEIGHT_RENAMINGS:
                     assert not re.search(source, key), (source, key)
 
 
@@ -197,20 +197,26 @@ def copy_fixture(name, tmp_path, **config_changes):
         (dict(concept_position_type="sinusoidal"), "concept_position_type"),
     ],
 )
-def test_unsupported_seed_config_is_refused_naming_the_field(tmp_path, changes, field):
+def test_unsupported_mrcogito_config_is_refused_naming_the_field(tmp_path, changes, field):
     folder = copy_fixture("perceiver_mlm", tmp_path, **changes)
     with pytest.raises(ValueError, match=field):
         AutoModelForMaskedLM.from_pretrained(folder)
 
 
-def test_seed_fields_given_to_our_config_are_refused():
+def test_mrcogito_fields_given_to_our_config_are_refused():
     with pytest.raises(ValueError, match="max_sequence_length"):
         ConceptEncoderConfig(max_sequence_length=64)
     with pytest.raises(ValueError, match="head"):
-        ConceptEncoderConfig.from_seed("diffusion_mlm")
+        ConceptEncoderConfig.from_mrcogito("diffusion_mlm")
 
 
-def seed_encoder_with_bixt_flipped(tmp_path):
+def test_from_seed_is_a_deprecated_alias_of_from_mrcogito():
+    with pytest.warns(DeprecationWarning, match="from_seed is deprecated .*use from_mrcogito"):
+        old = ConceptEncoderConfig.from_seed("weighted_mlm", hidden_size=64)
+    assert old.to_dict() == ConceptEncoderConfig.from_mrcogito("weighted_mlm", hidden_size=64).to_dict()
+
+
+def mrcogito_encoder_with_bixt_flipped(tmp_path):
     """`use_bixt` set on a perceiver checkpoint: the BiXT token attention would be random."""
     return copy_fixture("encoder", tmp_path, use_bixt=True)
 
@@ -226,7 +232,7 @@ def our_mlm_without_an_encoder_weight(tmp_path):
 @pytest.mark.parametrize(
     "make_folder, auto_class, weight",
     [
-        (seed_encoder_with_bixt_flipped, AutoModel, "token_attention"),
+        (mrcogito_encoder_with_bixt_flipped, AutoModel, "token_attention"),
         (our_mlm_without_an_encoder_weight, AutoModelForMaskedLM, r"encoder\.layers\.1\.ffn\.wo\.bias"),
     ],
 )
@@ -276,9 +282,9 @@ CONVERTED_LOADER = MAX_DIFFERENCES + textwrap.dedent(
 )
 
 
-def test_converted_seed_checkpoints_load_with_remote_code_in_a_fresh_process(tmp_path):
+def test_converted_mrcogito_checkpoints_load_with_remote_code_in_a_fresh_process(tmp_path):
     """`convert_mrcogito_checkpoint.py SRC OUT` writes a complete Hub folder of ours: it loads with
-    `trust_remote_code=True` where this repository cannot be imported, with the seed's outputs."""
+    `trust_remote_code=True` where this repository cannot be imported, with MrCogito's outputs."""
     tokenizer = train_tokenizer(["the cat sat on the mat", "a dog ran in the park"] * 20, vocab_size=60)
     tokenizer.save_pretrained(tmp_path / "tokenizer")
     auto_classes = {}
@@ -317,11 +323,11 @@ def test_converter_given_an_offline_hub_id_names_it_and_the_local_alternative(tm
     assert not (tmp_path / "out").exists()
 
 
-def test_one_tokenizer_rule_lets_the_readme_seed_commands_run(monkeypatch, tmp_path, data_dir):
+def test_one_tokenizer_rule_lets_the_readme_mrcogito_commands_run(monkeypatch, tmp_path, data_dir):
     """Issue 23.12: the converter accepted `len(tokenizer)` ≤ `vocab_size` while run_glue.py and run_pretraining.py
-    demanded equality for a checkpoint without a tokenizer, which blocked the README's seed-checkpoint commands. One
-    rule now (at most `vocab_size` tokens, the config's pad and mask ids), on the seed fixtures (vocab_size 100)."""
-    seed = FIXTURES / "perceiver_posonly_mlm"
+    demanded equality for a checkpoint without a tokenizer, which blocked the README's MrCogito-checkpoint commands. One
+    rule now (at most `vocab_size` tokens, the config's pad and mask ids), on the MrCogito fixtures (vocab_size 100)."""
+    mrcogito = FIXTURES / "perceiver_posonly_mlm"
     small = tmp_path / "small"  # fewer tokens than the checkpoint's 100 rows, [PAD] 0 and [MASK] 4 as its config
     train_tokenizer(["the cat sat on the mat", "a dog ran in the park"] * 20, vocab_size=60).save_pretrained(small)
     corpus = tmp_path / "corpus"
@@ -331,14 +337,14 @@ def test_one_tokenizer_rule_lets_the_readme_seed_commands_run(monkeypatch, tmp_p
     sizes = dict.fromkeys(["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                            "concept_num", "max_position_embeddings"])  # fmt: skip
     args = tiny_args(
-        corpus, tmp_path / "tsdae", model_name_or_path=str(seed), tokenizer_name=str(small), model_type=
+        corpus, tmp_path / "tsdae", model_name_or_path=str(mrcogito), tokenizer_name=str(small), model_type=
         "perceiver_posonly_mlm", objective="tsdae", line_by_line=True, train_tokenizer_vocab_size=None, max_steps=1,
         save_steps=1, max_seq_length=16, **sizes,
     )  # fmt: skip
     run_main(monkeypatch, args)
     assert json.loads((tmp_path / "tsdae" / "config.json").read_text())["vocab_size"] == 100  # its rows kept
     glue = [
-        "--model_name_or_path", str(seed), "--tokenizer_name", str(small), "--classifier", "via_decoder",
+        "--model_name_or_path", str(mrcogito), "--tokenizer_name", str(small), "--classifier", "via_decoder",
         "--task_name", "mrpc", "--data_dir", str(data_dir / "glue"), "--max_train_samples", "8",
         "--max_eval_samples", "8", "--max_seq_length", "32", "--save_strategy", "no", "--registry_file", "",
         "--report_to", "none", "--disable_tqdm", "true",
@@ -356,4 +362,4 @@ def test_one_tokenizer_rule_lets_the_readme_seed_commands_run(monkeypatch, tmp_p
     with pytest.raises(ValueError, match=message):
         run_glue.main([*glue[:3], str(large), *glue[4:], "--output_dir", str(tmp_path / "large_glue")])
     with pytest.raises(ValueError, match=message):
-        convert_mrcogito_checkpoint.main([str(seed), str(tmp_path / "converted"), "--tokenizer_name", str(large)])
+        convert_mrcogito_checkpoint.main([str(mrcogito), str(tmp_path / "converted"), "--tokenizer_name", str(large)])

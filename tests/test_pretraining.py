@@ -299,7 +299,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, corpus):
     state = json.loads((run_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     summary = json.loads((run_dir / "run_summary.json").read_text())
-    assert summary["run_id"].startswith("perceiver_mlm_H32L1C8_2")  # the seed's form: rank 0's timestamp
+    assert summary["run_id"].startswith("perceiver_mlm_H32L1C8_2")  # the research log's form: rank 0's timestamp
 
 
 def test_accelerate_launch_two_processes_on_cpu(tmp_path, corpus):

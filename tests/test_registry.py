@@ -64,7 +64,7 @@ def table_rows(path):
 A, B = "perceiver_mlm_H512L6C128_20260208_211633", "perceiver_posonly_mlm_H512L6C128_20260209_102656"
 
 
-def test_two_runs_give_two_rows_in_the_seed_format(tmp_path):
+def test_two_runs_give_two_rows_in_the_research_log_format(tmp_path):
     registry = tmp_path / "registry.md"
     record_run(save_run(tmp_path / "runs" / A, pretraining_summary(A, "2026-02-08")), registry)
     record_run(save_run(tmp_path / "runs" / B, pretraining_summary(B, "2026-02-09", 2.64, 122.3)), registry)
@@ -138,13 +138,13 @@ def test_rebuild_gives_the_same_table_and_reruns_update_their_row(tmp_path):
 def test_conclusions_and_hand_written_rows_survive(tmp_path):
     runs, registry = tmp_path / "runs", tmp_path / "registry.md"
     record_run(save_run(runs / A, pretraining_summary(A, "2026-02-08")), registry)
-    seed_row = (
+    log_row = (
         "| 2026-01-17 | `weighted_mlm_H512L2C128_20260117_153544` | H512 L2 C128 | Minipile (1x) | Odra | 20 | "
         "None | MLM 4.089 | -- | **MRPC:** 82.2% <br> **QQP:** 61.5% | -- | -- | — | Best F1 on MRPC at L2. |"
     )
     text = registry.read_text()
     text = text.replace("| `54ee870` |  |", "| `54ee870` | Best L6 model \\| severe collapse. |")
-    text = text.replace("|---|\n", "|---|\n" + seed_row + "\n", 1)
+    text = text.replace("|---|\n", "|---|\n" + log_row + "\n", 1)
     registry.write_text("Notes above the table stay.\n\n" + text + "\nNotes below stay too.\n")
     record_run(save_run(runs / A, pretraining_summary(A, "2026-02-08", task_loss=2.5)), registry)
     rebuild_registry(runs, registry)

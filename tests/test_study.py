@@ -1,6 +1,7 @@
 """scripts/study.py (`make study`) end to end at smoke size, and its row options."""
 
 import json
+import logging
 import sys
 
 import pytest
@@ -50,6 +51,15 @@ def test_smoke_study_writes_the_report_registry_rows_and_both_plots(tmp_path, da
     assert timings(rerun.read_text()) == timings(text)  # nothing redone; the first invocation's times are kept
 
 
+def test_budget_seed_is_a_deprecated_alias_of_mrcogito(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert study.parse_args(["--budget", "seed"]).budget == "mrcogito"
+    assert "--budget seed is deprecated (removed in 0.3): use --budget mrcogito" in caplog.text
+    caplog.clear()
+    assert study.parse_args(["--budget", "mrcogito"]).budget == "mrcogito" and not caplog.text
+    assert study.BUDGETS["mrcogito"].sizes["concept_num"] == 128  # the research log's H512 L6 C128
+
+
 def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
     name, row = study.parse_extra_row(
         "slots=--model_type perceiver_posonly_mlm --objective tsdae --config_overrides concept_num=16,a=1 "
@@ -60,14 +70,14 @@ def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
     assert study.merge_overrides("hidden_size=32,concept_num=8", row.config_overrides) == (
         "hidden_size=32,concept_num=16,a=1"
     )
-    assert row.encoder_key != study.SEED_ROWS["tsdae_posonly"].encoder_key  # its own random init
+    assert row.encoder_key != study.STUDY_ROWS["tsdae_posonly"].encoder_key  # its own random init
     _, read_once = study.parse_extra_row(
         "once=--model_type perceiver_posonly_mlm --token_read_layers 0 2 --max_steps 9"
     )
     assert read_once.flag_values("--token_read_layers") == ("0", "2") and read_once.flag_values("--nope") == ()
-    assert read_once.encoder_key != study.SEED_ROWS["perceiver_posonly_mlm"].encoder_key  # another encoder
-    tregs = study.SEED_ROWS["tsdae_posonly_tregs"]
-    assert tregs.encoder_key == study.SEED_ROWS["tsdae_posonly"].encoder_key  # a loss, not another encoder
+    assert read_once.encoder_key != study.STUDY_ROWS["perceiver_posonly_mlm"].encoder_key  # another encoder
+    tregs = study.STUDY_ROWS["tsdae_posonly_tregs"]
+    assert tregs.encoder_key == study.STUDY_ROWS["tsdae_posonly"].encoder_key  # a loss, not another encoder
     with pytest.raises(ValueError, match="give --model_type"):
         study.parse_extra_row("mine=--objective tsdae")
     with pytest.raises(ValueError, match="--rows \\['nope'\\] unknown"):
@@ -82,7 +92,7 @@ def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
 def test_smoke_study_with_every_row_and_task(tmp_path, data_dir):
     report = run_smoke(tmp_path, data_dir)
     text = report.read_text()
-    for row in (*study.SEED_ROWS, "random_init", "random_init_bixt", "random_bert"):
+    for row in (*study.STUDY_ROWS, "random_init", "random_init_bixt", "random_bert"):
         assert f"| {row} |" in text
     check_images(report.parent)
 
@@ -99,9 +109,9 @@ def test_concept_rows_fine_tune_on_the_task_loss_alone(tmp_path):
     flags = runner.glue_flags("mine", {**model, "row": row}, "stsb")
     assert flags.count("--config_overrides") == 1 and flags[-2:] == ["--seeds", "1"]
     assert flags[flags.index("--config_overrides") + 1] == "concept_loss_weighting=none,classifier_dropout=0.2"
-    tregs = runner.glue_flags("tsdae_posonly_tregs", {**model, "row": study.SEED_ROWS["tsdae_posonly_tregs"]}, "stsb")
+    tregs = runner.glue_flags("tsdae_posonly_tregs", {**model, "row": study.STUDY_ROWS["tsdae_posonly_tregs"]}, "stsb")
     assert tregs[tregs.index("--config_overrides") + 1] == "concept_loss_weighting=none"
-    bert = runner.glue_flags("bert_mlm", {**model, "row": study.SEED_ROWS["bert_mlm"]}, "stsb")
+    bert = runner.glue_flags("bert_mlm", {**model, "row": study.STUDY_ROWS["bert_mlm"]}, "stsb")
     assert "--config_overrides" not in bert  # not a field of BERT's config
 
 

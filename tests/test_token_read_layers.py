@@ -1,5 +1,5 @@
 """`token_read_layers`: concepts read the tokens only in the listed layers (Perceiver IO reads them once); the default
-(every layer, the seed's) builds exactly the modules it always did."""
+(every layer, MrCogito's) builds exactly the modules it always did."""
 
 import pytest
 import torch

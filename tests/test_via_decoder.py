@@ -1,6 +1,6 @@
-"""The ViaDecoder classifier (the seed's default head) and the training scripts on the seed's checkpoints: it loads
-encoder and decoder from an MLM checkpoint (ours or the seed's), padding does not change its logits, and
-run_glue.py (`--classifier via_decoder`) / run_pretraining.py (TSDAE) take a seed checkpoint as
+"""The ViaDecoder classifier (MrCogito's default head) and the training scripts on MrCogito's checkpoints: it loads
+encoder and decoder from an MLM checkpoint (ours or MrCogito's), padding does not change its logits, and
+run_glue.py (`--classifier via_decoder`) / run_pretraining.py (TSDAE) take a MrCogito checkpoint as
 `--model_name_or_path`."""
 
 import json
@@ -21,12 +21,12 @@ from modeling_concept_encoder import (
     ConceptEncoderModel,
 )
 
-SEED_FIXTURES = data_root().parent / "fixtures" / "mrcogito"
+MRCOGITO_FIXTURES = data_root().parent / "fixtures" / "mrcogito"
 
 
 @pytest.fixture(scope="module")
 def small_tokenizer(tmp_path_factory):
-    """A tokenizer of the seed fixtures' 100 tokens ([PAD] 0 ... [MASK] 4, as their configs)."""
+    """A tokenizer of the MrCogito fixtures' 100 tokens ([PAD] 0 ... [MASK] 4, as their configs)."""
     folder = tmp_path_factory.mktemp("small_tokenizer")
     text = ["the cat sat on the mat and the dog ran in the park", "a company said it will buy the shares"] * 20
     tokenizer = train_tokenizer(text, vocab_size=80)
@@ -44,13 +44,13 @@ def decoder_and_encoder_weights(model) -> dict:
     return {key: value for key, value in model.state_dict().items() if key.startswith(("encoder.", "decoder."))}
 
 
-@pytest.mark.parametrize("source", ["ours", "seed"])
+@pytest.mark.parametrize("source", ["ours", "mrcogito"])
 def test_via_decoder_loads_encoder_and_decoder_from_an_mlm_checkpoint(tmp_path, source):
     if source == "ours":
         folder = tmp_path / "mlm"
         ConceptEncoderForMaskedLM(tiny_config(decoder_query="position")).save_pretrained(folder)
     else:
-        folder = SEED_FIXTURES / "perceiver_posonly_mlm"
+        folder = MRCOGITO_FIXTURES / "perceiver_posonly_mlm"
     mlm = AutoModelForMaskedLM.from_pretrained(folder)
     classifier = ConceptEncoderForSequenceClassification.from_pretrained(
         folder, num_labels=3, classifier_head="via_decoder"
@@ -97,10 +97,10 @@ def test_via_decoder_problem_types():
     assert multi(input_ids, labels=torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])).loss > 0
 
 
-def test_run_glue_fine_tunes_a_seed_checkpoint_through_its_decoder(small_tokenizer, tmp_path):
+def test_run_glue_fine_tunes_a_mrcogito_checkpoint_through_its_decoder(small_tokenizer, tmp_path):
     (summary,) = run_glue.main(
         [
-            "--model_name_or_path", str(SEED_FIXTURES / "perceiver_posonly_mlm"),
+            "--model_name_or_path", str(MRCOGITO_FIXTURES / "perceiver_posonly_mlm"),
             "--tokenizer_name", str(small_tokenizer),
             "--classifier", "via_decoder",
             "--task_name", "mrpc",
@@ -118,17 +118,17 @@ def test_run_glue_fine_tunes_a_seed_checkpoint_through_its_decoder(small_tokeniz
     assert config["decoder_position_embeddings"] == "own" and "decoder_posonly" not in config
     assert 0.0 <= json.loads((tmp_path / "all_results.json").read_text())["eval_f1"] <= 1.0
     with pytest.raises(ValueError, match="--pair_encoding concat"):
-        run_glue.main(["--model_name_or_path", str(SEED_FIXTURES / "perceiver_posonly_mlm"), "--task_name", "mrpc",
+        run_glue.main(["--model_name_or_path", str(MRCOGITO_FIXTURES / "perceiver_posonly_mlm"), "--task_name", "mrpc",
                        "--classifier", "via_decoder", "--pair_encoding", "separate", "--output_dir", str(tmp_path)])  # fmt: skip
 
 
-def test_run_pretraining_continues_a_seed_checkpoint_with_tsdae(small_tokenizer, tmp_path, monkeypatch):
-    """Learning rate 0 keeps the weights as loaded: the saved encoder is the seed's, under our names."""
+def test_run_pretraining_continues_a_mrcogito_checkpoint_with_tsdae(small_tokenizer, tmp_path, monkeypatch):
+    """Learning rate 0 keeps the weights as loaded: the saved encoder is MrCogito's, under our names."""
     corpus = tmp_path / "train.txt"
     corpus.write_text("the cat sat on the mat\nthe dog ran in the park\n" * 16)
-    seed = SEED_FIXTURES / "tsdae_posonly_bixt"
+    mrcogito = MRCOGITO_FIXTURES / "tsdae_posonly_bixt"
     argv = [
-        "--model_name_or_path", str(seed), "--tokenizer_name", str(small_tokenizer),
+        "--model_name_or_path", str(mrcogito), "--tokenizer_name", str(small_tokenizer),
         "--model_type", "perceiver_posonly_mlm", "--objective", "tsdae", "--line_by_line",
         "--train_file", str(corpus), "--max_seq_length", "32", "--per_device_train_batch_size", "4",
         "--max_steps", "2", "--learning_rate", "0", "--do_train", "--report_to", "none", "--registry_file", "",
@@ -136,7 +136,7 @@ def test_run_pretraining_continues_a_seed_checkpoint_with_tsdae(small_tokenizer,
     ]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["run_pretraining.py", *argv])
     run_pretraining.main()
-    expected = AutoModelForMaskedLM.from_pretrained(seed).state_dict()
+    expected = AutoModelForMaskedLM.from_pretrained(mrcogito).state_dict()
     saved = load_file(tmp_path / "out" / "model.safetensors")
     assert saved.keys() <= expected.keys() and "encoder.layers.0.token_attention.q_proj.weight" in saved
     for key, tensor in saved.items():
