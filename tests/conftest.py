@@ -90,3 +90,7 @@ def run_isolated(script: str, *args, cwd: Path, timeout: int = 300) -> str:
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+class Killed(Exception):
+    """A kill that a test simulates (raised from a callback or a patched write)."""

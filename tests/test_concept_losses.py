@@ -208,3 +208,22 @@ def test_kendall_gal_log_variances_stay_clamped_and_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
     assert torch.equal(loaded.concept_loss_log_vars, model.concept_loss_log_vars)
+
+
+@pytest.mark.parametrize("weighting", ["none", "fixed", "kendall_gal"])
+def test_a_batch_without_labelled_positions_gives_zero_task_loss_and_zero_task_gradient(weighting):
+    """0.1.0: cross-entropy over no masked token is NaN, which Kendall-Gal weighting spread into every weight."""
+    losses = ["variance"] if weighting != "none" else []
+    torch.manual_seed(0)
+    model = ConceptEncoderForMaskedLM(tiny_config(concept_losses=losses, concept_loss_weighting=weighting))
+    model.train()
+    input_ids = torch.randint(5, 200, (1, 6))
+    output = model(input_ids, labels=torch.full_like(input_ids, -100))
+    assert output.task_loss.item() == 0.0 and torch.isfinite(output.loss)
+    output.loss.backward()
+    gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert all(torch.isfinite(g).all() for g in gradients.values())
+    head = [model.lm_head.dense.weight.grad, model.lm_head.decoder.bias.grad]  # used by the task loss alone
+    assert all(grad is None or not grad.any() for grad in head)
+    if weighting == "kendall_gal":
+        assert model.concept_loss_log_vars.grad[0] == 0  # the task's log-variance: no loss measured, no update

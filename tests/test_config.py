@@ -1,8 +1,11 @@
 """ConceptEncoderConfig: MrCogito's defaults, serialisation, and a clear error naming the field for every bad value."""
 
+import json
+
 import pytest
 from conftest import tiny_config
 
+from concept_encoder_training.config_flags import apply_config_overrides
 from configuration_concept_encoder import ConceptEncoderConfig
 
 
@@ -144,3 +147,36 @@ def test_a_class_per_variant_in_architectures_reads_as_our_class_and_its_fields(
         **variant,
     }
     assert {field: getattr(config, field) for field in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("layer_norm_eps", -1.0, "layer_norm_eps=-1.0: must be positive"),
+        ("bixt_token_ffn", "no", "bixt_token_ffn='no': must be a boolean"),
+        ("hidden_act", "gelux", "hidden_act='gelux': must be one of \\['gelu'"),
+        ("concept_losses", "combined", "concept_losses='combined': must be a list of strings"),
+        ("mask_token_id", 4.0, "mask_token_id=4.0: must be an integer or None"),
+        ("initializer_range", float("nan"), "initializer_range=nan: must be a finite number"),
+    ],
+)
+def test_config_fields_are_type_and_range_checked(tmp_path, field, value, message):
+    """0.1.0 accepted these: NaN logits, the string "no" read as true, a late bare KeyError, a list of characters."""
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{field: value})
+    config = tiny_config()
+    setattr(config, field, value)  # as an edited config.json or a caller would
+    with pytest.raises(ValueError, match=message):
+        config.validate_concept_encoder()
+    config_dict = tiny_config().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config_dict, field: value}))
+    with pytest.raises(ValueError, match=message):
+        ConceptEncoderConfig.from_pretrained(tmp_path)
+
+
+def test_config_overrides_booleans_parse_as_booleans():
+    """0.1.0 stored `bixt_token_ffn=no` as the string "no", which is true."""
+    assert apply_config_overrides(tiny_config(), "bixt_token_ffn=true").bixt_token_ffn is True
+    assert apply_config_overrides(tiny_config(bixt_token_ffn=True), "bixt_token_ffn=no").bixt_token_ffn is False
+    with pytest.raises(ValueError, match="bixt_token_ffn"):
+        apply_config_overrides(tiny_config(), "bixt_token_ffn=maybe")

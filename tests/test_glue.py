@@ -1,5 +1,6 @@
-"""run_glue.py and concept_encoder_training/glue.py: loaders on the real GLUE files, metrics against scikit-learn/scipy, short fine-tuning
-runs of tiny checkpoints, and the error messages of bad input."""
+"""run_glue.py and concept_encoder_training/glue.py: loaders on the real GLUE files and on custom files, metrics against
+scikit-learn/scipy, short fine-tuning runs of tiny checkpoints, the run folders it resumes or refuses, and the error
+messages of bad input."""
 
 import json
 import logging
@@ -24,7 +25,8 @@ from concept_encoder_training.glue import (
 )
 from concept_encoder_training.hub import HubAccessError
 from concept_encoder_training.registry import read_summary
-from concept_encoder_training.run_folder import read_identity
+from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, read_identity
+from concept_encoder_training.tokenizer import train_tokenizer
 from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "qnli": 5463, "wnli": 71}
@@ -456,3 +458,114 @@ def test_an_offline_hub_id_names_the_id_offline_and_the_local_alternative(checkp
     with pytest.raises(HubAccessError, match=r"--tokenizer_name someone/tokenizer is not a local folder .*OFFLINE"):
         fine_tune(checkpoint, tmp_path / "run", tmp_path, "mrpc", "--tokenizer_name", "someone/tokenizer")
     assert not (tmp_path / "run").exists()
+
+
+def glue(checkpoint, output_dir, data_dir, task, *extra):
+    """Two optimiser steps of run_glue.py (32 examples, batch 16) with a checkpoint after each."""
+    return run_glue.main(
+        [
+            *("--model_name_or_path", str(checkpoint), "--task_name", task, "--data_dir", str(data_dir / "glue")),
+            *("--output_dir", str(output_dir), "--max_train_samples", "32", "--max_eval_samples", "16"),
+            *("--per_device_train_batch_size", "16", "--max_seq_length", "32", "--num_train_epochs", "1"),
+            *("--save_strategy", "steps", "--save_steps", "1", "--registry_file", "", "--disable_tqdm", "true"),
+            *("--report_to", "none", *extra),
+        ]
+    )
+
+
+def test_glue_refuses_to_resume_another_runs_folder(checkpoint, data_dir, tmp_path):
+    """0.1.0 resumed any checkpoint-* in --output_dir: an RTE run scored the MRPC model, a --from_scratch run the
+    pretrained one. Now the folder's recorded run must match, and the same command resumes its own run."""
+    (first,) = glue(checkpoint, tmp_path, data_dir, "mrpc")
+    assert (tmp_path / "checkpoint-2" / IDENTITY_FILE).is_file() and incomplete_reason(
+        tmp_path / "checkpoint-2"
+    ) is None
+    with pytest.raises(ValueError, match=r"holds another run .*task_name: 'mrpc' recorded, 'rte' now"):
+        glue(checkpoint, tmp_path, data_dir, "rte")
+    with pytest.raises(ValueError, match=r"from_scratch: False recorded, True now"):
+        glue(checkpoint, tmp_path, data_dir, "mrpc", "--from_scratch")
+    with pytest.raises(ValueError, match=r"seed: 42 recorded, 7 now"):
+        glue(checkpoint, tmp_path, data_dir, "mrpc", "--seed", "7")
+    (again,) = glue(checkpoint, tmp_path, data_dir, "mrpc")  # resumes checkpoint-2: the same run, the same id
+    assert again["run_id"] == first["run_id"]
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
+def test_glue_refuses_a_folder_without_run_identity(checkpoint, data_dir, tmp_path):
+    """A 0.1.0 run folder (checkpoint-N without run_identity.json) or a user's folder is never trained into (or
+    resumed) silently: its files would be replaced."""
+    (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "README.md").write_text("my notes\n")
+    with pytest.raises(ValueError, match=r"not empty and was not written by a run of this package.*README.md"):
+        glue(checkpoint, tmp_path, data_dir, "mrpc")
+    assert (tmp_path / "README.md").read_text() == "my notes\n"
+
+
+def test_file_labels_come_from_every_split_and_never_collide(tmp_path):
+    """0.1.0 inferred the labels from the training file and also read labels as class ids: with training labels
+    "1" and "2", a validation "0" became class 0, the class of "1"."""
+    (tmp_path / "train.csv").write_text("sentence,label\na,1\nb,2\nc,1\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\nd,0\ne,1\nf,2\n")
+    data, task = load_files(None, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"))
+    assert task.label_names == ("0", "1", "2")
+    assert data["validation"]["label"] == [0, 1, 2] and data["train"]["label"] == [1, 2, 1]
+    (tmp_path / "train.csv").write_text("sentence,label\na,1\nb,0\n")
+    with pytest.raises(ValueError, match=r"dev.csv, row 3: label '2' is not a sst2 label"):
+        load_files(TASKS["sst2"], *(str(tmp_path / name) for name in ("train.csv", "dev.csv")))
+
+
+def test_custom_regression_scores_are_not_limited_to_stsb_range(tmp_path):
+    (tmp_path / "train.csv").write_text("sentence,label\na,12.5\nb,87.25\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\nc,99.5\n")
+    data, task = load_files(None, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"))
+    assert task.is_regression and data["validation"]["label"] == [99.5]
+
+
+def test_glue_refuses_another_tokenizer_and_non_positive_lengths(checkpoint, data_dir, tmp_path, wikitext_lines):
+    """0.1.0 fine-tuned with a smaller tokenizer than the model's (other ids, other embeddings) and read
+    --max_seq_length 0 as the default."""
+    small = tmp_path / "small_tokenizer"
+    train_tokenizer(wikitext_lines[:50], vocab_size=80).save_pretrained(small)  # fewer characters, fewer tokens
+    with pytest.raises(ValueError, match="is not the vocabulary of .*tiny_posonly's own tokenizer"):
+        glue(checkpoint, tmp_path / "run", data_dir, "mrpc", "--tokenizer_name", str(small))
+    with pytest.raises(ValueError, match="--max_seq_length 0: must be a positive number"):
+        glue(checkpoint, tmp_path / "run", data_dir, "mrpc", "--max_seq_length", "0")
+
+
+def test_glue_data_files_that_cannot_be_read_are_named(tmp_path):
+    (tmp_path / "train.tsv").write_bytes("sentence\tlabel\ncafé\t1\n".encode("latin-1"))
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nb\t0\n")
+    with pytest.raises(ValueError, match="train.tsv is not UTF-8 text"):
+        load_files(TASKS["sst2"], str(tmp_path / "train.tsv"), str(tmp_path / "dev.tsv"))
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_files(TASKS["sst2"], str(tmp_path), str(tmp_path / "dev.tsv"))
+
+
+def test_glue_scores_of_intermediate_checkpoints_go_to_their_runs_row(tmp_path):
+    """0.1.0 keyed a checkpoint without run_summary.json by its folder name: two runs' checkpoint-10 shared a row."""
+    config = tiny_config()
+    ids = []
+    for run in ("run_a", "run_b"):
+        folder = tmp_path / run / "checkpoint-10"
+        folder.mkdir(parents=True)
+        (folder / IDENTITY_FILE).write_text(json.dumps({"run_id": f"{run}_20260101_000000", "files": {}}))
+        model_args = run_glue.ModelArguments(model_name_or_path=str(folder))
+        ids.append(run_glue.checkpoint_summary(model_args, config)["run_id"])
+    assert ids == ["run_a_20260101_000000/checkpoint-10", "run_b_20260101_000000/checkpoint-10"]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_file_whose_detected_text_column_holds_numbers_is_refused(tmp_path, suffix):
+    """0.1.0 crashed on a numeric first column and no text column (`'int' object has no attribute 'strip'`); read
+    as strings it would silently train on the ids."""
+    rows = [(1, 0), (2, 1), (3, 0)]
+    for name in ("train", "dev"):
+        if suffix == "csv":
+            text = "id,label\n" + "".join(f"{i},{label}\n" for i, label in rows)
+        else:
+            text = "".join(json.dumps({"id": i, "label": label}) + "\n" for i, label in rows)
+        (tmp_path / f"{name}.{suffix}").write_text(text)
+    files = [str(tmp_path / f"{name}.{suffix}") for name in ("train", "dev")]
+    with pytest.raises(ValueError, match=rf"train.{suffix}: column 'id' was auto-detected as text .* --sentence1_key"):
+        load_files(None, *files)

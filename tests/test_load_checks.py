@@ -1,5 +1,6 @@
 """Loads that would otherwise compute something else than the checkpoint was trained to, silently: an edited
-`num_attention_heads` (no weight shape changes) and weights holding NaN or infinity."""
+`num_attention_heads` (no weight shape changes) and weights holding NaN or infinity; and loads that would fail
+without naming the cause: a config whose sizes disagree with the weights, a damaged weights file."""
 
 import json
 
@@ -9,7 +10,8 @@ from conftest import tiny_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForMaskedLM
 
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from configuration_concept_encoder import ConceptEncoderConfig
+from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 
 @pytest.fixture
@@ -62,3 +64,31 @@ def test_huge_finite_weights_whose_sum_overflows_still_load(checkpoint):
     save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
     model = AutoModelForMaskedLM.from_pretrained(checkpoint)
     assert torch.equal(model.encoder.concepts, weights["encoder.concepts"])  # the same tensor, loaded: exact
+
+
+def test_a_damaged_weights_file_is_named(tmp_path):
+    """0.1.0: `Error while deserializing header: incomplete metadata` without the path."""
+    folder = tmp_path / "damaged"
+    ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(OSError, match=r"The weights of .*damaged cannot be read .*save or download it again"):
+        ConceptEncoderForMaskedLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"concept_num": 16}, r"config.json does not fit the weights of .*: concept_num=16, but the weights have 8"),
+        ({"hidden_size": 64}, r"config.json does not fit the weights of .*: hidden_size=64, but the weights have 32"),
+    ],
+)
+def test_a_config_that_disagrees_with_the_weights_names_the_field_and_both_sizes(tmp_path, edit, message):
+    """Issue 23.9: an edited `hidden_size` or `concept_num` ended in transformers' "look at the above report"."""
+    ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(ValueError, match=message + r".*set \w+=\d+ again"):
+        ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"the config passed to from_pretrained does not fit"):
+        ConceptEncoderModel.from_pretrained(tmp_path, config=ConceptEncoderConfig.from_pretrained(tmp_path))

@@ -511,3 +511,11 @@ def test_cosine_pair_score_refuses_a_classification_task_and_a_single_sentence_h
         cosine_pair_model(num_labels=2)
     with pytest.raises(ValueError, match=re.escape("classifier_head='pooled': fine-tune a pair task")):
         cosine_pair_model(classifier_head="pooled")
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0)], ids=["empty-batch", "zero-length"])
+def test_the_model_names_an_empty_input(shape):
+    """0.1.0: `cannot reshape tensor of 0 elements into shape [0, 8, -1]`."""
+    for model in (ConceptEncoderModel(tiny_config()), ConceptEncoderForMaskedLM(tiny_config())):
+        with pytest.raises(ValueError, match=rf"Empty input \(batch {shape[0]}, length {shape[1]}\)"):
+            model.eval()(torch.zeros(shape, dtype=torch.long))

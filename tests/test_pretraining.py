@@ -1,17 +1,20 @@
 """run_pretraining.py end to end on real WikiText-2 text with tiny models: complete Hub folders for every model type,
-objective and layer type, loading in a fresh process, exact resume, two processes, wandb offline, and clear errors
-for bad input."""
+objective and layer type, loading in a fresh process, exact resume, two processes, wandb offline, output folders that
+it resumes, refuses or checks before training, and clear errors for bad input."""
 
+import codecs
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_SIZES, run_isolated
+from conftest import REPO_ROOT, TINY_SIZES, Killed, run_isolated
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, HfArgumentParser
@@ -20,8 +23,10 @@ import run_pretraining
 from collators import DataCollatorForTSDAE
 from concept_encoder_training import hub as hub_utils
 from concept_encoder_training.config_flags import config_flags
+from concept_encoder_training.glue import TASKS, load_files
 from concept_encoder_training.hub import HubAccessError
 from concept_encoder_training.recipes import RECIPES
+from concept_encoder_training.run_folder import hold_run_lock, releases_run_locks
 from concept_encoder_training.tokenizer import train_tokenizer
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import write_model_card
@@ -249,7 +254,7 @@ class Interruption(RuntimeError):
 def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_path, corpus, tokenizer_dir):
     """A 10-step run killed right after its step-5 checkpoint and started again (the last checkpoint is found
     automatically) ends exactly like an uninterrupted 10-step run, dropout and random masking included (the checkpoint
-    falls on an epoch boundary, 20 examples of batch 4; test_reliability.py resumes inside an epoch)."""
+    falls on an epoch boundary, 20 examples of batch 4; test_concept_training.py resumes inside an epoch)."""
     common = dict(model_type="perceiver_mlm", max_steps=10, save_steps=5, logging_steps=1, seed=3,
                   max_train_samples=20, train_tokenizer_vocab_size=None, tokenizer_name=str(tokenizer_dir))  # fmt: skip
     uninterrupted = run_main(monkeypatch, tiny_args(corpus, tmp_path / "whole", **common))
@@ -542,3 +547,167 @@ def test_bert_mlm_baseline_has_the_concept_encoders_sizes_and_a_registry_row(mon
     assert not (output_dir / "README.md").exists()  # the concept-encoder card does not describe a BERT
     with pytest.raises(ValueError, match="trains a baseline from scratch"):
         run_pretraining.ModelArguments(model_type="bert_mlm", model_name_or_path=str(output_dir))
+
+
+def test_pretraining_default_folder_is_resumable_and_a_run_killed_before_its_first_checkpoint_reruns(
+    monkeypatch, tmp_path, corpus
+):
+    """The README's command has no --output_dir: 0.1.0 named the folder with a timestamp (a rerun started over) and
+    refused to rerun a run killed before its first checkpoint (its own tokenizer files were in the folder)."""
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args(corpus, None, max_steps=2, save_steps=2, do_eval=False)
+    del args["output_dir"]
+
+    class KilledAtFirstStep(run_pretraining.ConceptLossCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            raise Killed("killed before the first checkpoint")
+
+    monkeypatch.setattr(run_pretraining, "ConceptLossCallback", KilledAtFirstStep)
+    with pytest.raises(Killed):
+        run_main(monkeypatch, args)
+    (folder,) = (tmp_path / "outputs").iterdir()
+    assert (folder / "tokenizer.json").is_file() and not list(folder.glob("checkpoint-*"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    run_main(monkeypatch, args)  # the same command: the same folder, trained to the end
+    first = json.loads((folder / "run_summary.json").read_text())
+    results = (folder / "train_results.json").read_text()
+    run_main(monkeypatch, args)  # and again: resumes the finished run from its checkpoint, keeping its id
+    assert (folder / "train_results.json").read_text() == results  # not the no-op rerun's zeros
+    assert [path.name for path in (tmp_path / "outputs").iterdir()] == [folder.name]
+    again = json.loads((folder / "run_summary.json").read_text())
+    assert again["run_id"] == first["run_id"] and again["steps_per_second"] == first["steps_per_second"] > 0
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 2  # 0.1.0 trained a step 3
+
+
+def test_pretraining_never_writes_into_a_users_folder_without_the_flag(monkeypatch, tmp_path, corpus):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"mine": true}')
+    with pytest.raises(ValueError, match=r"not empty and was not written by a run of this package.*config.json"):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "run"))
+    assert (tmp_path / "run" / "config.json").read_text() == '{"mine": true}'
+
+
+def test_pretraining_reads_each_data_file_by_its_own_format(tmp_path):
+    """0.1.0 read a .jsonl validation file beside a .txt training file as plain text (eval_loss on JSON syntax)."""
+    (tmp_path / "train.txt").write_text("first line of text\nsecond line\n")
+    (tmp_path / "valid.jsonl").write_text('{"text": "held out line", "id": 1}\n')
+    data_args = run_pretraining.DataTrainingArguments(
+        train_file=str(tmp_path / "train.txt"), validation_file=str(tmp_path / "valid.jsonl")
+    )
+    raw = run_pretraining.load_raw_datasets(data_args, str(tmp_path / "cache"))
+    assert raw["validation"]["text"] == ["held out line"] and raw["train"]["text"][0] == "first line of text"
+    assert run_pretraining.text_column_of(raw, data_args) == "text"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"mlm_probability": 0.0}, "--mlm_probability 0.0: must be in \\(0, 1\\]"),
+        ({"max_seq_length": 0}, "--max_seq_length 0: must be a positive number"),
+        ({"max_train_samples": 0}, "--max_train_samples 0: must be a positive number"),
+        ({"train_file": "FOLDER"}, "--train_file .* is a folder"),
+        ({"train_file": "LATIN1"}, "--train_file .* is not UTF-8 text"),
+    ],
+)
+def test_pretraining_refuses_arguments_that_cannot_work(monkeypatch, tmp_path, corpus, overrides, message):
+    """0.1.0 finished --mlm_probability 0 with eval_loss NaN and exit 0, read --max_seq_length 0 as the default, and
+    failed on a folder or a Latin-1 file without naming it."""
+    if overrides.get("train_file") == "FOLDER":
+        overrides["train_file"] = str(corpus)
+    if overrides.get("train_file") == "LATIN1":
+        overrides["train_file"] = str(tmp_path / "latin1.txt")
+        (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises((ValueError, OSError), match=message):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "run", **overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_corpus_shorter_than_one_chunk_is_refused_by_name(monkeypatch, tmp_path, corpus):
+    (tmp_path / "short.txt").write_text("a few words only\n")
+    args = tiny_args(corpus, tmp_path / "run", train_file=str(tmp_path / "short.txt"), validation_file=None)
+    args.update(do_eval=False, validation_split_percentage=0)
+    with pytest.raises(ValueError, match="short.txt\\) gives no example of 64 tokens"):
+        run_main(monkeypatch, args)
+
+
+def test_the_output_folder_is_checked_before_training(monkeypatch, tmp_path, corpus):
+    """0.1.0 found a full or unwritable output folder only when saving, after training (the model was lost)."""
+    disk_usage = shutil.disk_usage
+
+    def nearly_full(path):
+        usage = disk_usage(path)
+        return usage._replace(free=1024) if Path(path) == tmp_path / "run" else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+
+    class TrainingStarted(run_pretraining.ConceptLossCallback):
+        def on_train_begin(self, *args, **kwargs):
+            raise AssertionError("training started")
+
+    monkeypatch.setattr(run_pretraining, "ConceptLossCallback", TrainingStarted)
+    with pytest.raises(OSError, match=r"run has 0.0 MiB free, but this run writes about"):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "run"))
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(OSError, match=r"a_file/run cannot be written .*give a writable --output_dir"):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "a_file" / "run"))
+
+
+def test_a_utf16_file_gets_the_utf16_conversion_command(monkeypatch, tmp_path, corpus):
+    """Issue 23.8: a UTF-16 file (with its byte-order mark) was told to convert from latin1."""
+    text = "sentence\tlabel\ncafé\t1\n"
+    (tmp_path / "train.tsv").write_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    (tmp_path / "dev.json").write_bytes(codecs.BOM_UTF16_BE + '{"sentence": "b", "label": 0}\n'.encode("utf-16-be"))
+    with pytest.raises(
+        ValueError, match=r"train.tsv is not UTF-8 text.*UTF-16 byte-order mark.*`iconv -f UTF-16 -t UTF-8 "
+    ):
+        load_files(TASKS["sst2"], str(tmp_path / "train.tsv"), str(tmp_path / "train.tsv"))
+    with pytest.raises(ValueError, match=r"dev.json is not UTF-8 text.*`iconv -f UTF-16 -t UTF-8 "):
+        load_files(TASKS["sst2"], str(tmp_path / "dev.json"), str(tmp_path / "dev.json"))
+    (tmp_path / "corpus.txt").write_bytes(codecs.BOM_UTF16_LE + "some words\n".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"--train_file .*corpus.txt is not UTF-8 text.*`iconv -f UTF-16 -t UTF-8 "):
+        run_main(monkeypatch, tiny_args(corpus, tmp_path / "run", train_file=str(tmp_path / "corpus.txt")))
+    (tmp_path / "latin1.tsv").write_bytes(text.encode("latin-1"))  # no mark: Latin-1 is the guess
+    with pytest.raises(ValueError, match=r"latin1.tsv is not UTF-8 text.*`iconv -f latin1 -t UTF-8 "):
+        load_files(TASKS["sst2"], str(tmp_path / "latin1.tsv"), str(tmp_path / "latin1.tsv"))
+
+
+def test_a_second_live_run_into_one_folder_is_refused_naming_the_first(monkeypatch, tmp_path, corpus):
+    """Issue 23.14: two runs started at once into one --output_dir both trained into it. A live run holds the
+    folder's lock; the OS frees it when the run dies (even by SIGKILL), and the dead run's process id is replaced."""
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from concept_encoder_training.run_folder import hold_run_lock; "
+         "hold_run_lock(sys.argv[1]); print('held', flush=True); time.sleep(600)", str(folder)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=rf"Output folder .*run is in use by another run \(process {holder.pid}"):
+            run_main(monkeypatch, tiny_args(corpus, folder))
+        assert sorted(path.name for path in folder.iterdir()) == ["_run.lock", "_run.pid"]  # nothing else written
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs
+        holder.wait()
+    assert (folder / "_run.pid").read_text().strip() == str(holder.pid)  # a stale record, and a lock the OS freed
+    locked = []
+    with_lock = releases_run_locks(lambda: (hold_run_lock(folder), locked.append(True)))
+    with_lock()
+    assert locked and not (folder / "_run.pid").exists()  # taken despite the stale record, released on return
+
+
+def test_a_run_refused_for_its_tokenizer_leaves_the_folder_free_for_the_corrected_rerun(
+    monkeypatch, tmp_path, corpus, wikitext_lines
+):
+    """Issue 23.11: run_pretraining.py wrote run_identity.json before it checked the tokenizer, so a run refused for
+    a bad tokenizer claimed the folder and the corrected rerun was refused as "another run"."""
+    no_mask = tmp_path / "no_mask"
+    tokenizer = train_tokenizer(wikitext_lines[:200], vocab_size=200)
+    tokenizer.mask_token = None
+    tokenizer.save_pretrained(no_mask)
+    args = tiny_args(corpus, tmp_path / "run", tokenizer_name=str(no_mask), train_tokenizer_vocab_size=None)
+    with pytest.raises(ValueError, match=r"no_mask lacks a pad or mask token"):
+        run_main(monkeypatch, args)
+    assert not (tmp_path / "run").exists()
+    run_main(monkeypatch, {**args, "tokenizer_name": None, "train_tokenizer_vocab_size": 200, "max_steps": 1})
+    assert (tmp_path / "run" / "model.safetensors").is_file()

@@ -1,9 +1,14 @@
-"""The experiment registry: rows from run summaries, GLUE cells, reruns, rebuilds, hand-written conclusions."""
+"""The experiment registry: rows from run summaries, GLUE cells, reruns, rebuilds, hand-written conclusions, and a
+table that survives concurrent writers, interrupted writes and hostile text."""
 
 import json
+import multiprocessing
 import re
+import time
+from pathlib import Path
 
 import pytest
+from conftest import Killed
 
 from concept_encoder_training import registry as experiment_registry
 from concept_encoder_training.registry import COLUMNS, Registry, parse_glue_cell, rebuild_registry, record_run
@@ -240,3 +245,82 @@ def test_user_text_is_shown_as_written_never_rendered_as_html(tmp_path):
     record_run(tmp_path / "run", registry_path)
     record_run(tmp_path / "glue", registry_path)
     assert registry_path.read_text() == text
+
+
+def _record(run_dir, registry_path, start):
+    while time.time() < start:  # every writer starts at the same moment
+        pass
+    record_run(run_dir, registry_path)
+
+
+def test_concurrent_registry_writers_keep_every_row(tmp_path):
+    """0.1.0: 8 simultaneous writers kept 2-4 of 9 rows (read-modify-write without a lock, no atomic rename)."""
+    registry = tmp_path / "registry.md"
+    record_run(
+        save_run(tmp_path / "runs" / "first", pretraining_summary("first_20260101_000000", "2026-01-01")), registry
+    )
+    folders = [
+        save_run(tmp_path / "runs" / f"r{i}", pretraining_summary(f"run{i}_20260102_00000{i}", "2026-01-02"))
+        for i in range(8)
+    ]
+    start = time.time() + 1.0
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_record, args=(folder, registry, start)) for folder in folders]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=60)
+    assert [writer.exitcode for writer in writers] == [0] * 8
+    ids = sorted(row["Run ID / Model Type"].strip("`") for row in Registry(registry).rows)
+    assert ids == sorted(["first_20260101_000000", *(f"run{i}_20260102_00000{i}" for i in range(8))])
+
+
+def test_an_interrupted_registry_write_leaves_the_old_registry_whole(monkeypatch, tmp_path):
+    """0.1.0 rewrote the registry in place: a run killed while writing it (and any reader at that moment) saw half a
+    file. Now the new text goes to a temporary file that is renamed over the registry."""
+    registry = tmp_path / "registry.md"
+    record_run(save_run(tmp_path / "runs" / "a", pretraining_summary("a_20260101_000000", "2026-01-01")), registry)
+    before = registry.read_text()
+    second = save_run(tmp_path / "runs" / "b", pretraining_summary("b_20260102_000000", "2026-01-02"))
+    write_text = Path.write_text
+
+    def killed_half_way(self, data, *args, **kwargs):
+        write_text(self, data[: len(data) // 2], *args, **kwargs)
+        raise Killed("killed while writing")
+
+    monkeypatch.setattr(Path, "write_text", killed_half_way)
+    with pytest.raises(Killed):
+        record_run(second, registry)
+    monkeypatch.undo()
+    assert registry.read_text() == before
+
+
+def test_registry_cells_with_pipes_and_newlines_keep_the_table(tmp_path):
+    """0.1.0: a `|` or a newline in any recorded text broke the table for every later run."""
+    registry = tmp_path / "registry.md"
+    hostile = pretraining_summary("a|b_20260101_000000", "2026-01-01")
+    hostile.update(concept_losses="combined\nsecond line", pretraining_data="x | y")
+    record_run(save_run(tmp_path / "runs" / "hostile", hostile), registry)
+    record_run(
+        save_run(tmp_path / "runs" / "next", pretraining_summary("next_20260102_000000", "2026-01-02")), registry
+    )
+    (first, second) = Registry(registry).rows
+    assert first["Run ID / Model Type"] == "`a|b_20260101_000000`" and first["Pretraining Data"] == "x | y"
+    assert first["Concept Losses"] == "combined <br> second line"
+    assert second["Run ID / Model Type"] == "`next_20260102_000000`"
+
+
+def test_rebuild_recovers_a_truncated_registry_and_keeps_its_readable_conclusions(tmp_path):
+    """0.1.0 could not rebuild a truncated registry, so its hand-written conclusions were lost."""
+    runs, registry = tmp_path / "runs", tmp_path / "registry.md"
+    for name, date in (("a_20260101_000000", "2026-01-01"), ("b_20260102_000000", "2026-01-02")):
+        record_run(save_run(runs / name, pretraining_summary(name, date)), registry)
+    text = registry.read_text().replace("| `54ee870` |  |", "| `54ee870` | my conclusion |", 1)
+    registry.write_text(text[: text.rindex("| 2026-01-02") + 30])  # the last row cut in the middle
+    (runs / "broken").mkdir()
+    (runs / "broken" / "run_summary.json").write_text('{"kind": "pretr')  # a summary cut by a kill
+    rebuild_registry(runs, registry)
+    rows = {row["Run ID / Model Type"].strip("`"): row for row in Registry(registry).rows}
+    assert sorted(rows) == ["a_20260101_000000", "b_20260102_000000"]
+    assert rows["a_20260101_000000"]["Conclusion / Takeaway"] == "my conclusion"
+    assert (tmp_path / "registry.md.bak").read_text() == text[: text.rindex("| 2026-01-02") + 30]

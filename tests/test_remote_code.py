@@ -1,5 +1,6 @@
 """A saved checkpoint folder is a complete Hub repo: it loads through the Auto classes with `trust_remote_code=True`
-in a fresh process that cannot import this repository, offline, and reproduces this process's outputs exactly."""
+in a fresh process that cannot import this repository, offline, and reproduces this process's outputs exactly; two
+same-named checkpoint folders loaded in one process each run their own code."""
 
 import json
 
@@ -154,3 +155,27 @@ def test_save_pretrained_keeps_a_users_own_auto_map_entries(tmp_path):
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForTokenClassification"] == "mine.Tagger"  # the user's, kept
     assert auto_map["AutoModel"] == "modeling_concept_encoder.ConceptEncoderModel"  # ours, replaced
+
+
+def test_same_named_checkpoint_folders_each_run_their_own_code(tmp_path):
+    """Two `pretrained` folders whose model code differs, loaded with trust_remote_code in one process: 0.1.0's second
+    load ran the first folder's model. transformers names a local folder's modules after the folder and a hash of
+    the file, so both folders share one config class (equal configuration files), and the Auto class reused the
+    model class registered under it without importing the second folder's modeling file."""
+    for run, marker in (("run_a", "a"), ("run_b", "b")):
+        folder = tmp_path / run / "pretrained"
+        ConceptEncoderForMaskedLM(tiny_config()).save_pretrained(folder)
+        with open(folder / "modeling_concept_encoder.py", "a", encoding="utf-8") as f:
+            f.write(f'\nRUN_MARKER = "{marker}"\n')
+    script = """
+        import pickle, sys
+        from transformers import AutoModel, AutoModelForMaskedLM
+
+        for auto_class, folder in zip([AutoModelForMaskedLM] * 3 + [AutoModel] * 2, sys.argv[1:]):
+            model = auto_class.from_pretrained(folder, trust_remote_code=True)
+            assert pickle.loads(pickle.dumps(model.config)).to_dict() == model.config.to_dict()
+            print(sys.modules[type(model).__module__].RUN_MARKER)
+    """
+    a, b = tmp_path / "run_a" / "pretrained", tmp_path / "run_b" / "pretrained"
+    output = run_isolated(script, a, b, a, b, a, cwd=tmp_path)
+    assert output.split() == ["a", "b", "a", "b", "a"]
