@@ -79,7 +79,7 @@ RECIPES = {
     for recipe in (
         Recipe(
             "tsdae_posonly",
-            "TSDAE denoising through the position-only perceiver decoder (the seed's TSDAE rows).",
+            "TSDAE denoising through the position-only perceiver decoder (the research log's TSDAE rows).",
             arguments={"model_type": "perceiver_posonly_mlm", "objective": "tsdae", "line_by_line": True},
         ),
         Recipe(

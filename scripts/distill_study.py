@@ -3,7 +3,7 @@
 Every row is `run_pretraining.py` with the `distill_minilm` recipe (`concept_encoder_training/recipes.py`) and the
 row's changes (`DISTILL_STUDY_ROWS`), on the same WikiText-2 sentences, teacher, batch and number of optimizer steps,
 for each seed. Each student is scored zero-shot on STS-B dev and SICK-R test (Spearman × 100 of cosines), with its
-effective rank (seed and entropy forms, on 320 training sentences) and training tokens/s; the rows named in
+effective rank (MrCogito's and the entropy form, on 320 training sentences) and training tokens/s; the rows named in
 `--finetune_rows` are also fine-tuned on STS-B, MRPC and SICK-R (or the `--finetune_tasks` given; one fine-tuning
 seed per student, the study's `small` protocol: all training pairs, one epoch, lr 5e-4, the reference at 5e-5).
 Baselines in the same run: the random-init student (`random_init`, the recipe's start: the teacher's frozen word
@@ -253,9 +253,9 @@ def write_report(root: Path, rows: list[str], args) -> Path:
         "",
         "Zero-shot: Spearman × 100 of cosines (STS-B dev, SICK-R test). Fine-tuned: STS-B and SICK-R Pearson, MRPC "
         "accuracy (one fine-tuning seed per student). Mean ± sample std over seeds. Rank: effective rank of C "
-        "(seed form / entropy form) on 320 training sentences.",
+        "(MrCogito's form / entropy form) on 320 training sentences.",
         "",
-        "| Row | What changes | Zero-shot STS-B | Zero-shot SICK-R | FT STS-B | FT MRPC | FT SICK-R | Rank (seed / "
+        "| Row | What changes | Zero-shot STS-B | Zero-shot SICK-R | FT STS-B | FT MRPC | FT SICK-R | Rank (MrCogito / "
         "entropy) | Tokens/s | Train s | Seeds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
