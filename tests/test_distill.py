@@ -405,3 +405,51 @@ def test_the_distillation_study_at_smoke_size(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "distill_study.md").read_text()
     assert "| distill |" in report and "| random_init |" in report
+
+
+def distill_study_module():
+    import importlib
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    return importlib.import_module("distill_study")
+
+
+def test_distill_study_fine_tunes_a_students_similarity_tasks_by_the_cosine(tmp_path, monkeypatch):
+    """STS-B and SICK-R fine-tune a student with the cosine pair score (CoSENT), MRPC with the features head, the
+    teacher with neither; unknown `--finetune_tasks` are refused."""
+    study = distill_study_module()
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        output = tmp_path / command[command.index("--output_dir") + 1]
+        output.mkdir(parents=True, exist_ok=True)
+        metric = {"pearson": {"mean": 0.5}, "accuracy": {"mean": 0.7}}
+        (output / "seeds_results.json").write_text(json.dumps({"scores": metric}))
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    for task, student in (("stsb", True), ("sickr", True), ("mrpc", True), ("stsb", False)):
+        study.finetune_task("ckpt", tmp_path, tmp_path, task, 1, None, student=student)
+    overrides = [c[c.index("--config_overrides") + 1] if "--config_overrides" in c else None for c in calls]
+    cosine = "classifier_pooling=mean,classifier_pair_score=cosine"
+    assert overrides == [cosine, cosine, "classifier_pooling=mean", None]
+    with pytest.raises(SystemExit):
+        study.parse_args(["--finetune_tasks", "stsb,cola"])
+
+
+def test_distill_study_report_only_trains_nothing_and_reports_the_results_present(tmp_path, data_dir):
+    study = distill_study_module()
+    (tmp_path / "results").mkdir()
+    for seed, stsb in ((1, 81.0), (2, 82.0)):
+        result = {"row": "distill", "seed": seed, "rank": 3.5, "entropy_rank": 8.0, "zero_shot": {"stsb": stsb}}
+        (tmp_path / "results" / f"distill_seed{seed}.json").write_text(
+            json.dumps(result | {"finetuned": {"stsb": 0.8}})
+        )
+    arguments = ["--data_dir", str(data_dir), "--output_dir", str(tmp_path), "--rows", "distill,random_init"]
+    study.main([*arguments, "--seeds", "1,2", "--report_only", "--teacher", str(tmp_path / "no_teacher_needed")])
+    report = (tmp_path / "distill_study.md").read_text()
+    assert "| distill |" in report and "81.5 ± 0.7" in report and "0.800 ± 0.000" in report
+    assert not (tmp_path / "models").exists() and "| random_init |" not in report
