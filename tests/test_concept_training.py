@@ -172,6 +172,20 @@ def test_push_to_hub_uploads_our_model_card_with_the_weights_in_one_commit(token
     assert "generated automatically" not in card  # the Trainer's draft card did not replace ours
 
 
+def one_step_mlm_trainer(output, tokenizer, wikitext_lines, **saving) -> ConceptTrainer:
+    """A ConceptTrainer of one step of a tiny MLM on 8 WikiText lines into `output`, with `saving` (the
+    TrainingArguments of its checkpoints): the full-disk tests' run."""
+    args = TrainingArguments(
+        output_dir=str(output), max_steps=1, per_device_train_batch_size=4, report_to="none", use_cpu=True,
+        disable_tqdm=True, **saving,
+    )  # fmt: skip
+    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:8]]
+    return ConceptTrainer(
+        model=ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer))), args=args, train_dataset=data,
+        processing_class=tokenizer, data_collator=DataCollatorForConceptMLM(tokenizer),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "error, message",
     [
@@ -189,16 +203,8 @@ def test_a_failed_save_after_training_keeps_the_model_in_a_named_folder(
     """0.1.0 lost the trained model when the output folder could not be written after training (full disk:
     `unexpected pos 331648 vs 331536`); now it is saved to a temporary folder that the error names."""
     output = tmp_path / "run"
-    model = ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer)))
-    args = TrainingArguments(
-        output_dir=str(output), max_steps=1, per_device_train_batch_size=4, save_strategy="no", report_to="none",
-        use_cpu=True, disable_tqdm=True,
-    )  # fmt: skip
-    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:8]]
-    trainer = ConceptTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer,
-        data_collator=DataCollatorForConceptMLM(tokenizer),
-    )  # fmt: skip
+    trainer = one_step_mlm_trainer(output, tokenizer, wikitext_lines, save_strategy="no")
+    model = trainer.model
     trainer.train()
     save = type(model).save_pretrained
 
@@ -323,16 +329,8 @@ def test_a_checkpoint_save_on_a_full_disk_names_the_folder_and_the_cause(
     """Issue 23.7: a disk that filled during a checkpoint save gave torch's `basic_ios::clear: iostream error`, with
     neither the folder nor the cause named and nothing rescued."""
     output = tmp_path / "run"
-    model = ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer)))
-    args = TrainingArguments(
-        output_dir=str(output), max_steps=1, per_device_train_batch_size=4, save_strategy="steps", save_steps=1,
-        report_to="none", use_cpu=True, disable_tqdm=True,
-    )  # fmt: skip
-    data = [tokenizer(line, truncation=True, max_length=32) for line in wikitext_lines[:8]]
-    trainer = ConceptTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer,
-        data_collator=DataCollatorForConceptMLM(tokenizer),
-    )  # fmt: skip
+    trainer = one_step_mlm_trainer(output, tokenizer, wikitext_lines, save_strategy="steps", save_steps=1)
+    model = trainer.model
     save, disk_usage = torch.save, shutil.disk_usage
 
     def full_disk_save(obj, target, *rest, **kwargs):
