@@ -23,7 +23,8 @@ running it; every other name in this file is the script's own and may change wit
 - The model: `build_config(model_args, objective)`, `check_model_and_objective(config, objective, model_type)`,
   `build_model(model_args, config, objective)`; the objective's `build_collator(data_args, tokenizer, max_seq_length)`.
 - The data: `load_raw_datasets(data_args, cache_dir)`, `text_column_of(raw, data_args)`, `tokenize_datasets(raw,
-  tokenizer, text_column, max_seq_length, data_args, training_args)` and `select(dataset, limit, streaming)`.
+  tokenizer, text_column, max_seq_length, data_args, training_args)`, `select(dataset, limit, streaming)` and
+  `sentence_datasets(raw, text_column, max_train_samples)` (distillation's sentences).
 """
 
 import dataclasses

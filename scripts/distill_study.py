@@ -77,16 +77,14 @@ def warm_teacher_cache(args) -> None:
     that parallel units never embed the same sentences twice."""
     from datasets import load_dataset
 
-    from concept_encoder_training.distill import split_sentences, teacher_embeddings, teacher_max_length
+    from concept_encoder_training.distill import teacher_embeddings, teacher_max_length
+    from run_pretraining import sentence_datasets
 
     corpus = Path(args.data_dir) / "corpus" / "wikitext-2"
-    for split in ("train", "valid"):
-        sentences = split_sentences(
-            load_dataset("text", data_files=str(corpus / f"{split}.txt"), split="train")["text"]
-        )
-        if split == "train" and args.max_train_samples:
-            sentences = sentences[: args.max_train_samples]
-        teacher_embeddings(args.teacher, sentences, teacher_max_length(args.teacher))
+    files = {"train": str(corpus / "train.txt"), "validation": str(corpus / "valid.txt")}
+    sentences = sentence_datasets(load_dataset("text", data_files=files), "text", args.max_train_samples)
+    for split in sentences.values():
+        teacher_embeddings(args.teacher, split["text"], teacher_max_length(args.teacher))
 
 
 def pretrain_commands(name: str, seed: int, args, folder: Path) -> list[list[str]]:
