@@ -245,6 +245,26 @@ def test_continue_from_a_checkpoint_with_another_head_and_objective(monkeypatch,
         run_main(monkeypatch, {**args, "hidden_size": 64})
 
 
+def test_a_checkpoint_continues_with_a_regulariser_that_stays_out_of_its_config(monkeypatch, tmp_path, corpus):
+    """Concept losses are the run's arguments: a checkpoint (as a Hub one) continues under a regulariser that trains
+    (its parts are logged), and the saved config holds none of it."""
+    quick = dict(model_type="perceiver_mlm", max_steps=2, save_steps=2, do_eval=False)
+    run_main(monkeypatch, tiny_args(corpus, tmp_path / "mlm", **quick))
+    sizes = dict.fromkeys(TINY_SIZES)
+    args = tiny_args(corpus, tmp_path / "tregs", model_name_or_path=str(tmp_path / "mlm"), train_tokenizer_vocab_size=None,
+                     concept_losses=["t_regs"], concept_loss_weighting="fixed", concept_loss_weight=0.5, logging_steps=1,
+                     **quick, **sizes)  # fmt: skip
+    run_main(monkeypatch, args)
+    logged = json.loads((tmp_path / "tregs" / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in logged if "loss" in entry]
+    assert len(steps) == 2 and all(
+        entry["loss_weight/t_regs"] == 0.5 and "concept_loss/t_regs" in entry for entry in steps
+    )
+    config = json.loads((tmp_path / "tregs" / "config.json").read_text())
+    assert not any(key.startswith("concept_loss") for key in config)
+    assert json.loads((tmp_path / "tregs" / "run_summary.json").read_text())["concept_losses"] == "t_regs + fixed=0.5"
+
+
 class Interruption(RuntimeError):
     pass
 
