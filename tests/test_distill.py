@@ -303,7 +303,9 @@ def test_a_student_of_another_width_ships_its_projection(tmp_path, corpus, teach
     assert output.shape == (1, 4, TEACHER_WIDTH)
 
 
-def test_tsdae_jointly_with_distillation_logs_both(tmp_path, corpus, teacher_dir):
+def test_tsdae_jointly_with_distillation_and_kendall_gal_logs_every_part(tmp_path, corpus, teacher_dir):
+    """The joint objective's head loss and distillation terms make the task term of Kendall-Gal weighting over a
+    regulariser of the noised pass's concepts."""
     metrics = run_pretraining.main(
         distill_argv(
             corpus,
@@ -318,12 +320,14 @@ def test_tsdae_jointly_with_distillation_logs_both(tmp_path, corpus, teacher_dir
             "--logging_steps",
             "2",
         )[2:]  # drop "--objective distill": TSDAE with --teacher is the joint objective
-        + ["--objective", "tsdae", "--line_by_line"]
+        + ["--objective", "tsdae", "--line_by_line", "--concept_losses", "variance", "--concept_loss_weighting"]
+        + ["kendall_gal"]
     )
     assert metrics["train_loss"] > 0
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss" in entry][-1]
-    assert {"distill/cosine", "task_loss"} <= set(logged)
+    assert {"distill/cosine", "task_loss", "concept_loss/variance", "loss_weight/task"} <= set(logged)
+    assert logged["loss_weight/task"] != 0.5  # the log-variances learned (0.5 = exp(0) / 2 at the start)
 
 
 # ---- recipes ---------------------------------------------------------------------------------------------------------
