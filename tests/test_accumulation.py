@@ -172,3 +172,45 @@ def test_torchrun_with_two_cpu_processes_equals_one_process(tmp_path):
     one, two = (torch.load(tmp_path / name / "weights.pt") for name in runs)
     for name, tensor in one.items():
         torch.testing.assert_close(two[name], tensor, **TOLERANCE, msg=f"{name} differs between 1 and 2 processes")
+
+
+# Runs under torchrun (2 processes): every rank saves the Kendall-Gal log-variances it trained.
+DDP_KENDALL_GAL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+
+    import torch
+
+    sys.path[:0] = [os.environ["REPO_ROOT"], os.path.join(os.environ["REPO_ROOT"], "tests")]
+    from test_accumulation import collate, fresh_mlm, mlm_rows, training_args
+    from concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
+    from concept_encoder_training.trainer import ConceptTrainer
+
+    torch.set_num_threads(1)
+    output_dir = sys.argv[1]
+    arguments = ConceptLossArguments(concept_losses=["orthogonality"], concept_loss_weighting="kendall_gal")
+    trainer = ConceptTrainer(
+        model=fresh_mlm(), args=training_args(output_dir, 8, 1), train_dataset=mlm_rows(), data_collator=collate,
+        concept_loss=ConceptLoss(arguments),
+    )
+    trainer.train()
+    torch.save(trainer.concept_loss.log_vars.detach(), os.path.join(output_dir, f"log_vars_{os.environ['RANK']}.pt"))
+    """
+)
+
+
+@pytest.mark.slow
+def test_kendall_gal_log_variances_stay_equal_across_processes(tmp_path):
+    """They live outside the DDP-wrapped model, so the trainer averages their gradient as DDP averages the model's:
+    each process sees other batches, and without it each would learn its own weights."""
+    script = tmp_path / "train.py"
+    script.write_text(DDP_KENDALL_GAL_SCRIPT)
+    environment = {**os.environ, "REPO_ROOT": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518"]
+    result = subprocess.run(
+        [*command, str(script), str(tmp_path)], env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (torch.load(tmp_path / f"log_vars_{rank}.pt") for rank in (0, 1))
+    assert first.abs().min() > 0  # trained
+    torch.testing.assert_close(first, second, **TOLERANCE)
