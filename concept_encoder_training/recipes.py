@@ -74,9 +74,45 @@ T_REGS = {
     "concept_loss_warmup_steps": 100,
 }
 
+# the research log's concept-loss rows: MrCogito's `combined` (VICReg variance + uniformity) on the perceiver MLM
+COMBINED = {"model_type": "perceiver_mlm", "concept_losses": ["combined"]}
+
 RECIPES = {
     recipe.name: recipe
     for recipe in (
+        Recipe(
+            "bert_mlm",
+            "The baseline: a transformers BERT MLM of the concept encoder's width, depth, heads and FFN parameter count, "
+            "through the same data, tokenizer, collator and schedule.",
+            arguments={"model_type": "bert_mlm"},
+        ),
+        Recipe(
+            "perceiver_mlm",
+            "MLM through MrCogito's perceiver decoder (the research log's row).",
+            arguments={"model_type": "perceiver_mlm"},
+        ),
+        Recipe(
+            "weighted_mlm",
+            "MLM through MrCogito's weighted decoder (the research log's row).",
+            arguments={"model_type": "weighted_mlm"},
+        ),
+        Recipe(
+            "perceiver_posonly_mlm",
+            "MLM through the position-only perceiver decoder (the research log's row).",
+            arguments={"model_type": "perceiver_posonly_mlm"},
+        ),
+        Recipe(
+            "perceiver_mlm_kendall_gal",
+            "Perceiver MLM + the `combined` concept loss under Kendall-Gal weighting (the research log's row: it muted the "
+            "MLM loss and GLUE crashed).",
+            arguments={**COMBINED, "concept_loss_weighting": "kendall_gal"},
+        ),
+        Recipe(
+            "perceiver_mlm_fixed_0.1",
+            "Perceiver MLM + the `combined` concept loss at fixed weight 0.1 (the research log's row: it did not stop "
+            "the collapse).",
+            arguments={**COMBINED, "concept_loss_weighting": "fixed", "concept_loss_weight": 0.1},
+        ),
         Recipe(
             "tsdae_posonly",
             "TSDAE denoising through the position-only perceiver decoder (the research log's TSDAE rows).",
@@ -87,6 +123,16 @@ RECIPES = {
             "TSDAE PosOnly + T-REGS at fixed weight 1 warmed up over 100 steps: the only self-supervised recipe that "
             "keeps the concepts un-collapsed (rank 28.5 / 32 vs 3.0); not better than random init after fine-tuning.",
             arguments={"model_type": "perceiver_posonly_mlm", "objective": "tsdae", "line_by_line": True, **T_REGS},
+        ),
+        Recipe(
+            "tsdae_posonly_bixt",
+            "TSDAE PosOnly on BiXT layers (tokens also read the concepts; the research log's TSDAE row).",
+            arguments={
+                "model_type": "perceiver_posonly_mlm",
+                "objective": "tsdae",
+                "line_by_line": True,
+                "encoder_layer_type": "bixt",
+            },
         ),
         Recipe(
             "distill_minilm",

