@@ -50,18 +50,17 @@ from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 
 logger = logging.getLogger(__name__)
 DATA = REPO.parent / "shared" / "data" / "corpus" / "wikitext-2" / "train.txt"
-PRESETS = {
-    # scripts/demo.py's pretraining run
+PRESETS = {  # a recipe of concept_encoder_training/recipes.py at the benchmark's sizes
+    # the TSDAE run of scripts/demo.py
     "demo": [
-        "--model_type", "perceiver_posonly_mlm", "--objective", "tsdae", "--line_by_line",
-        "--train_tokenizer_vocab_size", "8000", "--hidden_size", "128", "--num_hidden_layers", "2",
+        "--recipe", "tsdae_posonly", "--train_tokenizer_vocab_size", "8000", "--hidden_size", "128", "--num_hidden_layers", "2",
         "--num_attention_heads", "4", "--intermediate_size", "256", "--concept_num", "32",
         "--max_position_embeddings", "128", "--max_seq_length", "64", "--per_device_train_batch_size", "32",
         "--learning_rate", "1e-3",
     ],
     # the research log's size (H512 L6 C128, N = 512) with MLM on packed chunks; batch 16 as the benchmark's short table
     "mrcogito": [
-        "--model_type", "perceiver_mlm", "--objective", "mlm", "--train_tokenizer_vocab_size", "32000",
+        "--recipe", "perceiver_mlm", "--train_tokenizer_vocab_size", "32000",
         "--hidden_size", "512", "--num_hidden_layers", "6", "--num_attention_heads", "8",
         "--intermediate_size", "2048", "--concept_num", "128", "--max_position_embeddings", "512",
         "--max_seq_length", "512", "--per_device_train_batch_size", "16", "--learning_rate", "5e-4",
