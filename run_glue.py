@@ -89,7 +89,7 @@ from concept_encoder_training.run_info import (
     wandb_location,
 )
 from concept_encoder_training.tokenizer import check_has_tokenizer, check_tokenizer_fits, limit_to_positions
-from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
+from concept_encoder_training.trainer import ConceptDiagnosticsCallback, ConceptTrainer, add_callback_first
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import glue_eval_result, scored_split, write_model_card
 from modeling_concept_encoder import ConceptEncoderForSequenceClassification
@@ -738,7 +738,7 @@ def run_task(
         compute_metrics=metrics_function(task),
     )
     if concept:
-        add_callback_first(trainer, ConceptLossCallback())  # loss parts per log, concept diagnostics on the dev set
+        add_callback_first(trainer, ConceptDiagnosticsCallback())  # concept diagnostics on the dev set
     add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
 
     metrics = {}

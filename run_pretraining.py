@@ -19,7 +19,8 @@ Several processes: `torchrun --nproc_per_node N run_pretraining.py ...` or `acce
 
 Public functions: other code (the benchmarks, scripts/study.py) uses only these, to build what a run builds without
 running it; every other name in this file is the script's own and may change with it.
-- `main(argv)`: the whole run; `parse_arguments(argv)`: its four argument dataclasses, a `--recipe`'s values applied.
+- `main(argv)`: the whole run; `parse_arguments(argv)`: its five argument dataclasses (`ARGUMENT_CLASSES`), a
+  `--recipe`'s values applied.
 - The model: `build_config(model_args, objective)`, `check_model_and_objective(config, objective, model_type)`,
   `build_model(model_args, config, objective)`; the objective's `build_collator(data_args, tokenizer, max_seq_length)`.
 - The data: `load_raw_datasets(data_args, cache_dir)`, `text_column_of(raw, data_args)`, `tokenize_datasets(raw,
@@ -65,6 +66,7 @@ from concept_encoder_training.distill import (
 )
 from concept_encoder_training.finish import finish_run
 from concept_encoder_training.hub import check_push_to_hub, require_hub, require_local_or_cached
+from concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
 from concept_encoder_training.recipes import RECIPES, recipe
 from concept_encoder_training.run_folder import (
     RunIdentityCallback,
@@ -91,7 +93,12 @@ from concept_encoder_training.tokenizer import (
     limit_to_positions,
     train_tokenizer,
 )
-from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, TimeBudgetCallback, add_callback_first
+from concept_encoder_training.trainer import (
+    ConceptDiagnosticsCallback,
+    ConceptTrainer,
+    TimeBudgetCallback,
+    add_callback_first,
+)
 from configuration_concept_encoder import ConceptEncoderConfig
 from model_cards import pretraining_eval_results, scored_split
 from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
@@ -158,20 +165,6 @@ class ModelArguments:
             "help": "Other ConceptEncoderConfig fields for a model trained from scratch, e.g. "
             "'hidden_dropout_prob=0.0,decoder_query=position' (PretrainedConfig.update_from_string)."
         },
-    )
-    concept_losses: list[str] | None = field(
-        default=None, metadata={"help": "Concept regularisers, e.g. 'combined' or 'variance uniformity'."}
-    )
-    concept_loss_weighting: str | None = field(
-        default=None, metadata={"help": "'none' (only logged), 'fixed' or 'kendall_gal'."}
-    )
-    concept_loss_weight: float | None = field(default=None, metadata={"help": "Weight of 'fixed' weighting."})
-    simcse_weight: float | None = field(
-        default=None, metadata={"help": "Weight of the SimCSE term on mean-pooled concepts (config: 0, off)."}
-    )
-    concept_loss_warmup_steps: int = field(
-        default=0,
-        metadata={"help": "'fixed' weighting: the weight rises linearly from 0 to --concept_loss_weight over N steps."},
     )
     tokenizer_name: str | None = field(
         default=None,
@@ -415,6 +408,10 @@ class OutputArguments:
     )
 
 
+# model, data, training losses (concept_encoder_training/losses.py), output folder, Trainer: parsed in this order
+ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, ConceptLossArguments, OutputArguments, TrainingArguments)
+
+
 def has_rows(path: str) -> bool:
     """Whether a Parquet file holds any row (read from its footer; the columns are checked when loaded)."""
     import pyarrow.parquet
@@ -436,30 +433,25 @@ def has_text(path: str, flag: str) -> bool:
 
 
 def build_config(model_args: ModelArguments, objective: str = "mlm") -> ConceptEncoderConfig:
-    """The checkpoint's config, or a new one from the size flags and `--config_overrides`; concept-loss and SimCSE
-    flags given on the command line apply to both. Validated now, before any data is read (vocabulary comes later)."""
-    concept_settings = {
-        name: getattr(model_args, name)
-        for name in ("concept_losses", "concept_loss_weighting", "concept_loss_weight", "simcse_weight")
-        if getattr(model_args, name) is not None
-    }
+    """The checkpoint's config, or a new one from the size flags and `--config_overrides`. Validated now, before any
+    data is read (vocabulary comes later)."""
     head = {} if objective == "distill" else MODEL_TYPES.get(model_args.model_type, {})  # distill: the encoder only
     if model_args.model_name_or_path is not None:
         config = ConceptEncoderConfig.from_pretrained(model_args.model_name_or_path, **hub_options(model_args))
         if head:
             check_continued_head(model_args, config)
-        config.update({**head, **concept_settings})
+        config.update(head)
         config.validate_concept_encoder()
         return config
     sizes = given_config_flags(model_args)
     if model_args.architecture == "mrcogito":
-        config = ConceptEncoderConfig.from_mrcogito(model_args.model_type, **sizes, **concept_settings)
+        config = ConceptEncoderConfig.from_mrcogito(model_args.model_type, **sizes)
     elif model_args.config_name is not None:
         config = ConceptEncoderConfig.from_pretrained(model_args.config_name, **hub_options(model_args))
-        config.update({**head, **sizes, **concept_settings})
+        config.update({**head, **sizes})
         config.validate_concept_encoder()
     else:
-        config = ConceptEncoderConfig(**head, **sizes, **concept_settings)
+        config = ConceptEncoderConfig(**head, **sizes)
     both = sorted(sizes.keys() & override_items(model_args.config_overrides, config).keys())
     if both:
         raise ValueError(f"{both} given both as flags and in --config_overrides: give each once.")
@@ -561,10 +553,14 @@ def tokenizer_source_of(model_args: ModelArguments) -> str | None:
 
 
 def pretraining_identity(
-    model_args: ModelArguments, data_args: DataTrainingArguments, config: ConceptEncoderConfig, seed: int
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    loss_args: ConceptLossArguments,
+    config: ConceptEncoderConfig,
+    seed: int,
 ) -> dict:
-    """What makes a pretraining run that run (model, tokenizer, data, objective, seed): a rerun into its folder
-    resumes only when all of it is the same."""
+    """What makes a pretraining run that run (model, tokenizer, data, objective, training losses, seed): a rerun into
+    its folder resumes only when all of it is the same."""
 
     def where(path: str | None) -> str | None:
         return os.path.abspath(path) if path and os.path.exists(path) else path
@@ -591,6 +587,7 @@ def pretraining_identity(
             data_args.distill_mse_weight,
             data_args.distill_relational_weight,
         ],
+        "concept_losses": dataclasses.asdict(loss_args),
         "seed": seed,
     }
 
@@ -859,19 +856,6 @@ def rank_batch(dataset, tokenizer) -> dict[str, torch.Tensor]:
     return tokenizer.pad(rows, return_tensors="pt")
 
 
-def concept_losses_text(config: ConceptEncoderConfig) -> str:
-    """The research log's "Concept Losses" column: `none`, `combined + kendall_gal`, `combined + fixed=0.1`."""
-    simcse = f" + simcse={config.simcse_weight:g}" if config.simcse_weight else ""
-    if not config.concept_losses:
-        return f"none{simcse}"
-    names = " + ".join(config.concept_losses)
-    if config.concept_loss_weighting == "none":
-        return f"{names} (logged only){simcse}"
-    if config.concept_loss_weighting == "fixed":
-        return f"{names} + fixed={config.concept_loss_weight:g}{simcse}"
-    return f"{names} + {config.concept_loss_weighting}{simcse}"
-
-
 def objective_settings(data_args: DataTrainingArguments) -> dict:
     """The objective's own settings, so that runs differing only in them (a mask and a delete TSDAE run) are told
     apart; the other objective's settings are None."""
@@ -943,11 +927,7 @@ def recipe_defaults(name: str, continuing: bool) -> tuple[dict, dict]:
     (`--model_name_or_path`) keeps the checkpoint's sizes, tokenizer and embeddings: the recipe's config and
     embedding initialisation are left out."""
     chosen = recipe(name)
-    known = {
-        f.name
-        for arguments in (ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments)
-        for f in dataclasses.fields(arguments)
-    }
+    known = {f.name for arguments in ARGUMENT_CLASSES for f in dataclasses.fields(arguments)}
     unknown = sorted(set(chosen.arguments) - known)
     if unknown:
         raise ValueError(f"Recipe {name!r} sets {unknown}, which are not run_pretraining.py arguments: fix recipes.py.")
@@ -964,10 +944,10 @@ def with_recipe_config(model_args: "ModelArguments", config: dict) -> None:
 
 
 def parse_arguments(argv: list[str]):
-    """The four argument dataclasses from flags or one `.json` file; `--recipe NAME` (`"recipe"` in the file) sets
-    the recipe's values as defaults that explicit flags override. `--preset NAME` is the deprecated name of `--recipe`
-    (0.1), accepted with a warning."""
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, OutputArguments, TrainingArguments))
+    """The five argument dataclasses (`ARGUMENT_CLASSES`) from flags or one `.json` file; `--recipe NAME` (`"recipe"`
+    in the file) sets the recipe's values as defaults that explicit flags override. `--preset NAME` is the deprecated
+    name of `--recipe` (0.1), accepted with a warning."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
     if len(argv) == 1 and argv[0].endswith(".json"):
         values = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
         config = {}
@@ -994,7 +974,9 @@ def parse_arguments(argv: list[str]):
 @releases_run_locks
 def main(argv: list[str] | None = None):
     # 1. Arguments: flags (over a --recipe's values) or one .json file.
-    model_args, data_args, output_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, loss_args, output_args, training_args = parse_arguments(
+        sys.argv[1:] if argv is None else argv
+    )
 
     setup_logging(training_args, logger)
 
@@ -1014,11 +996,6 @@ def main(argv: list[str] | None = None):
     teacher = teacher_of(model_args, data_args)
     for source in dict.fromkeys(filter(None, (teacher, model_args.init_embeddings_from))):
         check_teacher(source)  # refused now, with the fix named: never a random teacher
-    if data_args.objective == "distill" and model_args.concept_loss_weighting == "kendall_gal":
-        raise ValueError(
-            "--objective distill trains the encoder alone, which has no Kendall-Gal log-variances: use "
-            "--concept_loss_weighting fixed with --concept_loss_weight."
-        )
     config = build_config(model_args, data_args.objective)
     check_model_and_objective(config, data_args.objective, model_args.model_type)
     model_kind = "distill" if data_args.objective == "distill" else model_args.model_type  # run ids and summaries
@@ -1038,7 +1015,7 @@ def main(argv: list[str] | None = None):
     # 3. Run id (the research log's form unless --run_name is given), output folder and the checkpoint to resume from.
     # The default folder is named by what the run is, so rerunning the same command resumes it; a folder holding
     # another run, or files this package did not write, is refused (concept_encoder_training/run_folder.py).
-    identity = pretraining_identity(model_args, data_args, config, training_args.seed)
+    identity = pretraining_identity(model_args, data_args, loss_args, config, training_args.seed)
     new_run_id = training_args.run_name or run_name_of(model_kind, config, training_args)
     if training_args.output_dir == "trainer_output":  # transformers' default: --output_dir was not given
         name = run_id(model_kind, architecture_of(config), identity_hash(identity))
@@ -1104,7 +1081,7 @@ def main(argv: list[str] | None = None):
             raise ValueError("--do_eval needs validation data: give --validation_file or a validation split.")
         eval_dataset = select(tokenized["validation"], data_args.max_eval_samples, data_args.streaming)
 
-    # 6. Trainer: the objective's collator, concept-loss logging, Kendall-Gal variances out of weight decay.
+    # 6. Trainer: the objective's collator, the training losses outside the model, concept diagnostics.
     if training_args.include_num_input_tokens_seen == "no":
         training_args.include_num_input_tokens_seen = "all"  # positions processed (padding included): tokens/s
     trainer = ConceptTrainer(
@@ -1119,13 +1096,12 @@ def main(argv: list[str] | None = None):
         )
         if teacher is not None
         else None,
+        concept_loss=ConceptLoss(loss_args) if loss_args.concept_losses else None,
     )
     concept_model = model_args.model_type in MODEL_TYPES
     if concept_model:  # MrCogito measured the rank on training documents
-        concept_callback = ConceptLossCallback(
-            eval_batch=rank_batch(train_dataset, tokenizer), warmup_steps=model_args.concept_loss_warmup_steps
-        )
-        add_callback_first(trainer, concept_callback)  # before wandb, so the loss parts reach it
+        concept_callback = ConceptDiagnosticsCallback(eval_batch=rank_batch(train_dataset, tokenizer))
+        add_callback_first(trainer, concept_callback)  # before wandb, so the diagnostics reach it
     if data_args.max_train_minutes is not None:
         trainer.add_callback(TimeBudgetCallback(data_args.max_train_minutes))
     add_callback_first(trainer, RunIdentityCallback(record))  # marks each checkpoint complete before anything else
@@ -1195,7 +1171,7 @@ def main(argv: list[str] | None = None):
             distill_losses=distill_text(data_args) if teacher is not None else None,
             pretraining_data=data_name(data_args),
             epochs=trainer.state.epoch,
-            concept_losses=concept_losses_text(config),
+            concept_losses=loss_args.describe(),
             task_loss=all_metrics.get("eval_loss", last_logged(history, "task_loss", "loss")),
             effective_rank=all_metrics.get(
                 "eval_concept_effective_rank", all_metrics.get("train_concept_effective_rank")

@@ -183,7 +183,7 @@ def measure_pipeline(args: PipelineArguments, flags: list[str]) -> dict:
     torch.set_flush_denormal(True)  # as run_pretraining.py does
 
     # The run's data path: the same parsing, tokenisation and collator as run_pretraining.py.
-    model_args, data_args, _, training_args = run_pretraining.parse_arguments(
+    model_args, data_args, *_, training_args = run_pretraining.parse_arguments(
         [*flags, "--train_file", args.train_file, "--output_dir", "unused", "--report_to", "none"]
     )
     raw = run_pretraining.load_raw_datasets(data_args, None)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import run_pretraining  # noqa: E402
 from benchmarks.bench_encoder import load_average  # noqa: E402
 from concept_encoder_training.config_flags import with_merged_overrides  # noqa: E402
+from concept_encoder_training.losses import ConceptLoss  # noqa: E402
 
 SMALL_SIZES = "hidden_size=128,num_hidden_layers=2,num_attention_heads=4,intermediate_size=256,concept_num=32"
 
@@ -54,9 +55,11 @@ def recipe_flags(recipe: str) -> tuple[str, list[str]]:
 
 
 def build_recipe(flags: list[str], args, tokenizer):
-    """The model and collator `run_pretraining.py` would build for these flags at the shared sizes."""
+    """The model, collator and training loss (`ConceptLoss`, or None) `run_pretraining.py` would build for these flags
+    at the shared sizes."""
     # a recipe's own fields win over the shared sizes
-    model_args, data_args, _, _ = run_pretraining.parse_arguments(with_merged_overrides(flags, args.config_overrides))
+    parsed = run_pretraining.parse_arguments(with_merged_overrides(flags, args.config_overrides))
+    model_args, data_args, loss_args = parsed[:3]
     config = run_pretraining.build_config(model_args)
     run_pretraining.check_model_and_objective(config, data_args.objective)
     config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
@@ -65,7 +68,8 @@ def build_recipe(flags: list[str], args, tokenizer):
     config.validate_concept_encoder()
     torch.manual_seed(0)
     model = run_pretraining.build_model(model_args, config).train()
-    return model, run_pretraining.build_collator(data_args, tokenizer, args.max_seq_length)
+    concept_loss = ConceptLoss(loss_args) if loss_args.concept_losses else None
+    return model, run_pretraining.build_collator(data_args, tokenizer, args.max_seq_length), concept_loss
 
 
 def main(argv=None) -> dict[str, float]:
@@ -83,13 +87,15 @@ def main(argv=None) -> dict[str, float]:
     steps = {}
     for recipe in args.recipes:
         name, flags = recipe_flags(recipe)
-        model, collator = build_recipe(flags, args, tokenizer)
+        model, collator, concept_loss = build_recipe(flags, args, tokenizer)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         torch.manual_seed(0)
         batch = collator(examples)  # one fixed noisy batch per recipe: the same documents for all
 
-        def step(model=model, optimizer=optimizer, batch=batch):
-            model(**batch).loss.backward()
+        def step(model=model, optimizer=optimizer, batch=batch, concept_loss=concept_loss):
+            outputs = model(**batch)
+            loss = outputs.loss if concept_loss is None else concept_loss(outputs.loss, outputs.concept_states)[0]
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -1,8 +1,16 @@
-"""Concept diagnostics the training scripts log; the model itself never calls them, so they do not ship to the Hub."""
+"""Concept diagnostics: what the training scripts log, the model cards and the registry show, and the concept losses
+measure with (`off_diagonal_cosines`). The model itself never calls them, so they do not ship to the Hub."""
 
 import torch
+import torch.nn.functional as F
 
-from modeling_concept_encoder import off_diagonal_cosines
+
+def off_diagonal_cosines(concepts: torch.Tensor) -> torch.Tensor:
+    """Cosines ĉᵢ·ĉⱼ of the C(C−1) ordered pairs i ≠ j of every example `[batch, C, hidden]`: `[batch, C*(C-1)]`."""
+    unit = F.normalize(concepts, dim=-1)
+    gram = unit @ unit.transpose(-1, -2)  # [batch, C, C]
+    off_diagonal = ~torch.eye(gram.shape[-1], dtype=torch.bool, device=gram.device)
+    return gram[:, off_diagonal]
 
 
 @torch.no_grad()
@@ -28,6 +36,11 @@ def entropy_effective_rank(concepts: torch.Tensor) -> float:
 def mean_concept_cosine(concepts: torch.Tensor) -> float:
     """Mean absolute cosine between distinct concepts of the same example (0 = orthogonal, 1 = collapsed)."""
     return off_diagonal_cosines(concepts.float().reshape(-1, *concepts.shape[-2:])).abs().mean().item()
+
+
+def format_effective_rank(rank: float, concept_num: int) -> str:
+    """The research log's text form, e.g. `5.1 / 128 (4%)`, as the model card and the registry's "Eff. Rank" show it."""
+    return f"{rank:.1f} / {concept_num} ({100 * rank / concept_num:.0f}%)"
 
 
 class ConceptStatistics:

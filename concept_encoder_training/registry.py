@@ -28,8 +28,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from concept_encoder_training.diagnostics import format_effective_rank
 from concept_encoder_training.run_info import SUMMARY_FILE, current_field_names
-from model_cards import format_effective_rank
 
 COLUMNS = [
     "Date",

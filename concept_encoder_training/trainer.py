@@ -1,6 +1,6 @@
-"""Training helpers for concept encoders under the stock `Trainer`: loss-component logging, concept diagnostics at
-evaluation, a warm-up of the fixed concept-loss weight, weight-decay groups that spare the Kendall-Gal
-log-variances, our model card in `push_to_hub`'s one commit, and a stop at the first non-finite loss or gradient."""
+"""Training helpers for concept encoders under the stock `Trainer`: the training losses outside the model (concept
+regularisers, their weighting and warm-up, distillation) with each part logged, concept diagnostics at evaluation, our
+model card in `push_to_hub`'s one commit, and a stop at the first non-finite loss or gradient."""
 
 import os
 import random
@@ -10,6 +10,7 @@ import time
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch.utils.data import IterableDataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
@@ -20,21 +21,24 @@ from collators.distill import CLEAN_PREFIX, TEACHER_EMBEDDING
 from concept_encoder_training.diagnostics import ConceptStatistics
 from concept_encoder_training.distill import DistillationLoss
 from concept_encoder_training.ecosystem import complete_checkpoint
+from concept_encoder_training.losses import ConceptLoss
 from concept_encoder_training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
 from model_cards import write_model_card
 from modeling_concept_encoder import IGNORE_INDEX
 
-LOG_VARS_NAME = "concept_loss_log_vars"
+CONCEPT_LOSS_FILE = "concept_loss.safetensors"  # a checkpoint's Kendall-Gal log-variances, for resuming
 ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))  # sentence pairs: both sides
 
 
 class ConceptTrainer(Trainer):
     """The stock `Trainer`, except for these things.
 
-    - The Kendall-Gal log-variances (`concept_loss_log_vars`) get no weight decay. Weight decay pulls parameters
-      towards 0; for a log-variance sᵢ that means pulling every weight ½·exp(−sᵢ) back to ½ regardless of the data, a
-      bias the uncertainty weighting is meant to learn away (Kendall & Gal treat sᵢ as free parameters), so they join
-      biases and norms in the no-decay group.
+    - Training losses outside the model (`compute_loss`): a `ConceptLoss` (concept regularisers on the head's
+      `concept_states`, fixed or Kendall-Gal weighting, warm-up) and a `DistillationLoss`. Each part is logged at every
+      logging step as the mean over the training forwards since the last log: `task_loss`, `concept_loss/<name>`,
+      `loss_weight/<name>` (`loss_weight/task` too) and `distill/<name>`. The Kendall-Gal log-variances join the
+      optimizer without weight decay and are saved in each checkpoint (`concept_loss.safetensors`) for resuming; with
+      several processes their gradient is averaged as DDP averages the model's.
     - `create_model_card` writes our card (`model_cards`, from `card_summary`, the run's `run_summary.json`, and the
       optional `card_glue_results`) instead of the Trainer's draft. `push_to_hub` calls it before it uploads the
       output folder, so the card goes up with the weights in one commit (as TRL's trainers do).
@@ -52,11 +56,18 @@ class ConceptTrainer(Trainer):
     card_glue_results: dict | None = None
     card_options: dict | None = None  # further `write_model_card` arguments: eval_results, base_model, hyperparameters
 
-    def __init__(self, *args, distillation: DistillationLoss | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        distillation: DistillationLoss | None = None,
+        concept_loss: ConceptLoss | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.distillation = distillation
-        self._distill_sums: dict[str, torch.Tensor] = {}
-        self._distill_forwards = 0
+        self.concept_loss = concept_loss.to(self.args.device) if concept_loss is not None else None
+        self._part_sums: dict[str, torch.Tensor] = {}
+        self._part_weight = 0.0  # Σ of the recorded forwards' shares (`_record_parts`)
         if distillation is not None:
             self.loss_is_scaled_for_ga = False  # every term is a mean over its micro-batch
         self.add_callback(NonFiniteStopCallback())
@@ -173,48 +184,101 @@ class ConceptTrainer(Trainer):
         ) from error
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The stock loss, or with `distillation` the distillation terms (class docstring). The student's sentence
-        vector is `last_hidden_state.mean(dim=1)` of its encoder, the vector every consumer of the checkpoint reads."""
-        if self.distillation is None:
+        """The stock loss, or with training losses (class docstring) the model's task loss for this micro-batch (the
+        mean over its labelled items), the distillation terms, then the concept loss combining them with the
+        regularisers of the concept states the model read, and that total given the micro-batch's share of the
+        optimizer step as the model gives its own (`share_of_step`). The student's sentence vector is
+        `last_hidden_state.mean(dim=1)` of its encoder, the vector every consumer of the checkpoint reads; a joint
+        objective takes it from the clean input (`CLEAN_PREFIX`) and the head's loss from the noised one."""
+        if self.distillation is None and self.concept_loss is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
-        teacher = inputs.pop(TEACHER_EMBEDDING)
+        teacher = inputs.pop(TEACHER_EMBEDDING, None)
         clean = {key[len(CLEAN_PREFIX) :]: inputs.pop(key) for key in list(inputs) if key.startswith(CLEAN_PREFIX)}
         unwrapped = self.accelerator.unwrap_model(model)
-        if clean:  # a joint objective: the head's loss on the noised input, the sentence vector from the clean one
-            outputs = model(**inputs)
-            concepts = unwrapped.base_model(**clean).last_hidden_state
-            loss, parts = outputs.loss, {"task_loss": outputs.loss}
-        else:
-            outputs = model(**inputs)
-            concepts = outputs.last_hidden_state  # [batch, concepts, D]
-            loss, parts = 0, {}
-        terms = self.distillation.terms(concepts.mean(dim=1), teacher)
-        loss = loss + self.distillation.total(terms)
-        parts.update(terms)
-        config = unwrapped.config
-        if not clean and config.concept_losses and config.concept_loss_weighting == "fixed":
-            from modeling_concept_encoder import concept_loss_terms
-
-            regularisers = concept_loss_terms(concepts, config)
-            loss = loss + config.concept_loss_weight * sum(regularisers.values())
-            parts.update(regularisers)
+        outputs = model(**inputs)
+        loss, labels = outputs.get("loss"), inputs.get("labels")  # loss: None for the encoder alone (distillation)
+        parts = {} if loss is None else {"task_loss": loss.detach()}
+        concepts = outputs.get("concept_states", outputs.get("last_hidden_state"))  # [batch, concepts, D]
+        if self.distillation is not None:
+            student = unwrapped.base_model(**clean).last_hidden_state if clean else concepts
+            terms = self.distillation.terms(student.mean(dim=1), teacher)
+            loss = self.distillation.total(terms) if loss is None else loss + self.distillation.total(terms)
+            parts.update({f"distill/{name}": term.detach() for name, term in terms.items()})
+        if self.concept_loss is not None and concepts is not None:  # concept states: training mode only
+            present = labels is None or bool(labels.ne(IGNORE_INDEX).any())
+            loss, concept_parts = self.concept_loss(loss, concepts, self.state.global_step, present)
+            parts.update(concept_parts)
+        share = 1.0
+        if self.distillation is None and labels is not None and num_items_in_batch is not None:
+            share = unwrapped.share_of_step(torch.ones((), device=loss.device), labels, num_items_in_batch)
+            processes = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            loss = loss * share * processes  # as the stock compute_loss scales a model's own shared loss
         if model.training:
-            for name, value in parts.items():
-                self._distill_sums[name] = self._distill_sums.get(name, 0) + value.detach().float()
-            self._distill_forwards += 1
+            self._record_parts(parts, share)
         return (loss, outputs) if return_outputs else loss
 
+    def _record_parts(self, parts: dict[str, torch.Tensor], share) -> None:
+        """Add a training forward's loss parts to the running sums, weighted by its share of the step's labelled
+        items (1 without `num_items_in_batch`), so the logged parts rebuild the logged loss."""
+        share = torch.as_tensor(share, dtype=torch.float32)
+        for name, value in parts.items():
+            self._part_sums[name] = self._part_sums.get(name, 0) + share.to(value.device) * value.float()
+        self._part_weight += float(share)
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """Adds the means of the distillation terms since the last training log as `distill/<name>`."""
-        if "loss" in logs and self._distill_forwards:
-            for name, total in self._distill_sums.items():
-                logs[f"distill/{name}"] = round((total / self._distill_forwards).item(), 6)
-            self._distill_sums, self._distill_forwards = {}, 0
+        """Adds the weighted means of the loss parts since the last training log (class docstring)."""
+        if "loss" in logs and self._part_weight:
+            logs.update({name: (total / self._part_weight).item() for name, total in self._part_sums.items()})
+            self._part_sums, self._part_weight = {}, 0.0
         super().log(logs, *args, **kwargs)
 
-    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
-        return [name for name in super().get_decay_parameter_names(model) if name.split(".")[-1] != LOG_VARS_NAME]
+    def create_optimizer(self, model=None):
+        """The stock optimizer, with the Kendall-Gal log-variances as one more parameter group without weight decay
+        (class docstring)."""
+        optimizer = super().create_optimizer(model)
+        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        if log_vars is not None and not any(p is log_vars for group in optimizer.param_groups for p in group["params"]):
+            optimizer.add_param_group({"params": [log_vars], "weight_decay": 0.0})
+        return optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The stock step; with several processes, the log-variances' gradient (outside the DDP-wrapped model) is
+        averaged over them at the step's last micro-batch, as DDP averages the model's."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        if log_vars is not None and log_vars.grad is not None and self.accelerator.num_processes > 1:
+            if self.accelerator.sync_gradients:
+                log_vars.grad = self.accelerator.reduce(log_vars.grad, reduction="mean")
+        return loss
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """As the Trainer's, and the Kendall-Gal log-variances (`concept_loss.safetensors`)."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        if log_vars is not None and self.args.should_save:
+            save_file({"log_vars": log_vars.detach().cpu().contiguous()}, os.path.join(output_dir, CONCEPT_LOSS_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """As the Trainer's, after setting the log-variances from the checkpoint's `concept_loss.safetensors`."""
+        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        if checkpoint is not None and log_vars is not None:
+            path = os.path.join(checkpoint, CONCEPT_LOSS_FILE)
+            if not os.path.isfile(path):
+                raise ValueError(
+                    f"Resuming a Kendall-Gal run from {checkpoint}, which has no {CONCEPT_LOSS_FILE} (its log-variances): "
+                    "it was saved by a run with other concept-loss flags; resume with that run's flags, or start over "
+                    "with --overwrite_output_dir."
+                )
+            saved = load_file(path)["log_vars"]
+            if saved.shape != log_vars.shape:
+                raise ValueError(
+                    f"{path} holds {saved.numel()} log-variances, this run's --concept_losses need {log_vars.numel()}: "
+                    "resume with the checkpoint's concept-loss flags, or start over with --overwrite_output_dir."
+                )
+            with torch.no_grad():
+                log_vars.copy_(saved)
+        super()._load_optimizer_and_scheduler(checkpoint)
 
     def create_model_card(self, **kwargs) -> None:
         """`output_dir/README.md` from `card_summary`, with the Hub id in its loading snippet; the Trainer's draft
@@ -355,103 +419,29 @@ def add_callback_first(trainer: Trainer, callback: TrainerCallback) -> None:
     """Insert `callback` before every other callback of `trainer`.
 
     `Trainer(callbacks=...)` and `trainer.add_callback` append after the reporting integrations (wandb,
-    tensorboard), whose `on_log` would then run before `ConceptLossCallback` has added its values to the log.
+    tensorboard), whose `on_log` would then run before `ConceptDiagnosticsCallback` has added its values to the log.
     """
     trainer.callback_handler.callbacks.insert(0, callback)
 
 
-class ConceptLossCallback(TrainerCallback):
-    """Logs what the Trainer cannot see: the parts of a concept encoder's loss and the health of its concepts.
-
-    - Every logging step: the mean, over the training forwards since the last log (gradient-accumulation micro-batches
-      included), of `task_loss`, each concept term as `concept_loss/<name>` and each weight as `loss_weight/<name>`
-      (`loss_weight/task` too). They are read from the model outputs by a forward hook registered in
-      `on_train_begin`, since the Trainer only keeps `loss`.
-    - Every evaluation: the concepts' effective rank in the research log's form (`eval_concept_effective_rank`), in the
-      entropy form (`eval_concept_entropy_effective_rank`) and their mean absolute cosine (`eval_concept_mean_cosine`),
-      measured on `eval_batch` (a dict with `input_ids` and `attention_mask`; pretraining's fixed 320 documents) or,
-      without one, on the whole evaluation dataloader (GLUE's dev set, both sides of separately encoded pairs).
-    - Optionally (`warmup_steps > 0`, `fixed` weighting only) the fixed concept-loss weight rises linearly from
-      w/warmup_steps to w = `config.concept_loss_weight` over the first `warmup_steps` optimizer steps. The scaled
-      value is set in the config at `on_step_begin` and the target restored at `on_step_end`, before the Trainer
-      logs, evaluates or saves, so a saved config always holds the configured weight.
+class ConceptDiagnosticsCallback(TrainerCallback):
+    """Logs what the Trainer cannot see at evaluation: the health of the concepts. Their effective rank in the research
+    log's form (`eval_concept_effective_rank`), in the entropy form (`eval_concept_entropy_effective_rank`) and their
+    mean absolute cosine (`eval_concept_mean_cosine`), measured on `eval_batch` (a dict with `input_ids` and
+    `attention_mask`; pretraining's fixed 320 documents) or, without one, on the whole evaluation dataloader (GLUE's
+    dev set, both sides of separately encoded pairs). The parts of the training loss are logged by `ConceptTrainer`.
 
     The Trainer writes a log entry before callbacks see it (and evaluation metrics before `on_evaluate`), so the values
     are added in `on_log`, to the log and to the entry already in `state.log_history` (so `trainer_state.json` has
-    them), and evaluation values also to the metrics `evaluate()` returns. For wandb and other integrations to get
-    them, register with `add_callback_first(trainer, callback)`.
+    them), and also to the metrics `evaluate()` returns. For wandb and other integrations to get them, register with
+    `add_callback_first(trainer, callback)`.
     """
 
-    def __init__(self, eval_batch: dict[str, torch.Tensor] | None = None, warmup_steps: int = 0):
-        if warmup_steps < 0:
-            raise ValueError(f"ConceptLossCallback: warmup_steps={warmup_steps} must be >= 0.")
+    def __init__(self, eval_batch: dict[str, torch.Tensor] | None = None):
         if eval_batch is not None and "input_ids" not in eval_batch:
-            raise ValueError("ConceptLossCallback: eval_batch needs 'input_ids' (and 'attention_mask').")
+            raise ValueError("ConceptDiagnosticsCallback: eval_batch needs 'input_ids' (and 'attention_mask').")
         self.eval_batch = eval_batch
-        self.warmup_steps = warmup_steps
-        self._hook = None
-        self._sums: dict[str, torch.Tensor] = {}
-        self._shares = 0  # Σ of the captured forwards' weights (`_capture`)
-        self._target_weight = None
         self._eval_metrics: dict[str, float] = {}
-
-    # ---- training: loss components -----------------------------------------------------------------------------
-
-    def _capture(self, module, args, kwargs, output) -> None:
-        """Forward hook: add the detached loss parts of a training forward to the running sums, each forward weighted
-        as the model weights its loss: by its share of the step's labelled items when the Trainer passes
-        `num_items_in_batch` (gradient accumulation, several processes), else 1; so the logged parts rebuild the
-        logged loss."""
-        if not module.training or getattr(output, "task_loss", None) is None:
-            return
-        labels, items = kwargs.get("labels"), kwargs.get("num_items_in_batch")
-        share = 1.0
-        if labels is not None and items is not None:
-            share = (labels.ne(IGNORE_INDEX).sum() / torch.as_tensor(items, device=labels.device).clamp(min=1)).float()
-        values = {"task_loss": output.task_loss}
-        values.update({f"concept_loss/{name}": term for name, term in (output.concept_loss_terms or {}).items()})
-        values.update({f"loss_weight/{name}": weight for name, weight in (output.loss_weights or {}).items()})
-        for name, value in values.items():
-            self._sums[name] = self._sums.get(name, 0) + share * value.detach().float()
-        self._shares += share
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._sums, self._shares = {}, 0
-        if self._hook is None:
-            self._hook = model.register_forward_hook(self._capture, with_kwargs=True)
-        if self.warmup_steps:
-            if model.config.concept_loss_weighting != "fixed":
-                raise ValueError(
-                    f"ConceptLossCallback(warmup_steps={self.warmup_steps}) warms up the fixed concept-loss weight, "
-                    f"but config.concept_loss_weighting={model.config.concept_loss_weighting!r}: use 'fixed' or "
-                    "warmup_steps=0."
-                )
-            self._target_weight = model.config.concept_loss_weight
-
-    def on_step_begin(self, args, state, control, model=None, **kwargs):
-        if self.warmup_steps and state.global_step < self.warmup_steps:
-            model.config.concept_loss_weight = self._target_weight * (state.global_step + 1) / self.warmup_steps
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.warmup_steps:
-            model.config.concept_loss_weight = self._target_weight
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.on_step_end(args, state, control, model=model)
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def _training_means(self) -> dict[str, float]:
-        """Weighted means of the captured parts since the last call; empty when no training forward (or only
-        forwards without a labelled item) ran."""
-        if not float(self._shares):
-            return {}
-        means = {name: (total / self._shares).item() for name, total in self._sums.items()}
-        self._sums, self._shares = {}, 0
-        return means
-
-    # ---- evaluation: concept diagnostics ------------------------------------------------------------------------
 
     @torch.no_grad()
     def concept_metrics(
@@ -478,22 +468,19 @@ class ConceptLossCallback(TrainerCallback):
         return statistics.metrics(prefix)
 
     def on_log(self, args, state, control, logs=None, model=None, eval_dataloader=None, **kwargs):
-        """Training logs (they carry `loss`) get the loss parts; evaluation logs (`<prefix>_runtime`) the concept
-        diagnostics, kept for `on_evaluate`."""
-        added = {}
-        if "loss" in logs:
-            added = self._training_means()
+        """Evaluation logs (`<prefix>_runtime`) get the concept diagnostics, kept for `on_evaluate`."""
         prefixes = [key[: -len("_runtime")] for key in logs if key.endswith("_runtime") and key != "train_runtime"]
         if prefixes:
             if self.eval_batch is None and eval_dataloader is None:
-                raise ValueError("ConceptLossCallback: no eval_batch given and the Trainer has no eval dataloader.")
+                raise ValueError(
+                    "ConceptDiagnosticsCallback: no eval_batch given and the Trainer has no eval dataloader."
+                )
             batches = None if self.eval_batch is not None else eval_dataloader
             progress = batches is not None and not args.disable_tqdm and state.is_local_process_zero
             self._eval_metrics = self.concept_metrics(model, prefixes[0], batches, progress)
-            added = self._eval_metrics
-        logs.update(added)
-        if state.log_history:
-            state.log_history[-1].update(added)
+            logs.update(self._eval_metrics)
+            if state.log_history:
+                state.log_history[-1].update(self._eval_metrics)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         metrics.update(self._eval_metrics)

@@ -18,6 +18,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
+from concept_encoder_training.diagnostics import format_effective_rank
+
 TEMPLATE_PATH = Path(__file__).with_name("concept_encoder.md")
 OBJECTIVES = {
     "mlm": "masked language modelling: masked tokens are predicted back from the concept states",
@@ -145,12 +147,6 @@ def markdown_text(value) -> str:
     `&` as entities, so no tag, script or event handler in a name is rendered; `|` escaped and line breaks as spaces,
     so no table of the card is broken."""
     return " ".join(html.escape(str(value), quote=False).replace("|", "\\|").splitlines())
-
-
-def format_effective_rank(rank: float, concept_num: int) -> str:
-    """The research log's text form, e.g. `5.1 / 128 (4%)`; the registry's "Eff. Rank" cell uses it too. It lives
-    here, not in concept_encoder_training, because the training package imports this one (the trainer writes cards)."""
-    return f"{rank:.1f} / {concept_num} ({100 * rank / concept_num:.0f}%)"
 
 
 def _figure(value, digits: int = 4) -> str:

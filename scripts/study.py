@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO))
 import run_glue  # noqa: E402
 import run_pretraining  # noqa: E402
 from concept_encoder_training import zero_shot  # noqa: E402
-from concept_encoder_training.config_flags import merge_overrides, with_merged_overrides  # noqa: E402
+from concept_encoder_training.config_flags import merge_overrides  # noqa: E402
 from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
 from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
 from concept_encoder_training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
@@ -100,7 +100,6 @@ class Row:
 
 
 COMBINED = ["--concept_losses", "combined"]
-FINE_TUNING_OVERRIDES = "concept_loss_weighting=none"  # the same loss for every row in fine-tuning: the task's
 STUDY_ROWS = {  # the baseline and the recipes the package recommends first: rows are run and scored in this order
     "bert_mlm": Row("bert_mlm"),
     "tsdae_posonly": Row("perceiver_posonly_mlm", "tsdae"),
@@ -453,12 +452,7 @@ class Study:
         if model["from_scratch"]:
             flags.append("--from_scratch")
         row = model["row"]
-        if row is None:
-            return flags
-        if row.family == "concept":
-            # every row fine-tunes on the task loss alone: a pretraining regulariser stays reported, not trained on
-            return flags + with_merged_overrides(row.glue_flags, FINE_TUNING_OVERRIDES)
-        return flags + row.glue_flags
+        return flags if row is None else flags + row.glue_flags
 
     def score(self, name: str, model: dict) -> bool:
         """Fine-tunes and zero-shot scores the model where an earlier invocation did not; returns whether it ran."""
@@ -658,8 +652,8 @@ def write_report(study: Study) -> Path:
         f"same order for every row), lr {budget.learning_rate:g}.  ",
         f"Fine-tuning: {study.glue_train_samples or 'all'} training examples per task, {budget.glue_epochs:g} epochs, "
         f"lr {budget.glue_learning_rate:g} ({REFERENCE}: {budget.reference_learning_rate:g}), batch "
-        f"{budget.glue_batch_size}, seeds {study.seeds} (mean ± sample std), on the task loss alone (concept encoders: "
-        f"`{FINE_TUNING_OVERRIDES}`, so a pretraining regulariser is not trained on); "
+        f"{budget.glue_batch_size}, seeds {study.seeds} (mean ± sample std), on the task loss alone (a pretraining "
+        "regulariser is a run_pretraining.py argument, not part of the checkpoint); "
         "dev sets (SICK-R: its TEST split). Zero-shot: Spearman ×100 of the cosine of mean-pooled states (concept "
         "encoders: mean of the final concept states; others: masked token mean), no fine-tuning, no seed spread.",
         "",

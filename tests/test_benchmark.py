@@ -145,13 +145,14 @@ def test_recipe_cost_benchmark_builds_each_preset_as_run_pretraining_does(tmp_pa
             "--max_seq_length", "32", "--rounds", "2", "--threads", "1",
             "--train_file", str(data_dir / "corpus" / "wikitext-2" / "train.txt")]  # fmt: skip
     args = bench_recipe_cost.parse_args(argv)
-    model, collator = bench_recipe_cost.build_recipe(
+    model, collator, concept_loss = bench_recipe_cost.build_recipe(
         bench_recipe_cost.recipe_flags("tsdae_posonly_tregs")[1], args, tokenizer
     )
-    assert model.config.concept_losses == ["t_regs"] and model.config.decoder_query == "position"
+    assert concept_loss.arguments.concept_losses == ["t_regs"] and model.config.decoder_query == "position"
     assert type(collator).__name__ == "DataCollatorForTSDAE"
     own = ["--model_type", "perceiver_mlm", "--config_overrides", "concept_num=3"]  # a recipe's own field wins
-    model, _ = bench_recipe_cost.build_recipe(own, args, tokenizer)
+    model, _, concept_loss = bench_recipe_cost.build_recipe(own, args, tokenizer)
+    assert concept_loss is None
     assert model.config.concept_num == 3 and model.config.hidden_size == TINY_SIZES["hidden_size"]
     medians = bench_recipe_cost.main([*argv, "--recipes", "tsdae_posonly", "mlm=--model_type perceiver_mlm"])
     assert list(medians) == ["tsdae_posonly", "mlm"] and all(value > 0 for value in medians.values())

@@ -6,19 +6,24 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from concept_encoder_training.diagnostics import effective_rank, entropy_effective_rank, mean_concept_cosine
-from model_cards import format_effective_rank
-from modeling_concept_encoder import (
-    ConceptEncoderForMaskedLM,
+from concept_encoder_training.diagnostics import (
+    effective_rank,
+    entropy_effective_rank,
+    format_effective_rank,
+    mean_concept_cosine,
+)
+from concept_encoder_training.losses import (
+    ConceptLoss,
+    ConceptLossArguments,
     concept_loss_terms,
     covariance_loss,
     orthogonality_loss,
-    simcse_loss,
     soft_orthogonality_loss,
     t_regs_loss,
     uniformity_loss,
     variance_loss,
 )
+from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 C, H = 6, 16
 ORTHONORMAL = torch.eye(C, H)[None] * 3.0  # [1, C, H]: orthogonal rows (any length: losses use unit vectors)
@@ -82,38 +87,10 @@ def test_t_regs_nearest_neighbour_spread():
     assert torch.isfinite(collapsed.grad).all() and collapsed.grad.abs().max() > 0
 
 
-def test_simcse_contrast_of_two_views():
-    views = torch.eye(4, 8) * 2.0  # four orthogonal sentences, the same vector in both views
-    # cos(i, i) = 1, cos(i, j) = 0: cross-entropy = −log(e^{1/τ} / (e^{1/τ} + 3))
-    expected = -math.log(math.exp(1 / 0.5) / (math.exp(1 / 0.5) + 3))
-    assert simcse_loss(views, views, temperature=0.5).item() == pytest.approx(expected, rel=1e-5)
-    same = torch.ones(4, 8)  # every sentence the same vector: chance level log(batch)
-    assert simcse_loss(same, same, temperature=0.05).item() == pytest.approx(math.log(4), rel=1e-5)
-    # swapped positives cost more than matched ones
-    assert simcse_loss(views, views.flip(0), 0.5) > simcse_loss(views, views, 0.5)
-
-
-def test_simcse_term_adds_a_second_encoder_pass_to_pretraining():
-    config = tiny_config(simcse_weight=0.5, simcse_temperature=0.1, hidden_dropout_prob=0.0)
-    config.attention_probs_dropout_prob = 0.0  # both views identical, so the term can be recomputed exactly
-    torch.manual_seed(0)
-    model = ConceptEncoderForMaskedLM(config).train()
-    batch = mlm_batch()
-    output = model(**batch)
-    pooled = model.encoder(batch["input_ids"], batch["attention_mask"]).last_hidden_state.mean(dim=1)
-    term = simcse_loss(pooled, pooled, 0.1)
-    assert output.concept_loss_terms["simcse"].item() == pytest.approx(term.item(), rel=1e-5)
-    assert output.loss.item() == pytest.approx((output.task_loss + 0.5 * term).item(), rel=1e-5)
-    assert output.loss_weights["simcse"].item() == 0.5
-    output.loss.backward()
-    assert model.encoder.concepts.grad.abs().max() > 0
-    assert model.eval()(**batch).concept_loss_terms is None  # training mode only
-
-
 def test_composite_terms_are_sums_of_their_parts():
     concepts = torch.randn(3, C, H, generator=torch.Generator().manual_seed(2))
-    config = tiny_config(concept_losses=["vicreg", "combined", "soft_orthogonality", "t_regs"])
-    terms = concept_loss_terms(concepts, config)
+    arguments = ConceptLossArguments(concept_losses=["vicreg", "combined", "soft_orthogonality", "t_regs"])
+    terms = concept_loss_terms(concepts, arguments)
     assert list(terms) == ["vicreg", "combined", "soft_orthogonality", "t_regs"]
     torch.testing.assert_close(terms["t_regs"], t_regs_loss(concepts), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(
@@ -153,9 +130,9 @@ def test_mean_concept_cosine_and_format():
     assert format_effective_rank(122.2, 128) == "122.2 / 128 (95%)"
 
 
-def mlm_model(**overrides) -> ConceptEncoderForMaskedLM:
+def mlm_model() -> ConceptEncoderForMaskedLM:
     torch.manual_seed(0)
-    return ConceptEncoderForMaskedLM(tiny_config(concept_losses=["orthogonality", "vicreg"], **overrides))
+    return ConceptEncoderForMaskedLM(tiny_config())
 
 
 def mlm_batch(seed: int = 0) -> dict:
@@ -166,64 +143,115 @@ def mlm_batch(seed: int = 0) -> dict:
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
 
 
-def test_fixed_weighting_adds_weighted_terms():
-    model = mlm_model(concept_loss_weighting="fixed", concept_loss_weight=0.25).train()
+def concept_loss(**arguments) -> ConceptLoss:
+    return ConceptLoss(ConceptLossArguments(concept_losses=["orthogonality", "vicreg"], **arguments))
+
+
+def test_the_model_returns_its_task_loss_and_the_concept_states_it_read_in_training_only():
+    model = mlm_model().train()
     output = model(**mlm_batch())
-    terms = output.concept_loss_terms
-    expected = output.task_loss + 0.25 * (terms["orthogonality"] + terms["vicreg"])
-    torch.testing.assert_close(output.loss, expected, atol=1e-5, rtol=1e-4)
-    assert {name: weight.item() for name, weight in output.loss_weights.items()} == {
-        "task": 1.0,
-        "orthogonality": 0.25,
-        "vicreg": 0.25,
+    assert output.concept_states.shape == (4, model.config.concept_num, model.config.hidden_size)
+    assert output.concept_states.requires_grad  # a regulariser on them trains the encoder
+    model.eval()
+    assert model(**mlm_batch()).concept_states is None
+    assert not hasattr(model, "concept_loss_log_vars")  # training state is not a model weight
+
+
+def test_fixed_weighting_adds_weighted_terms():
+    output = mlm_model().train()(**mlm_batch())
+    loss, parts = concept_loss(concept_loss_weighting="fixed", concept_loss_weight=0.25)(
+        output.loss, output.concept_states
+    )
+    terms = concept_loss_terms(output.concept_states, ConceptLossArguments(concept_losses=["orthogonality", "vicreg"]))
+    torch.testing.assert_close(
+        loss, output.loss + 0.25 * (terms["orthogonality"] + terms["vicreg"]), atol=1e-5, rtol=1e-4
+    )
+    assert {name: float(value) for name, value in parts.items() if name.startswith("loss_weight/")} == {
+        "loss_weight/task": 1.0,
+        "loss_weight/orthogonality": 0.25,
+        "loss_weight/vicreg": 0.25,
     }
-    assert terms["orthogonality"].requires_grad
+    assert terms["orthogonality"].requires_grad and not parts["concept_loss/orthogonality"].requires_grad
+
+
+def test_the_fixed_weight_warms_up_linearly_then_stays():
+    warmed = concept_loss(concept_loss_weighting="fixed", concept_loss_weight=1.0, concept_loss_warmup_steps=4)
+    assert [warmed.weight_at(step) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert concept_loss(concept_loss_weighting="fixed", concept_loss_weight=0.5).weight_at(0) == 0.5
 
 
 def test_none_weighting_reports_terms_but_trains_the_task_only():
-    model = mlm_model(concept_loss_weighting="none").train()
-    output = model(**mlm_batch())
-    assert torch.equal(output.loss, output.task_loss)
-    assert set(output.concept_loss_terms) == {"orthogonality", "vicreg"}
-    assert not any(term.requires_grad for term in output.concept_loss_terms.values())
-    model.eval()
-    evaluated = model(**mlm_batch())
-    assert evaluated.task_loss is None and evaluated.concept_loss_terms is None  # training mode only
+    output = mlm_model().train()(**mlm_batch())
+    loss, parts = concept_loss(concept_loss_weighting="none")(output.loss, output.concept_states)
+    assert loss is output.loss
+    assert set(parts) == {"concept_loss/orthogonality", "concept_loss/vicreg"}
+    assert not any(term.requires_grad for term in parts.values())
 
 
-def test_kendall_gal_log_variances_stay_clamped_and_round_trip(tmp_path):
-    model = mlm_model(concept_loss_weighting="kendall_gal", concept_loss_log_var_limit=2.0).train()
-    optimizer = torch.optim.SGD([model.concept_loss_log_vars], lr=50.0)
+def test_kendall_gal_log_variances_stay_clamped():
+    model = mlm_model().train()
+    weighting = concept_loss(concept_loss_weighting="kendall_gal", concept_loss_log_var_limit=2.0)
+    optimizer = torch.optim.SGD([weighting.log_vars], lr=50.0)
     for step in range(20):
         optimizer.zero_grad()
         output = model(**mlm_batch(step))
-        output.loss.backward()
+        loss, parts = weighting(output.loss, output.concept_states)
+        loss.backward()
         if step == 0:  # every log-variance (task and both terms) learns
-            assert model.concept_loss_log_vars.grad.abs().min() > 0
+            assert weighting.log_vars.grad.abs().min() > 0
         optimizer.step()
-        weights = torch.stack(list(output.loss_weights.values()))
+        weights = torch.stack([value for name, value in parts.items() if name.startswith("loss_weight/")])
         assert ((weights >= 0.5 * math.exp(-2.0) - 1e-6) & (weights <= 0.5 * math.exp(2.0) + 1e-6)).all()
-        assert torch.isfinite(output.loss)
-    assert model.concept_loss_log_vars.detach().abs().max() > 2.0  # pushed past the limit; only the clamp is used
-    model.save_pretrained(tmp_path)
-    loaded = ConceptEncoderForMaskedLM.from_pretrained(tmp_path)
-    assert torch.equal(loaded.concept_loss_log_vars, model.concept_loss_log_vars)
+        assert torch.isfinite(loss)
+    assert weighting.log_vars.detach().abs().max() > 2.0  # pushed past the limit; only the clamp is used
+
+
+def test_kendall_gal_is_the_uncertainty_weighting_formula():
+    output = mlm_model().train()(**mlm_batch())
+    weighting = concept_loss(concept_loss_weighting="kendall_gal")
+    with torch.no_grad():
+        weighting.log_vars.copy_(torch.tensor([0.3, -0.2, 7.0]))
+    loss, parts = weighting(output.loss, output.concept_states)
+    terms = torch.stack([output.loss, parts["concept_loss/orthogonality"], parts["concept_loss/vicreg"]])
+    limit = weighting.arguments.concept_loss_log_var_limit
+    s = limit * torch.tanh(weighting.log_vars / limit)  # the soft clamp
+    torch.testing.assert_close(loss, (0.5 * torch.exp(-s) * terms + 0.5 * s).sum(), atol=1e-5, rtol=1e-4)
+    loss.backward()
+    assert weighting.log_vars.grad.abs().min() > 0
 
 
 @pytest.mark.parametrize("weighting", ["none", "fixed", "kendall_gal"])
 def test_a_batch_without_labelled_positions_gives_zero_task_loss_and_zero_task_gradient(weighting):
     """0.1.0: cross-entropy over no masked token is NaN, which Kendall-Gal weighting spread into every weight."""
-    losses = ["variance"] if weighting != "none" else []
-    torch.manual_seed(0)
-    model = ConceptEncoderForMaskedLM(tiny_config(concept_losses=losses, concept_loss_weighting=weighting))
-    model.train()
+    model = mlm_model().train()
+    combine = ConceptLoss(ConceptLossArguments(concept_losses=["variance"], concept_loss_weighting=weighting))
     input_ids = torch.randint(5, 200, (1, 6))
     output = model(input_ids, labels=torch.full_like(input_ids, -100))
-    assert output.task_loss.item() == 0.0 and torch.isfinite(output.loss)
-    output.loss.backward()
+    loss, _ = combine(output.loss, output.concept_states, task_present=False)
+    assert output.loss.item() == 0.0 and torch.isfinite(loss)
+    loss.backward()
     gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     assert all(torch.isfinite(g).all() for g in gradients.values())
     head = [model.lm_head.dense.weight.grad, model.lm_head.decoder.bias.grad]  # used by the task loss alone
     assert all(grad is None or not grad.any() for grad in head)
     if weighting == "kendall_gal":
-        assert model.concept_loss_log_vars.grad[0] == 0  # the task's log-variance: no loss measured, no update
+        assert combine.log_vars.grad[0] == 0  # the task's log-variance: no loss measured, no update
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(concept_losses=["orthogonal"]), "soft_orthogonality"),
+        (dict(concept_losses=["variance", "variance"]), "repeat"),
+        (dict(concept_losses=["variance"], concept_loss_weighting="learned"), "kendall_gal"),
+        (dict(concept_loss_weighting="fixed"), "needs at least one name in --concept_losses"),
+        (dict(concept_losses=["variance"], concept_loss_weight=-0.1), "--concept_loss_weight -0.1: must be >= 0"),
+        (dict(concept_loss_log_var_limit=0.0), "--concept_loss_log_var_limit 0.0: must be positive"),
+        (dict(uniformity_temperature=0.0), "--uniformity_temperature 0.0: must be positive"),
+        (dict(soft_orthogonality_margin=1.0), "in \\[0, 1\\)"),
+        (dict(concept_losses=["t_regs"], concept_loss_warmup_steps=10), "warms up the fixed weight"),
+    ],
+)
+def test_bad_concept_loss_arguments_name_the_flag(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        ConceptLossArguments(**arguments)

@@ -1,5 +1,6 @@
-"""ConceptLossCallback and ConceptTrainer in short real Trainer runs on a tiny MLM model: logged losses, exact resume,
-a run stopped at its first non-finite loss, and a model kept when a save fails."""
+"""ConceptTrainer and ConceptDiagnosticsCallback in short real Trainer runs on a tiny MLM model: training losses
+outside the model and their logged parts, Kendall-Gal state resumed, exact resume, a run stopped at its first
+non-finite loss, and a model kept when a save fails."""
 
 import json
 import os
@@ -14,8 +15,14 @@ from conftest import tiny_config
 from transformers import TrainerCallback, TrainingArguments
 
 from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
+from concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
 from concept_encoder_training.run_folder import incomplete_reason
-from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer, add_callback_first
+from concept_encoder_training.trainer import (
+    CONCEPT_LOSS_FILE,
+    ConceptDiagnosticsCallback,
+    ConceptTrainer,
+    add_callback_first,
+)
 from modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 LOSSES = ["orthogonality", "vicreg"]
@@ -42,7 +49,11 @@ class LogRecorder(TrainerCallback):
 
 def tiny_mlm(tokenizer, **overrides) -> ConceptEncoderForMaskedLM:
     torch.manual_seed(0)
-    return ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer), concept_losses=LOSSES, **overrides))
+    return ConceptEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer), **overrides))
+
+
+def concept_loss(**arguments) -> ConceptLoss:
+    return ConceptLoss(ConceptLossArguments(concept_losses=LOSSES, **arguments))
 
 
 def arguments(output_dir, **overrides) -> TrainingArguments:
@@ -72,8 +83,10 @@ def mlm_features(tokenizer, wikitext_lines):
 
 
 @pytest.mark.parametrize("accumulation", [1, 2])
-def test_callback_logs_every_component_and_the_effective_rank(tokenizer, mlm_features, tmp_path, accumulation):
-    model = tiny_mlm(tokenizer, concept_loss_weighting="fixed", concept_loss_weight=0.1)
+def test_trainer_logs_every_loss_part_and_the_callback_the_effective_rank(
+    tokenizer, mlm_features, tmp_path, accumulation
+):
+    model = tiny_mlm(tokenizer)
     trainer = ConceptTrainer(
         model=model,
         args=arguments(tmp_path, gradient_accumulation_steps=accumulation),
@@ -81,8 +94,11 @@ def test_callback_logs_every_component_and_the_effective_rank(tokenizer, mlm_fea
         eval_dataset=mlm_features[80:],
         data_collator=DataCollatorForConceptMLM(tokenizer),
         callbacks=[recorder := LogRecorder()],
+        concept_loss=concept_loss(
+            concept_loss_weighting="fixed", concept_loss_weight=0.1, concept_loss_warmup_steps=10
+        ),
     )
-    add_callback_first(trainer, ConceptLossCallback(warmup_steps=10))
+    add_callback_first(trainer, ConceptDiagnosticsCallback())
     trainer.train()
 
     history = json.loads((tmp_path / "checkpoint-5" / "trainer_state.json").read_text())["log_history"]
@@ -103,7 +119,7 @@ def test_callback_logs_every_component_and_the_effective_rank(tokenizer, mlm_fea
     shown = [entry for entry in recorder.logs if "loss" in entry or "eval_loss" in entry]
     assert all(name in shown[0] for name in COMPONENTS) and all(name in shown[-1] for name in EVAL_METRICS)
     saved = json.loads((tmp_path / "checkpoint-5" / "config.json").read_text())
-    assert saved["concept_loss_weight"] == 0.1 and model.config.concept_loss_weight == 0.1  # warm-up left no trace
+    assert not any(key.startswith("concept_loss") for key in saved)  # the config holds no training state
 
     metrics = trainer.evaluate()
     assert all(name in metrics for name in EVAL_METRICS)
@@ -112,34 +128,39 @@ def test_callback_logs_every_component_and_the_effective_rank(tokenizer, mlm_fea
 def test_fixed_eval_batch_gives_the_same_diagnostics(tokenizer, mlm_features):
     model = tiny_mlm(tokenizer).train()
     batch = tokenizer.pad(mlm_features[:8], return_tensors="pt")
-    callback = ConceptLossCallback(eval_batch=dict(batch))
+    callback = ConceptDiagnosticsCallback(eval_batch=dict(batch))
     first, second = callback.concept_metrics(model), callback.concept_metrics(model)
     assert first == second and model.training
     assert set(first) == set(EVAL_METRICS)
 
 
-def test_warmup_needs_fixed_weighting(tokenizer, mlm_features, tmp_path):
-    trainer = ConceptTrainer(
-        model=tiny_mlm(tokenizer, concept_loss_weighting="kendall_gal"),
-        args=arguments(tmp_path, max_steps=1, eval_strategy="no", save_strategy="no"),
-        train_dataset=mlm_features,
-        data_collator=DataCollatorForConceptMLM(tokenizer),
-        callbacks=[ConceptLossCallback(warmup_steps=3)],
-    )
-    with pytest.raises(ValueError, match="concept_loss_weighting='kendall_gal'"):
-        trainer.train()
+def test_kendall_gal_log_variances_train_without_weight_decay_and_resume_from_the_checkpoint(
+    tokenizer, mlm_features, tmp_path
+):
+    def trainer_for(max_steps: int) -> ConceptTrainer:
+        return ConceptTrainer(
+            model=tiny_mlm(tokenizer),
+            args=arguments(tmp_path, max_steps=max_steps, eval_strategy="no", save_steps=3),
+            train_dataset=mlm_features,
+            data_collator=DataCollatorForConceptMLM(tokenizer),
+            concept_loss=concept_loss(concept_loss_weighting="kendall_gal"),
+        )
 
+    trainer = trainer_for(3)
+    trainer.train()
+    log_vars = trainer.concept_loss.log_vars
+    assert log_vars.detach().abs().min() > 0  # learned
+    group = next(g for g in trainer.optimizer.param_groups if any(p is log_vars for p in g["params"]))
+    assert group["weight_decay"] == 0.0 and len(group["params"]) == 1
+    assert (tmp_path / "checkpoint-3" / CONCEPT_LOSS_FILE).is_file()
+    assert not any("concept_loss" in key for key in json.loads((tmp_path / "checkpoint-3" / "config.json").read_text()))
 
-def test_concept_trainer_keeps_log_variances_out_of_weight_decay(tokenizer, mlm_features, tmp_path):
-    model = tiny_mlm(tokenizer, concept_loss_weighting="kendall_gal")
-    trainer = ConceptTrainer(model=model, args=arguments(tmp_path, eval_strategy="no"), train_dataset=mlm_features)
-    decayed = trainer.get_decay_parameter_names(model)
-    assert "concept_loss_log_vars" not in decayed and "encoder.concepts" in decayed
-    trainer.create_optimizer()
-    group = next(
-        g for g in trainer.optimizer.param_groups if any(p is model.concept_loss_log_vars for p in g["params"])
-    )
-    assert group["weight_decay"] == 0.0
+    resumed = trainer_for(3)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))  # a finished run: no further step
+    assert torch.equal(resumed.concept_loss.log_vars, log_vars)  # restored as saved
+    (tmp_path / "checkpoint-3" / CONCEPT_LOSS_FILE).unlink()
+    with pytest.raises(ValueError, match=f"no {CONCEPT_LOSS_FILE}"):
+        trainer_for(3).train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
 
 
 def test_push_to_hub_uploads_our_model_card_with_the_weights_in_one_commit(tokenizer, tmp_path, monkeypatch):

@@ -19,7 +19,6 @@ def test_defaults_follow_mrcogitos_h512_l6_c128_runs():
     )
     assert config.initializer_range == 0.1
     assert config.encoder_layer_type == "perceiver"
-    assert config.concept_loss_weighting == "none"
     assert config.model_type == "concept_encoder"
 
 
@@ -31,9 +30,6 @@ def test_config_round_trips_through_json(tmp_path):
         classifier_head="via_decoder",
         classifier_pooling="mean",
         cross_attention_normalization="concepts",
-        simcse_weight=0.3,
-        concept_losses=["vicreg", "uniformity", "t_regs"],
-        concept_loss_weighting="kendall_gal",
     )
     config.save_pretrained(tmp_path)
     loaded = ConceptEncoderConfig.from_pretrained(tmp_path)
@@ -44,9 +40,6 @@ def test_config_round_trips_through_json(tmp_path):
         "classifier_head",
         "classifier_pooling",
         "cross_attention_normalization",
-        "simcse_weight",
-        "concept_losses",
-        "concept_loss_weighting",
         "hidden_size",
         "concept_num",
         "vocab_size",
@@ -72,21 +65,10 @@ INVALID = [
     (dict(classifier_pooling="cls"), "classifier_pooling", "weighted"),
     (dict(mlm_decoder="diffusion"), "mlm_decoder", "weighted"),
     (dict(classifier_head="cls"), "classifier_head", "via_decoder"),
-    (dict(concept_losses=["orthogonality"], concept_loss_weighting="learned"), "concept_loss_weighting", "kendall_gal"),
-    (dict(concept_losses=["orthogonal"]), "concept_losses", "soft_orthogonality"),
-    (dict(concept_losses=["variance", "variance"]), "concept_losses", "repeat"),
-    (dict(concept_loss_weighting="fixed"), "concept_loss_weighting", "concept_losses"),
-    (dict(concept_loss_weighting="kendall_gal"), "concept_loss_weighting", "concept_losses"),
     (dict(hidden_dropout_prob=1.0), "hidden_dropout_prob", "[0, 1)"),
     (dict(attention_probs_dropout_prob=-0.1), "attention_probs_dropout_prob", "[0, 1)"),
     (dict(classifier_dropout=1.5), "classifier_dropout", "[0, 1)"),
-    (dict(concept_loss_weight=-0.1), "concept_loss_weight", "positive"),
-    (dict(concept_loss_log_var_limit=0), "concept_loss_log_var_limit", "positive"),
-    (dict(uniformity_temperature=0), "uniformity_temperature", "positive"),
-    (dict(soft_orthogonality_margin=1.0), "soft_orthogonality_margin", "[0, 1)"),
     (dict(cross_attention_normalization="queries"), "cross_attention_normalization", "concepts"),
-    (dict(simcse_weight=-1.0), "simcse_weight", ">= 0"),
-    (dict(simcse_temperature=0.0), "simcse_temperature", "positive"),
     (dict(mask_token_id=500), "mask_token_id", "vocab_size"),
     (dict(pad_token_id=200), "pad_token_id", "vocab_size"),
 ]
@@ -105,9 +87,6 @@ def test_bad_values_raise_naming_the_field(overrides, field, allowed):
 def test_valid_edge_values_are_accepted(tmp_path):
     edges = dict(
         hidden_dropout_prob=0.0,
-        concept_loss_weight=0.0,
-        concept_losses=["combined"],
-        concept_loss_weighting="fixed",
         classifier_dropout=None,
         mask_token_id=None,
         pad_token_id=199,  # the last id of the vocabulary
@@ -155,7 +134,7 @@ def test_a_class_per_variant_in_architectures_reads_as_our_class_and_its_fields(
         ("layer_norm_eps", -1.0, "layer_norm_eps=-1.0: must be positive"),
         ("bixt_token_ffn", "no", "bixt_token_ffn='no': must be a boolean"),
         ("hidden_act", "gelux", "hidden_act='gelux': must be one of \\['gelu'"),
-        ("concept_losses", "combined", "concept_losses='combined': must be a list of strings"),
+        ("token_read_layers", "0", "token_read_layers=.*'0'.*: must be a list of integers"),
         ("mask_token_id", 4.0, "mask_token_id=4.0: must be an integer or None"),
         ("initializer_range", float("nan"), "initializer_range=nan: must be a finite number"),
     ],
@@ -180,3 +159,25 @@ def test_config_overrides_booleans_parse_as_booleans():
     assert apply_config_overrides(tiny_config(bixt_token_ffn=True), "bixt_token_ffn=no").bixt_token_ffn is False
     with pytest.raises(ValueError, match="bixt_token_ffn"):
         apply_config_overrides(tiny_config(), "bixt_token_ffn=maybe")
+
+
+@pytest.mark.parametrize(
+    "retired, value",
+    [("concept_losses", ["combined"]), ("concept_loss_weighting", "kendall_gal"), ("simcse_weight", 0.3)],
+)
+def test_retired_training_fields_are_refused_when_built_and_dropped_with_a_note_when_read(
+    tmp_path, caplog, retired, value
+):
+    """0.1 kept training losses in the config; since 0.2 they are run arguments: building a config with one names
+    where it goes, and an old config.json's are dropped on load, a non-default value named in a warning."""
+    with pytest.raises(ValueError, match=f"{retired}.*run_pretraining.py --concept_losses"):
+        tiny_config(**{retired: value})
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, retired: value, "uniformity_temperature": 2.0}))
+    with caplog.at_level("WARNING"):
+        loaded = ConceptEncoderConfig.from_pretrained(tmp_path)
+    assert not hasattr(loaded, retired) and not hasattr(loaded, "uniformity_temperature")
+    assert retired in caplog.text and "uniformity_temperature" not in caplog.text  # a default needs no note
+    loaded.save_pretrained(tmp_path / "again")
+    assert retired not in json.loads((tmp_path / "again" / "config.json").read_text())

@@ -37,3 +37,16 @@ def test_0_1_checkpoint_loads_to_its_stored_outputs(name):
         outputs = model(**inputs)
     got = outputs.last_hidden_state if output_key == "concept_states" else outputs.logits
     torch.testing.assert_close(got, io[output_key], atol=1e-5, rtol=1e-4)
+
+
+def test_a_0_1_kendall_gal_checkpoint_loads_without_its_training_state(caplog):
+    """0.1.0 saved Kendall-Gal log-variances in the weights and the loss settings in config.json: since 0.2 they are
+    training state of a run (concept_encoder_training.losses), dropped on load with a note naming them."""
+    folder = FIXTURES / "perceiver_mlm_kendall_gal"
+    assert "concept_loss_log_vars" in load_file(folder / "model.safetensors")
+    with caplog.at_level("WARNING"):
+        model = AutoModelForMaskedLM.from_pretrained(folder)
+    assert not any("concept_loss" in name for name, _ in model.named_parameters())
+    assert "concept_loss_weighting" in caplog.text and "run_pretraining.py" in caplog.text
+    assert "concept_loss_log_vars" not in caplog.text  # not reported as an unexpected weight
+    assert not hasattr(model.config, "concept_losses")

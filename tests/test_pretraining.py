@@ -113,7 +113,7 @@ def run_main(monkeypatch, args: dict) -> dict:
         pytest.param("perceiver_mlm", "mlm", "bixt", {"concept_losses": ["combined"], "concept_loss_weighting": "kendall_gal"}, marks=pytest.mark.slow),
         ("weighted_mlm", "mlm", "perceiver", {}),
         pytest.param("perceiver_posonly_mlm", "mlm", "bixt", {}, marks=pytest.mark.slow),
-        pytest.param("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "delete", "concept_losses": ["t_regs"], "concept_loss_weighting": "fixed", "concept_loss_warmup_steps": 2, "simcse_weight": 0.5, "config_overrides": "cross_attention_normalization=concepts"}, marks=pytest.mark.slow),
+        pytest.param("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "delete", "concept_losses": ["t_regs"], "concept_loss_weighting": "fixed", "concept_loss_warmup_steps": 2}, marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_type, objective, layer_type, extra):
@@ -177,12 +177,11 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
     if extra.get("concept_loss_weighting") == "kendall_gal":
         assert summary["concept_losses"] == "combined + kendall_gal"
         assert any("concept_loss/combined" in entry and "loss_weight/task" in entry for entry in logged)
-    if "config_overrides" in extra:
-        assert summary["concept_losses"] == "t_regs + fixed=0.1 + simcse=0.5"
-        assert config["cross_attention_normalization"] == "concepts" and config["concept_loss_weight"] == 0.1
+    if "concept_loss_warmup_steps" in extra:
+        assert summary["concept_losses"] == "t_regs + fixed=0.1"
+        assert not any(key.startswith("concept_loss") for key in config)  # a run's losses are not the model's
         weights = [entry["loss_weight/t_regs"] for entry in logged if "loss_weight/t_regs" in entry]
         assert weights[0] < 0.09 and weights[-1] == pytest.approx(0.1)  # warmed up over the first 2 of 4 steps
-        assert all("concept_loss/simcse" in entry for entry in logged if "task_loss" in entry)
 
 
 # Runs in a fresh process that cannot import this repository: loads the run folder through the Auto class and
@@ -246,6 +245,26 @@ def test_continue_from_a_checkpoint_with_another_head_and_objective(monkeypatch,
         run_main(monkeypatch, {**args, "hidden_size": 64})
 
 
+def test_a_checkpoint_continues_with_a_regulariser_that_stays_out_of_its_config(monkeypatch, tmp_path, corpus):
+    """Concept losses are the run's arguments: a checkpoint (as a Hub one) continues under a regulariser that trains
+    (its parts are logged), and the saved config holds none of it."""
+    quick = dict(model_type="perceiver_mlm", max_steps=2, save_steps=2, do_eval=False)
+    run_main(monkeypatch, tiny_args(corpus, tmp_path / "mlm", **quick))
+    sizes = dict.fromkeys(TINY_SIZES)
+    args = tiny_args(corpus, tmp_path / "tregs", model_name_or_path=str(tmp_path / "mlm"), train_tokenizer_vocab_size=None,
+                     concept_losses=["t_regs"], concept_loss_weighting="fixed", concept_loss_weight=0.5, logging_steps=1,
+                     **quick, **sizes)  # fmt: skip
+    run_main(monkeypatch, args)
+    logged = json.loads((tmp_path / "tregs" / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in logged if "loss" in entry]
+    assert len(steps) == 2 and all(
+        entry["loss_weight/t_regs"] == 0.5 and "concept_loss/t_regs" in entry for entry in steps
+    )
+    config = json.loads((tmp_path / "tregs" / "config.json").read_text())
+    assert not any(key.startswith("concept_loss") for key in config)
+    assert json.loads((tmp_path / "tregs" / "run_summary.json").read_text())["concept_losses"] == "t_regs + fixed=0.5"
+
+
 class Interruption(RuntimeError):
     pass
 
@@ -259,12 +278,12 @@ def test_interrupted_run_resumes_to_the_same_loss_and_weights(monkeypatch, tmp_p
                   max_train_samples=20, train_tokenizer_vocab_size=None, tokenizer_name=str(tokenizer_dir))  # fmt: skip
     uninterrupted = run_main(monkeypatch, tiny_args(corpus, tmp_path / "whole", **common))
 
-    class InterruptAfterStep5(run_pretraining.ConceptLossCallback):
+    class InterruptAfterStep5(run_pretraining.ConceptDiagnosticsCallback):
         def on_save(self, args, state, control, **kwargs):
             if state.global_step == 5:
                 raise Interruption("killed after the step-5 checkpoint")
 
-    monkeypatch.setattr(run_pretraining, "ConceptLossCallback", InterruptAfterStep5)
+    monkeypatch.setattr(run_pretraining, "ConceptDiagnosticsCallback", InterruptAfterStep5)
     with pytest.raises(Interruption):
         run_main(monkeypatch, tiny_args(corpus, tmp_path / "resumed", **common))
     assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint-*")) == ["checkpoint-5"]
@@ -506,7 +525,7 @@ def test_size_flags_and_their_help_come_from_the_config():
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipes_parse_and_command_line_flags_override_them(name):
-    model_args, data_args, _, _ = run_pretraining.parse_arguments(
+    model_args, data_args, *_ = run_pretraining.parse_arguments(
         ["--recipe", name, "--output_dir", "out", "--deletion_prob", "0.5"]
     )
     assert data_args.deletion_prob == 0.5 and data_args.line_by_line
@@ -558,11 +577,11 @@ def test_pretraining_default_folder_is_resumable_and_a_run_killed_before_its_fir
     args = tiny_args(corpus, None, max_steps=2, save_steps=2, do_eval=False)
     del args["output_dir"]
 
-    class KilledAtFirstStep(run_pretraining.ConceptLossCallback):
+    class KilledAtFirstStep(run_pretraining.ConceptDiagnosticsCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             raise Killed("killed before the first checkpoint")
 
-    monkeypatch.setattr(run_pretraining, "ConceptLossCallback", KilledAtFirstStep)
+    monkeypatch.setattr(run_pretraining, "ConceptDiagnosticsCallback", KilledAtFirstStep)
     with pytest.raises(Killed):
         run_main(monkeypatch, args)
     (folder,) = (tmp_path / "outputs").iterdir()
@@ -641,11 +660,11 @@ def test_the_output_folder_is_checked_before_training(monkeypatch, tmp_path, cor
 
     monkeypatch.setattr(shutil, "disk_usage", nearly_full)
 
-    class TrainingStarted(run_pretraining.ConceptLossCallback):
+    class TrainingStarted(run_pretraining.ConceptDiagnosticsCallback):
         def on_train_begin(self, *args, **kwargs):
             raise AssertionError("training started")
 
-    monkeypatch.setattr(run_pretraining, "ConceptLossCallback", TrainingStarted)
+    monkeypatch.setattr(run_pretraining, "ConceptDiagnosticsCallback", TrainingStarted)
     with pytest.raises(OSError, match=r"run has 0.0 MiB free, but this run writes about"):
         run_main(monkeypatch, tiny_args(corpus, tmp_path / "run"))
     (tmp_path / "a_file").write_text("not a folder")

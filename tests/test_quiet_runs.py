@@ -11,7 +11,7 @@ from transformers import TrainerState, TrainingArguments
 
 from collators import DataCollatorForConceptMLM
 from concept_encoder_training.tokenizer import train_tokenizer
-from concept_encoder_training.trainer import ConceptLossCallback, ConceptTrainer
+from concept_encoder_training.trainer import ConceptDiagnosticsCallback, ConceptTrainer
 from concept_encoder_training.zero_shot import sentence_vectors
 from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
@@ -74,7 +74,7 @@ def test_concept_diagnostics_over_a_dev_set_show_a_progress_bar(capfd, tokenizer
     args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=False, report_to="none")
     logs = {"eval_runtime": 1.0}
     capfd.readouterr()
-    ConceptLossCallback().on_log(
+    ConceptDiagnosticsCallback().on_log(
         args, TrainerState(), None, logs=logs, model=tiny_mlm(tokenizer), eval_dataloader=loader
     )
     assert "eval_concept_effective_rank" in logs

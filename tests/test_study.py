@@ -97,9 +97,10 @@ def test_smoke_study_with_every_row_and_task(tmp_path, data_dir):
     check_images(report.parent)
 
 
-def test_concept_rows_fine_tune_on_the_task_loss_alone(tmp_path):
-    """A pretraining regulariser (T-REGS, VICReg, Kendall-Gal) is not trained on in fine-tuning, for every row alike;
-    a row's own `--config_overrides` for run_glue.py are merged in, not dropped."""
+def test_a_rows_glue_flags_reach_run_glue_and_no_pretraining_regulariser_does(tmp_path):
+    """Fine-tuning trains every row on the task loss alone: a pretraining regulariser (T-REGS, VICReg, Kendall-Gal) is
+    a run_pretraining.py argument, never in the checkpoint, so nothing needs turning off; a row's own
+    `--config_overrides` for run_glue.py go through as given."""
     runner = study.Study(study.parse_args(["--budget", "smoke", "--output_dir", str(tmp_path)]))
     runner.glue_dir = tmp_path / "glue"  # what prepare_data would set
     _, row = study.parse_extra_row(
@@ -108,9 +109,9 @@ def test_concept_rows_fine_tune_on_the_task_loss_alone(tmp_path):
     model = {"checkpoint": tmp_path, "from_scratch": False}
     flags = runner.glue_flags("mine", {**model, "row": row}, "stsb")
     assert flags.count("--config_overrides") == 1 and flags[-2:] == ["--seeds", "1"]
-    assert flags[flags.index("--config_overrides") + 1] == "concept_loss_weighting=none,classifier_dropout=0.2"
+    assert flags[flags.index("--config_overrides") + 1] == "classifier_dropout=0.2"
     tregs = runner.glue_flags("tsdae_posonly_tregs", {**model, "row": study.STUDY_ROWS["tsdae_posonly_tregs"]}, "stsb")
-    assert tregs[tregs.index("--config_overrides") + 1] == "concept_loss_weighting=none"
+    assert not any("concept_loss" in flag for flag in tregs)
     bert = runner.glue_flags("bert_mlm", {**model, "row": study.STUDY_ROWS["bert_mlm"]}, "stsb")
     assert "--config_overrides" not in bert  # not a field of BERT's config
 
