@@ -25,6 +25,7 @@ Example (offline, shared data):
         --output_dir outputs/glue_mrpc --do_train --do_eval --num_train_epochs 3
 """
 
+import copy
 import dataclasses
 import json
 import logging
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import DatasetDict
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -52,9 +54,12 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from collators import DataCollatorForSentencePairs
 from concept_encoder_training.config_flags import apply_config_overrides, override_items
+from concept_encoder_training.finish import finish_run
 from concept_encoder_training.glue import (
     GlueTask,
     compute_glue_metrics,
+    dev_metrics,
+    glue_scores,
     load_files,
     load_glue_dir,
     load_glue_hub,
@@ -64,7 +69,6 @@ from concept_encoder_training.glue import (
     read_test_file,
 )
 from concept_encoder_training.hub import check_push_to_hub, require_local_or_cached
-from concept_encoder_training.registry import record_run
 from concept_encoder_training.run_folder import (
     RunIdentityCallback,
     check_room,
@@ -82,7 +86,7 @@ from concept_encoder_training.run_info import (
     scratch_run_id,
     setup_logging,
     timestamp,
-    write_run_summary,
+    wandb_location,
 )
 from concept_encoder_training.tokenizer import check_has_tokenizer, check_tokenizer_fits, limit_to_positions
 from concept_encoder_training.trainer import ConceptDiagnosticsCallback, ConceptTrainer, add_callback_first
@@ -390,23 +394,11 @@ def concept_class(auto_class: str, auto_map: dict | None, model_args: ModelArgum
     return get_class_from_dynamic_module(reference, model_args.model_name_or_path, **model_args.hub_options())
 
 
-def task_labels(task: GlueTask) -> dict:
-    """The config fields of the task's labels: one regression output, or the class names."""
-    if task.is_regression:
-        return dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
-    return dict(
-        num_labels=task.num_labels,
-        problem_type="single_label_classification",
-        id2label=dict(enumerate(task.label_names)),
-        label2id={label: i for i, label in enumerate(task.label_names)},
-    )
-
-
 def build_config(config_dict: dict, model_args: ModelArguments, task: GlueTask | None = None) -> ConceptEncoderConfig:
     """The checkpoint's config (`config_dict`, read once) with any `--config_overrides` and the task's labels. The
     head (`classifier_head`) is the flags' to choose (`build_model`), not an override's."""
     if task is not None:
-        config_dict = {**config_dict, **task_labels(task), "finetuning_task": task.name}
+        config_dict = {**config_dict, **task.label_fields(), "finetuning_task": task.name}
     config = concept_class("AutoConfig", config_dict.get("auto_map"), model_args).from_dict(config_dict)
     if "classifier_head" in override_items(model_args.config_overrides, config):
         raise ValueError(
@@ -461,7 +453,7 @@ def build_model(task: GlueTask, pair_encoding: str, config: ConceptEncoderConfig
 
 def build_transformer_config(model_args: ModelArguments, task: GlueTask | None = None):
     """Any other transformers model's config, with the task's labels and any `--config_overrides`."""
-    labels = {} if task is None else dict(task_labels(task), finetuning_task=task.name)
+    labels = {} if task is None else dict(task.label_fields(), finetuning_task=task.name)
     config = AutoConfig.from_pretrained(
         model_args.config_name or model_args.model_name_or_path,
         **model_args.hub_options(),
@@ -471,10 +463,10 @@ def build_transformer_config(model_args: ModelArguments, task: GlueTask | None =
     return apply_config_overrides(config, model_args.config_overrides)
 
 
-def build_transformer_model(task: GlueTask, model_args: ModelArguments):
+def build_transformer_model(config: PretrainedConfig, model_args: ModelArguments):
     """Any other transformers encoder: `AutoModelForSequenceClassification` with its own pooling (BERT: the [CLS]
-    pooler) and a new head for the task's labels; random weights of the same config with `--from_scratch`."""
-    config = build_transformer_config(model_args, task)
+    pooler) and a new head for the task's labels (`config`: `build_transformer_config` of the task); random weights
+    of the same config with `--from_scratch`."""
     if model_args.from_scratch:
         return AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
     return AutoModelForSequenceClassification.from_pretrained(
@@ -563,6 +555,59 @@ def metrics_function(task: GlueTask):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class TaskPlan:
+    """What is decided for one task, once, before the first task trains (`plan_task`); every run of the task (one per
+    seed with `--seeds`) and its summary, card and registry row read it from here."""
+
+    task: GlueTask
+    raw_datasets: DatasetDict
+    pair_encoding: str  # a pair task's `resolve_pair_encoding` ("separate" or "concat"); "single" for one sentence
+    config: PretrainedConfig  # the checkpoint's, with the task's labels and --config_overrides; each model a copy
+    checkpoint_run: dict  # `checkpoint_summary`: the run the checkpoint came from (or its random-init twin's id)
+    args: TrainingArguments  # the task's: its output folder (which holds the seeds' folders and their mean)
+    runs: list[tuple[TrainingArguments, dict, str | None]]  # per seed (one run without --seeds): args, record, resume
+
+    @property
+    def separate(self) -> bool:
+        """A pair whose sentences are encoded each on its own (`sentence_pair` head, `DataCollatorForSentencePairs`)."""
+        return self.pair_encoding == "separate"
+
+    @property
+    def concept(self) -> bool:
+        """A concept encoder (else another transformers encoder: no concept diagnostics, no card of ours)."""
+        return self.config.model_type == ConceptEncoderConfig.model_type
+
+
+def plan_task(
+    task: GlueTask,
+    raw_datasets: DatasetDict,
+    config_dict: dict,
+    checkpoint_run: dict,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    seeds: list[int],
+    own_folder: bool,
+) -> TaskPlan:
+    """The task's plan: its pair encoding, config (from `config_dict`, the checkpoint's, read once), the checkpoint's
+    run (`checkpoint_run`, read once for every task), TrainingArguments (in a subfolder named after the task when
+    `own_folder`), and its runs' folders, checked and claimed here (`prepare_task_folder`)."""
+    pair_encoding = resolve_pair_encoding(model_args, data_args) if task.is_pair else "single"
+    output_dir = os.path.join(training_args.output_dir, task.name) if own_folder else training_args.output_dir
+    args = task_training_args(training_args, task, data_args, output_dir, pair_encoding == "separate")
+    if own_folder and args.hub_model_id:
+        args = dataclasses.replace(args, hub_model_id=f"{training_args.hub_model_id}-{task.name}")
+    if is_concept_encoder(config_dict):
+        config = build_config(config_dict, model_args, task)
+    else:
+        config = build_transformer_config(model_args, task)
+    plan = TaskPlan(task, raw_datasets, pair_encoding, config, checkpoint_run, args, runs=[])
+    for run_args in seed_arguments(args, seeds) if seeds else [args]:  # one folder per seed inside the task's
+        plan.runs.append((run_args, *prepare_task_folder(plan, model_args, data_args, run_args)))
+    return plan
+
+
 def task_training_args(
     args: TrainingArguments, task: GlueTask, data_args: DataTrainingArguments, output_dir: str, separate: bool
 ) -> TrainingArguments:
@@ -587,7 +632,7 @@ def task_training_args(
     return dataclasses.replace(args, **changes)
 
 
-def glue_identity(task: GlueTask, model_args: ModelArguments, data_args: DataTrainingArguments, seed: int) -> dict:
+def glue_identity(plan: TaskPlan, model_args: ModelArguments, data_args: DataTrainingArguments, seed: int) -> dict:
     """What makes a GLUE run that run: a rerun into its folder resumes only when all of it is the same."""
 
     def where(path: str | None) -> str | None:
@@ -600,8 +645,8 @@ def glue_identity(task: GlueTask, model_args: ModelArguments, data_args: DataTra
         "config_overrides": model_args.config_overrides,
         "tokenizer": where(model_args.tokenizer_name or model_args.model_name_or_path),
         "from_scratch": model_args.from_scratch,
-        "pair_encoding": resolve_pair_encoding(model_args, data_args) if task.is_pair else "single",
-        "task_name": task.name,
+        "pair_encoding": plan.pair_encoding,
+        "task_name": plan.task.name,
         "data": [where(data_args.data_dir), where(data_args.train_file), where(data_args.validation_file)],
         "columns": [data_args.sentence1_key, data_args.sentence2_key, data_args.label_key],
         "max_seq_length": data_args.max_seq_length,
@@ -612,18 +657,14 @@ def glue_identity(task: GlueTask, model_args: ModelArguments, data_args: DataTra
 
 
 def prepare_task_folder(
-    task: GlueTask,
-    config: ConceptEncoderConfig,
-    model_args: ModelArguments,
-    data_args: DataTrainingArguments,
-    args: TrainingArguments,
+    plan: TaskPlan, model_args: ModelArguments, data_args: DataTrainingArguments, args: TrainingArguments
 ) -> tuple[dict, str | None]:
-    """The task's run record (run id and identity) and the checkpoint to resume, after checking its output folder:
+    """The run's record (run id and identity) and the checkpoint to resume, after checking its output folder:
     another run's folder, or a non-empty folder this package did not write, is refused (see `run_folder`)."""
     record = {
-        "run_id": run_id("glue", task.name, checkpoint_summary(model_args, config)["run_id"], timestamp()),
+        "run_id": run_id("glue", plan.task.name, plan.checkpoint_run["run_id"], timestamp()),
         "script": "run_glue.py",
-        "identity": glue_identity(task, model_args, data_args, args.seed),
+        "identity": glue_identity(plan, model_args, data_args, args.seed),
     }
     record, checkpoint = prepare_output_dir(
         args.output_dir,
@@ -639,28 +680,24 @@ def prepare_task_folder(
 
 
 def run_task(
-    task: GlueTask,
-    raw_datasets,
+    plan: TaskPlan,
+    run: tuple[TrainingArguments, dict, str | None],
     tokenizer,
-    config_dict: dict,
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
-    training_args: TrainingArguments,
-    record: dict,
-    checkpoint: str | None,
 ) -> dict:
-    """Fine-tune and score one task (resuming `checkpoint` when given); writes the result files, `run_summary.json`,
-    the model card and the registry row. Returns the run summary."""
-    pair_encoding = resolve_pair_encoding(model_args, data_args)
-    separate = task.is_pair and pair_encoding == "separate"
-    concept = is_concept_encoder(config_dict)
+    """Fine-tune and score one run of the task (`run`: its arguments, run record and the checkpoint it resumes, if
+    any); writes the result files, then `finish_run` the summary, model card and registry row. Returns the summary."""
+    task, raw_datasets, separate, concept = plan.task, plan.raw_datasets, plan.separate, plan.concept
+    training_args, record, checkpoint = run
     set_seed(training_args.seed)
+    config = copy.deepcopy(plan.config)  # the model's own: the plan's serves every seed
     if concept:
-        model = build_model(task, pair_encoding, build_config(config_dict, model_args, task), model_args)
+        model = build_model(task, plan.pair_encoding, config, model_args)
         if separate:  # pipeline("text-classification") feeds both sides: every save writes it (ConceptTrainer._save)
             model.config.custom_pipelines = PAIR_PIPELINE
     else:
-        model = build_transformer_model(task, model_args)
+        model = build_transformer_model(config, model_args)
     max_length = data_args.max_seq_length
     train_data, eval_splits = (
         raw_datasets["train"],
@@ -715,14 +752,13 @@ def run_task(
         trainer.save_state()
         metrics.update(train_metrics)
 
-    eval_metrics = {}
-    for split, data in eval_splits.items():
-        suffix = "_mm" if split == "validation_mismatched" else ""
-        split_metrics = trainer.evaluate(eval_dataset=data)
-        eval_metrics.update({f"{key}{suffix}": value for key, value in split_metrics.items()})
-        eval_metrics[f"eval_samples{suffix}"] = len(data)
-    if task.name == "mnli" and "eval_accuracy_mm" in eval_metrics:
-        eval_metrics["eval_combined_score"] = (eval_metrics["eval_accuracy"] + eval_metrics["eval_accuracy_mm"]) / 2
+    eval_metrics = dev_metrics(
+        task,
+        {
+            split: {**trainer.evaluate(eval_dataset=data), "eval_samples": len(data)}
+            for split, data in eval_splits.items()
+        },
+    )
     eval_metrics["eval_selection"] = (
         "best epoch on dev (MrCogito protocol)"
         if data_args.mrcogito_protocol and training_args.do_train
@@ -735,32 +771,22 @@ def run_task(
     if training_args.do_predict:
         predict(trainer, task, raw_datasets["test"], encode, data_args.max_predict_samples)
 
-    checkpoint = checkpoint_summary(model_args, model.config)
-    summary = glue_summary(task, metrics, model.config, checkpoint["run_id"], model_args, data_args, training_args)
-    summary["run_id"] = record["run_id"]  # kept across resumes
+    summary = glue_summary(plan, metrics, record, model_args, data_args, training_args)
     summary["majority_scores"] = majority_scores(task, train_data["label"], first_eval["label"])  # the plots' level
-    write_run_summary(training_args.output_dir, summary)
+    card = None
     if training_args.do_train and concept:  # our card describes a concept encoder
-        trainer.card_summary = {**checkpoint, "run_id": summary["run_id"]}
-        trainer.card_glue_results = {task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}}
         split = next(iter(eval_splits))
         scored = scored_split(split, len(eval_splits[split]), dev_sizes[split])  # `validation[:N]`: only part scored
-        trainer.card_options = dict(
+        card = dict(
+            summary={**plan.checkpoint_run, "run_id": summary["run_id"]},
+            glue_results={task.display_name: {name: metrics[f"eval_{name}"] for name in task.metrics}},
             eval_results=[glue_eval_result(task, name, metrics[f"eval_{name}"], scored) for name in task.metrics],
             base_model=hub_base_model(model_args),
             hyperparameters=finetuning_settings(
-                task, metrics, data_args, training_args, pair_encoding, dev_sizes[split]
+                task, metrics, data_args, training_args, plan.pair_encoding, dev_sizes[split]
             ),
         )
-        trainer.create_model_card()
-        if training_args.push_to_hub:
-            trainer.push_to_hub(commit_message="End of training")  # weights and our model card in one commit
-    if data_args.registry_file:
-        record_run(training_args.output_dir, data_args.registry_file)
-    if "wandb" in training_args.report_to:
-        import wandb
-
-        wandb.finish()  # one wandb run per task
+    finish_run(summary, training_args.output_dir, data_args.registry_file, trainer, card)  # one wandb run per task
     return summary
 
 
@@ -804,33 +830,29 @@ def finetuning_settings(task, metrics, data_args, training_args, pair_encoding, 
     }
 
 
-def glue_summary(task, metrics, config, checkpoint_id, model_args, data_args, training_args) -> dict:
-    """The GLUE run's `run_summary.json` (read by the experiment registry)."""
-    stamp = timestamp()
-    pair_encoding = resolve_pair_encoding(model_args, data_args)
-    main_metric = "combined_score" if task.name == "mnli" else task.best_metric  # MNLI: mean of matched, mismatched
+def glue_summary(plan: TaskPlan, metrics, record, model_args, data_args, training_args) -> dict:
+    """The GLUE run's `run_summary.json` (read by the experiment registry), under its run record's id (kept across
+    resumes)."""
+    task = plan.task
     return run_summary(
         "glue",
-        run_id("glue", task.name, checkpoint_id, stamp),
-        config,
-        training_args,
-        timestamp=stamp,
+        record["run_id"],
+        plan.config,
+        training_args.output_dir,
+        wandb_location(training_args),
+        timestamp=timestamp(),
         task=task.name,
         task_display_name=task.display_name,
-        checkpoint_run_id=checkpoint_id,
+        checkpoint_run_id=plan.checkpoint_run["run_id"],
         checkpoint=model_args.model_name_or_path,
         from_scratch=model_args.from_scratch,
-        pair_encoding=pair_encoding if task.is_pair else "single",
+        pair_encoding=plan.pair_encoding,
         metrics={key: value for key, value in metrics.items() if key.startswith("eval_")},
-        scores={  # the task's GLUE metrics (MNLI: "_mm" for mismatched)
-            key[len("eval_") :]: value
-            for key, value in metrics.items()
-            if key.removeprefix("eval_").removesuffix("_mm") in (*task.metrics, "combined_score")
-        },
+        scores=glue_scores(task, metrics),  # MNLI: "_mm" for mismatched
         registry_metric=task.registry_metric,
         registry_score=metrics[f"eval_{task.registry_metric}"],
-        main_metric=main_metric,
-        main_score=metrics.get(f"eval_{main_metric}"),
+        main_metric=task.main_metric,
+        main_score=metrics.get(f"eval_{task.main_metric}"),
         effective_rank=metrics.get("eval_concept_effective_rank"),
         seed=training_args.seed,
         steps_per_second=metrics.get("train_steps_per_second"),
@@ -879,24 +901,22 @@ def seed_arguments(args: TrainingArguments, seeds: list[int]) -> list[TrainingAr
     ]
 
 
-def run_seeds(prepared, task, raw_datasets, tokenizer, config_dict, model_args, data_args, training_args) -> dict:
-    """Fine-tune `task` once per seed (`prepared`: `(args, run record, checkpoint)` per seed, folders
-    `<output_dir>/seed_<N>`), then write the task's `seeds_results.json` (every score's mean, sample std and per-seed
-    values) and `run_summary.json` (the means, with `scores_std`), fill the registry with `mean ± std` and give each
-    seed's model card the spread. Returns the task's summary."""
-    seeds = [args.seed for args, _, _ in prepared]
+def run_seeds(plan: TaskPlan, tokenizer, model_args: ModelArguments, data_args: DataTrainingArguments) -> dict:
+    """Fine-tune the task once per seed (`plan.runs`, folders `<output_dir>/seed_<N>`), then write the task's
+    `seeds_results.json` (every score's mean, sample std and per-seed values), give each seed's model card the spread
+    and `finish_run` the mean: `run_summary.json` (the means, with `scores_std`) and the registry's `mean ± std`.
+    Returns the task's summary."""
+    task, output_dir = plan.task, plan.args.output_dir
+    seeds = [args.seed for args, _, _ in plan.runs]
     no_registry = dataclasses.replace(data_args, registry_file="")  # the registry gets the mean, not each seed
-    per_seed = [
-        run_task(task, raw_datasets, tokenizer, config_dict, model_args, no_registry, args, record, checkpoint)
-        for args, record, checkpoint in prepared
-    ]
+    per_seed = [run_task(plan, run, tokenizer, model_args, no_registry) for run in plan.runs]
     results = {}
     for name in per_seed[0]["scores"]:
         values = [summary["scores"][name] for summary in per_seed]
         mean, std = mean_and_std(values)
         results[name] = {"mean": mean, "std": std, "values": values}
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    Path(training_args.output_dir, "seeds_results.json").write_text(
+    os.makedirs(output_dir, exist_ok=True)
+    Path(output_dir, "seeds_results.json").write_text(
         json.dumps({"seeds": seeds, "std": "sample (ddof=1)", "scores": results}, indent=2) + "\n"
     )
     summary = {
@@ -913,26 +933,22 @@ def run_seeds(prepared, task, raw_datasets, tokenizer, config_dict, model_args, 
         if per_seed[0]["effective_rank"] is not None
         else None,
         "seed_run_dirs": [summary["output_dir"] for summary in per_seed],
-        "output_dir": str(training_args.output_dir),
+        "output_dir": str(output_dir),
     }
-    write_run_summary(training_args.output_dir, summary)
-    if is_concept_encoder(config_dict) and training_args.do_train:
+    if plan.concept and plan.args.do_train:
         over = f"over seeds {','.join(map(str, seeds))}"
         for seed_summary in per_seed:
             spread = {
                 name: f"{value:.4f} (this seed); {results[name]['mean']:.4f} ± {results[name]['std']:.4f} {over}"
                 for name, value in seed_summary["scores"].items()
             }
-            config = ConceptEncoderConfig.from_pretrained(seed_summary["output_dir"])
-            card_summary = {**checkpoint_summary(model_args, config), "run_id": seed_summary["run_id"]}
             write_model_card(
                 seed_summary["output_dir"],
-                card_summary,
+                {**plan.checkpoint_run, "run_id": seed_summary["run_id"]},
                 {task.display_name: spread},
-                repo_id=training_args.hub_model_id,
+                repo_id=plan.args.hub_model_id,
             )
-    if data_args.registry_file:
-        record_run(training_args.output_dir, data_args.registry_file)
+    finish_run(summary, output_dir, data_args.registry_file)
     return summary
 
 
@@ -977,32 +993,17 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
             raw_datasets["test"] = load_test_data(task, data_args)
     if training_args.process_index == 0:  # one live run per folder: a second is refused naming the first's process
         hold_run_lock(training_args.output_dir)
-    planned = []  # every task's output folder is checked before the first one trains
-    for raw_datasets, task in loaded:
-        output_dir = training_args.output_dir if len(tasks) == 1 else os.path.join(training_args.output_dir, task.name)
-        separate = task.is_pair and resolve_pair_encoding(model_args, data_args) == "separate"
-        args = task_training_args(training_args, task, data_args, output_dir, separate)
-        if len(tasks) > 1 and args.hub_model_id:
-            args = dataclasses.replace(args, hub_model_id=f"{training_args.hub_model_id}-{task.name}")
-        if seeds:  # one folder per seed inside the task's
-            planned.append((task, raw_datasets, args, [
-                (seed_args, *prepare_task_folder(task, config, model_args, data_args, seed_args))
-                for seed_args in seed_arguments(args, seeds)
-            ]))  # fmt: skip
-        else:
-            planned.append((task, raw_datasets, args, *prepare_task_folder(task, config, model_args, data_args, args)))
-    summaries = []
-    for task, raw_datasets, args, *prepared in planned:
-        if seeds:
-            (per_seed,) = prepared
-            summaries.append(
-                run_seeds(per_seed, task, raw_datasets, tokenizer, config_dict, model_args, data_args, args)
-            )
-        else:
-            record, checkpoint = prepared
-            summaries.append(
-                run_task(task, raw_datasets, tokenizer, config_dict, model_args, data_args, args, record, checkpoint)
-            )
+    checkpoint_run = checkpoint_summary(model_args, config)
+    plans = [  # every task's output folders are checked before the first one trains
+        plan_task(task, raw, config_dict, checkpoint_run, model_args, data_args, training_args, seeds, len(tasks) > 1)
+        for raw, task in loaded
+    ]
+    summaries = [
+        run_seeds(plan, tokenizer, model_args, data_args)
+        if seeds
+        else run_task(plan, plan.runs[0], tokenizer, model_args, data_args)
+        for plan in plans
+    ]
     if len(tasks) > 1:
         table = summary_table(summaries)
         Path(training_args.output_dir, "glue_summary.md").write_text(table, encoding="utf-8")

@@ -64,6 +64,7 @@ from concept_encoder_training.distill import (
     teacher_max_length,
     teacher_token_embeddings,
 )
+from concept_encoder_training.finish import finish_run
 from concept_encoder_training.hub import check_push_to_hub, require_hub, require_local_or_cached
 from concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
 from concept_encoder_training.recipes import RECIPES, recipe
@@ -82,7 +83,7 @@ from concept_encoder_training.run_info import (
     run_summary,
     setup_logging,
     timestamp,
-    write_run_summary,
+    wandb_location,
 )
 from concept_encoder_training.text_files import not_utf8_error
 from concept_encoder_training.tokenizer import (
@@ -885,6 +886,39 @@ def last_logged(log_history: list[dict], *keys: str):
     return None
 
 
+def pretraining_card(
+    summary: dict,
+    metrics: dict,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    steps: int,
+    max_seq_length: int,
+    teacher: str | None,
+    validation_rows: int | None,
+) -> dict:
+    """Our model card of a pretraining run (`finish_run`'s `card`): the run summary, the model-index eval loss and
+    ranks on the part of the validation split scored (`validation_rows`: its size, None when streamed), and the
+    run's settings."""
+    eval_results = []
+    if training_args.do_eval:
+        split = scored_split("validation", data_args.max_eval_samples, validation_rows)
+        eval_results = pretraining_eval_results(metrics, data_name(data_args), split)
+    return dict(
+        summary=summary,
+        eval_results=eval_results,
+        hyperparameters={
+            "Training examples": metrics.get("train_samples", "streamed"),
+            "Optimizer steps": steps,
+            "Batch size": f"{training_args.per_device_train_batch_size * training_args.world_size} x "
+            f"{training_args.gradient_accumulation_steps} accumulation",
+            "Learning rate": training_args.learning_rate,
+            "Max sequence length": max_seq_length,
+            "Seed": training_args.seed,
+            **({"Teacher": teacher, "Distillation losses": distill_text(data_args)} if teacher else {}),
+        },
+    )
+
+
 CHECKPOINT_OWNED = ("init_embeddings_from", "freeze_token_embeddings")  # a continued checkpoint brings its own
 
 
@@ -1118,14 +1152,16 @@ def main(argv: list[str] | None = None):
         trainer.save_metrics("eval", metrics)
         all_metrics.update(metrics)
 
-    # 8. Run summary (the registry's row), model card, registry, Hub.
+    # 8. Run summary (the registry's row), model card, registry, Hub, wandb: concept_encoder_training/finish.py.
+    summary, card = None, None
     if trainer.is_world_process_zero() and training_args.do_train:
         history = trainer.state.log_history
         summary = run_summary(
             "pretraining",
             training_args.run_name,
             config if concept_model else model.config,
-            training_args,
+            training_args.output_dir,
+            wandb_location(training_args),
             model_type=model_kind,
             encoder_layer_type=config.encoder_layer_type if concept_model else "bert",
             objective=data_args.objective,
@@ -1142,38 +1178,13 @@ def main(argv: list[str] | None = None):
             ),
             **speed,
         )
-        write_run_summary(training_args.output_dir, summary)
         if concept_model:  # our card describes a concept encoder
-            trainer.card_summary = summary
-            eval_results = []
-            if eval_dataset is not None:  # model-index: eval loss and ranks, on the part of the split scored
-                total = None if data_args.streaming else len(tokenized["validation"])
-                split = scored_split("validation", data_args.max_eval_samples, total)
-                eval_results = pretraining_eval_results(all_metrics, data_name(data_args), split)
-            trainer.card_options = dict(
-                eval_results=eval_results,
-                hyperparameters={
-                    "Training examples": all_metrics.get("train_samples", "streamed"),
-                    "Optimizer steps": trainer.state.global_step,
-                    "Batch size": f"{training_args.per_device_train_batch_size * training_args.world_size} x "
-                    f"{training_args.gradient_accumulation_steps} accumulation",
-                    "Learning rate": training_args.learning_rate,
-                    "Max sequence length": max_seq_length,
-                    "Seed": training_args.seed,
-                    **({"Teacher": teacher, "Distillation losses": distill_text(data_args)} if teacher else {}),
-                },
-            )
-            trainer.create_model_card()
-        if output_args.registry_file:
-            from concept_encoder_training.registry import record_run
-
-            record_run(training_args.output_dir, output_args.registry_file)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="End of training")  # weights and our model card in one commit
-    if "wandb" in training_args.report_to:
-        import wandb
-
-        wandb.finish()
+            validation_rows = None if data_args.streaming or eval_dataset is None else len(tokenized["validation"])
+            card = pretraining_card(
+                summary, all_metrics, data_args, training_args, trainer.state.global_step, max_seq_length, teacher,
+                validation_rows,
+            )  # fmt: skip
+    finish_run(summary, training_args.output_dir, output_args.registry_file, trainer, card)
     return all_metrics
 
 

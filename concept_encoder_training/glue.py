@@ -74,6 +74,29 @@ class GlueTask:
         """The metric that picks the best epoch: `combined_score` where GLUE reports several."""
         return "combined_score" if len(self.metrics) > 1 else self.metrics[0]
 
+    @property
+    def main_metric(self) -> str:
+        """The one score that stands for the task: for a task with a mismatched dev split (MNLI) `combined_score`,
+        the mean of its matched and mismatched accuracy (`dev_metrics`); else `best_metric`."""
+        return "combined_score" if len(self.validation_files) > 1 else self.best_metric
+
+    @property
+    def reported_metrics(self) -> tuple[str, ...]:
+        """The metrics a comparison table quotes: the task's own, a regression's `registry_metric` (Pearson) alone
+        (its Spearman correlation follows it)."""
+        return (self.registry_metric,) if self.is_regression else self.metrics
+
+    def label_fields(self) -> dict:
+        """The config fields of the task's labels: one regression output, or the class names."""
+        if self.is_regression:
+            return dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
+        return dict(
+            num_labels=self.num_labels,
+            problem_type="single_label_classification",
+            id2label=dict(enumerate(self.label_names)),
+            label2id={label: i for i, label in enumerate(self.label_names)},
+        )
+
 
 PAIR = ("sentence1", "sentence2")
 ENTAILMENT = ("entailment", "not_entailment")
@@ -108,6 +131,7 @@ SICK_FILE = "sick/SICK.txt"
 SICK_COLUMNS = ("sentence_A", "sentence_B", "relatedness_score", "SemEval_set")
 SICK_SPLITS = ("TRAIN", "TRIAL", "TEST")
 # fmt: on
+MISMATCHED_SPLIT, MISMATCHED_SUFFIX = "validation_mismatched", "_mm"  # MNLI's mismatched dev: `eval_accuracy_mm`
 
 
 def get_task(name: str) -> GlueTask:
@@ -519,6 +543,30 @@ def compute_glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
     if len(result) > 1:
         result["combined_score"] = float(np.mean(list(result.values())))
     return result
+
+
+def dev_metrics(task: GlueTask, split_metrics: dict[str, dict]) -> dict:
+    """The dev splits' metrics (`{split: {"eval_accuracy": ...}}`) as one dict: the mismatched split's under `_mm`
+    names (`eval_accuracy_mm`) and, where both MNLI splits were scored, `eval_combined_score`, the mean of matched and
+    mismatched accuracy (the task's `main_metric`)."""
+    metrics = {}
+    for split, values in split_metrics.items():
+        suffix = MISMATCHED_SUFFIX if split == MISMATCHED_SPLIT else ""
+        metrics.update({f"{key}{suffix}": value for key, value in values.items()})
+    if f"eval_accuracy{MISMATCHED_SUFFIX}" in metrics:
+        metrics["eval_combined_score"] = (metrics["eval_accuracy"] + metrics[f"eval_accuracy{MISMATCHED_SUFFIX}"]) / 2
+    return metrics
+
+
+def glue_scores(task: GlueTask, metrics: dict) -> dict[str, float]:
+    """The task's GLUE scores among a run's `eval_` metrics, named without the prefix: its metrics, the
+    mismatched split's (`accuracy_mm`) and `combined_score`."""
+    return {
+        key.removeprefix("eval_"): value
+        for key, value in metrics.items()
+        if key.startswith("eval_")
+        and key.removeprefix("eval_").removesuffix(MISMATCHED_SUFFIX) in (*task.metrics, "combined_score")
+    }
 
 
 def majority_scores(task: GlueTask, train_labels, eval_labels) -> dict[str, float] | None:

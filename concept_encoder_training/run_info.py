@@ -1,6 +1,6 @@
-"""Run metadata both scripts record: the `H.. L.. C..` architecture string, run ids, the fields every
+"""Run metadata every run records: the `H.. L.. C..` architecture string, run ids, the fields every
 `run_summary.json` shares (date, machine, git commit, wandb location, output folder) and the file itself; and the
-scripts' logging (`setup_logging`)."""
+scripts' logging (`setup_logging`). A finished run is recorded by `finish.finish_run`."""
 
 import json
 import logging
@@ -67,9 +67,12 @@ def wandb_location(training_args: TrainingArguments) -> str:
     return wandb.run.url or str(Path(wandb.run.dir).parent)
 
 
-def run_summary(kind: str, run_id: str, config: PretrainedConfig, training_args: TrainingArguments, **fields) -> dict:
+def run_summary(
+    kind: str, run_id: str, config: PretrainedConfig, output_dir: str | Path | None, wandb: str = "", **fields
+) -> dict:
     """A `run_summary.json` (the experiment registry's schema): the fields every run records, then the kind's own
-    `fields`. `date` is today's; `architecture` and `concept_num` come from `config`."""
+    `fields`. `date` is today's; `architecture` and `concept_num` come from `config`; `wandb` is the run's wandb
+    location (`wandb_location`), '' without one; `output_dir` None for a run that writes no folder."""
     return {
         "kind": kind,
         "run_id": run_id,
@@ -78,9 +81,9 @@ def run_summary(kind: str, run_id: str, config: PretrainedConfig, training_args:
         "concept_num": getattr(config, "concept_num", None),
         **fields,
         "machine": socket.gethostname(),
-        "wandb": wandb_location(training_args),
+        "wandb": wandb,
         "git_commit": git_commit(),
-        "output_dir": os.path.abspath(training_args.output_dir),
+        "output_dir": None if output_dir is None else os.path.abspath(output_dir),
     }
 
 

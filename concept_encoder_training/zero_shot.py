@@ -15,8 +15,6 @@ Writes `zero_shot_results.json` and a `run_summary.json` (`"kind": "zero_shot"`)
 
 import argparse
 import json
-import socket
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +24,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils.logging import tqdm
 
 import modeling_concept_encoder  # noqa: F401  (registers the concept encoder with the Auto classes)
+from concept_encoder_training.finish import finish_run
 from concept_encoder_training.glue import SICK_FILE, TASKS, load_glue_dir, load_sick
-from concept_encoder_training.registry import record_run
-from concept_encoder_training.run_info import git_commit, scratch_run_id
+from concept_encoder_training.run_info import SUMMARY_FILE, run_summary, scratch_run_id, timestamp
 
 CONCEPT_MODEL_TYPE = "concept_encoder"
 BENCHMARKS = ("stsb", "sickr")
@@ -105,7 +103,7 @@ def checkpoint_run_id(model_name_or_path: str, from_scratch: bool, config) -> st
     `scratch_...` id run_glue.py gives it)."""
     if from_scratch:
         return scratch_run_id(config)
-    summary = Path(model_name_or_path) / "run_summary.json"
+    summary = Path(model_name_or_path) / SUMMARY_FILE
     if summary.is_file():
         return json.loads(summary.read_text(encoding="utf-8"))["run_id"]
     return Path(model_name_or_path).name or model_name_or_path
@@ -131,30 +129,27 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_encoder(args.model_name_or_path, args.from_scratch)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     scores = score_model(model, tokenizer, args.data_dir, benchmarks, args.max_seq_length, args.max_pairs)
-    now = datetime.now()
-    summary = {
-        "kind": "zero_shot",
-        "run_id": f"zero_shot_{checkpoint_run_id(args.model_name_or_path, args.from_scratch, model.config)}",
-        "date": f"{now:%Y-%m-%d}",
-        "timestamp": f"{now:%Y%m%d_%H%M%S}",
-        "checkpoint": args.model_name_or_path,
-        "checkpoint_run_id": checkpoint_run_id(args.model_name_or_path, args.from_scratch, model.config),
-        "from_scratch": args.from_scratch,
-        "pooling": "mean of concept states" if model.config.model_type == CONCEPT_MODEL_TYPE else "masked token mean",
-        "metric": "spearman x 100 of cosine similarity",
-        "scores": scores,
-        "pairs": args.max_pairs or "all",
-        "machine": socket.gethostname(),
-        "git_commit": git_commit(),
-    }
+    checkpoint_id = checkpoint_run_id(args.model_name_or_path, args.from_scratch, model.config)
+    summary = run_summary(
+        "zero_shot",
+        f"zero_shot_{checkpoint_id}",
+        model.config,
+        args.output_dir,
+        timestamp=timestamp(),
+        checkpoint=args.model_name_or_path,
+        checkpoint_run_id=checkpoint_id,
+        from_scratch=args.from_scratch,
+        pooling="mean of concept states" if model.config.model_type == CONCEPT_MODEL_TYPE else "masked token mean",
+        metric="spearman x 100 of cosine similarity",
+        scores=scores,
+        pairs=args.max_pairs or "all",
+    )
     print(json.dumps(scores, indent=2))
     if args.output_dir:
         output = Path(args.output_dir)
         output.mkdir(parents=True, exist_ok=True)
         (output / "zero_shot_results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-        (output / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        if args.registry_file:
-            record_run(output, args.registry_file)
+        finish_run(summary, output, args.registry_file)
     return summary
 
 

@@ -17,7 +17,9 @@ import run_glue
 from concept_encoder_training.glue import (
     TASKS,
     compute_glue_metrics,
+    dev_metrics,
     get_task,
+    glue_scores,
     load_files,
     load_glue_dir,
     load_glue_hub,
@@ -161,6 +163,39 @@ def test_metrics_match_scikit_learn_and_scipy():
     assert stsb["pearson"] == pytest.approx(pearsonr(scores, gold)[0])
     assert stsb["spearmanr"] == pytest.approx(spearmanr(scores, gold)[0])
     assert compute_glue_metrics(TASKS["rte"], labels, labels) == {"accuracy": 1.0}
+
+
+def test_glue_facts_main_metric_mismatched_scores_and_labels():
+    """What glue.py knows of a task beyond its data: MNLI's mismatched split (`_mm`) and its combined score, the
+    scores a summary and a study table quote, and the label fields of a config."""
+    mnli, mrpc, stsb = TASKS["mnli"], TASKS["mrpc"], TASKS["stsb"]
+    split_metrics = {
+        "validation_matched": {"eval_loss": 1.1, "eval_accuracy": 0.6, "eval_samples": 10},
+        "validation_mismatched": {"eval_loss": 1.2, "eval_accuracy": 0.4, "eval_samples": 12},
+    }
+    metrics = dev_metrics(mnli, split_metrics)
+    assert metrics == {
+        "eval_loss": 1.1, "eval_accuracy": 0.6, "eval_samples": 10, "eval_loss_mm": 1.2, "eval_accuracy_mm": 0.4,
+        "eval_samples_mm": 12, "eval_combined_score": pytest.approx(0.5),
+    }  # fmt: skip
+    assert glue_scores(mnli, {**metrics, "train_loss": 0.3}) == {
+        "accuracy": 0.6, "accuracy_mm": 0.4, "combined_score": pytest.approx(0.5)
+    }  # fmt: skip
+    assert (mnli.main_metric, mrpc.main_metric, TASKS["rte"].main_metric) == (
+        "combined_score",
+        "combined_score",
+        "accuracy",
+    )
+    mrpc_metrics = {"eval_accuracy": 0.7, "eval_f1": 0.8, "eval_combined_score": 0.75}
+    assert dev_metrics(mrpc, {"validation": mrpc_metrics}) == mrpc_metrics  # no mismatched split: as evaluated
+    assert {name: TASKS[name].reported_metrics for name in ("stsb", "mrpc", "rte", "sickr", "cola")} == {
+        "stsb": ("pearson",), "mrpc": ("accuracy", "f1"), "rte": ("accuracy",), "sickr": ("pearson",),
+        "cola": ("matthews_correlation",),
+    }  # fmt: skip
+    assert stsb.label_fields() == dict(
+        num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0}
+    )
+    assert mnli.label_fields()["id2label"] == {0: "entailment", 1: "neutral", 2: "contradiction"}
 
 
 def test_trainer_metrics_take_argmax_or_score():
@@ -327,8 +362,34 @@ def test_bert_from_scratch_is_its_own_random_init_row(bert_checkpoint, data_dir,
     assert "`scratch_bert_H32L1`" in (tmp_path / "registry.md").read_text()
 
 
-def test_seeds_give_one_run_each_and_numpys_mean_and_std(checkpoint, data_dir, tmp_path):
+def test_seeds_give_one_run_each_and_numpys_mean_and_std(checkpoint, data_dir, tmp_path, monkeypatch):
+    calls = {name: 0 for name in ("resolve_pair_encoding", "checkpoint_summary", "build_config", "plan_task")}
+
+    def counted(name):
+        function = getattr(run_glue, name)
+
+        def wrapper(*arguments, **options):
+            calls[name] += 1
+            return function(*arguments, **options)
+
+        return wrapper
+
+    plans = []
+    for name in calls:
+        monkeypatch.setattr(run_glue, name, counted(name))
+    monkeypatch.setattr(
+        run_glue, "run_seeds", lambda plan, *rest, run=run_glue.run_seeds: plans.append(plan) or run(plan, *rest)
+    )
     (summary,) = fine_tune(checkpoint, tmp_path, data_dir, "mrpc", "--seeds", "1,2,3")
+    # each task's decisions are taken once (TaskPlan), not once per seed: the checks' config, then the task's
+    assert calls == {"resolve_pair_encoding": 1, "checkpoint_summary": 1, "build_config": 2, "plan_task": 1}
+    (plan,) = plans
+    assert (plan.pair_encoding, plan.separate, plan.concept, plan.checkpoint_run["run_id"]) == (
+        "separate", True, True, "tiny_posonly"
+    )  # fmt: skip
+    assert plan.config.num_labels == 2 and plan.config.finetuning_task == "mrpc"
+    assert plan.config.classifier_head != "sentence_pair"  # each run's model got a copy of the plan's config
+    assert [args.output_dir for args, _, _ in plan.runs] == [str(tmp_path / f"seed_{seed}") for seed in (1, 2, 3)]
     runs = [json.loads((tmp_path / f"seed_{seed}" / "run_summary.json").read_text()) for seed in (1, 2, 3)]
     assert [run["seed"] for run in runs] == [1, 2, 3]
     seeds = json.loads((tmp_path / "seeds_results.json").read_text())

@@ -324,3 +324,50 @@ def test_rebuild_recovers_a_truncated_registry_and_keeps_its_readable_conclusion
     assert sorted(rows) == ["a_20260101_000000", "b_20260102_000000"]
     assert rows["a_20260101_000000"]["Conclusion / Takeaway"] == "my conclusion"
     assert (tmp_path / "registry.md.bak").read_text() == text[: text.rindex("| 2026-01-02") + 30]
+
+
+def test_finish_run_records_summary_card_and_row_on_the_main_process_then_pushes_and_ends_wandb(tmp_path, monkeypatch):
+    """`finish_run`, the one end of every run: summary, card (on the trainer, so a push carries it), registry row on
+    the main process; push and wandb's end on every process; nothing but those without a summary or a trainer."""
+    import sys
+    import types
+
+    from concept_encoder_training.finish import finish_run
+
+    calls = []
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(finish=lambda: calls.append("wandb.finish")))
+
+    class Trainer:  # what finish_run uses of a ConceptTrainer
+        def __init__(self, main, push_to_hub):
+            self.main, self.args = main, types.SimpleNamespace(push_to_hub=push_to_hub, report_to=["wandb"])
+            self.card_summary = self.card_glue_results = self.card_options = None
+
+        def is_world_process_zero(self):
+            return self.main
+
+        def create_model_card(self):
+            calls.append(("card", self.card_summary["run_id"], self.card_glue_results, self.card_options))
+
+        def push_to_hub(self, commit_message):
+            calls.append(("push", commit_message))
+
+    registry = tmp_path / "registry.md"
+    summary = pretraining_summary(A, "2026-02-08")
+    card = {"summary": summary, "glue_results": {"MRPC": 0.8}, "hyperparameters": {"Seed": 1}}
+    finish_run(summary, tmp_path / "main", registry, Trainer(main=True, push_to_hub=True), card)
+    assert json.loads((tmp_path / "main" / "run_summary.json").read_text()) == summary
+    assert [experiment_registry.run_id_of(row) for row in table_rows(registry)] == [A]
+    assert calls == [("card", A, {"MRPC": 0.8}, {"hyperparameters": {"Seed": 1}}), ("push", "End of training"),
+                     "wandb.finish"]  # fmt: skip
+
+    calls.clear()
+    finish_run(pretraining_summary(B, "2026-02-09"), tmp_path / "replica", registry, Trainer(False, False), card)
+    assert not (tmp_path / "replica").exists() and calls == ["wandb.finish"]
+    finish_run(None, tmp_path / "untrained", registry, Trainer(True, False))
+    assert not (tmp_path / "untrained").exists() and [
+        experiment_registry.run_id_of(row) for row in table_rows(registry)
+    ] == [A]
+
+    calls.clear()
+    finish_run(summary, tmp_path / "no_trainer", "")  # zero-shot scoring or a mean over seeds, no registry asked
+    assert (tmp_path / "no_trainer" / "run_summary.json").is_file() and calls == []

@@ -68,8 +68,12 @@ def test_command_writes_results_summary_and_the_registry_cell(tokenizer, data_di
     scores = json.loads((tmp_path / "zs" / "zero_shot_results.json").read_text())
     assert set(scores) == {"stsb", "sickr"} and all(-100 <= value <= 100 for value in scores.values())
     assert summary["checkpoint_run_id"] == "tiny_bert" and summary["pooling"] == "masked token mean"
+    # the fields every run_summary.json shares (run_info.run_summary), written by the one finish_run
+    assert json.loads((tmp_path / "zs" / "run_summary.json").read_text()) == summary
+    assert summary["architecture"] == "H32 L1 (bert)" and summary["output_dir"] == str((tmp_path / "zs").resolve())
+    assert {"date", "timestamp", "machine", "git_commit", "wandb", "concept_num"} <= set(summary)
     scratch = zero_shot.main([*argv, "--output_dir", str(tmp_path / "zs_scratch"), "--from_scratch"])
     assert scratch["checkpoint_run_id"] == "scratch_bert_H32L1"
     text = registry.read_text()
     assert f"**STS-B:** {scores['stsb']:.1f} <br> **SICK-R:** {scores['sickr']:.1f}" in text
-    assert "`scratch_bert_H32L1`" in text
+    assert "| `scratch_bert_H32L1` | H32 L1 (bert) |" in text  # the random-init row names its architecture
