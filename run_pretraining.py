@@ -46,7 +46,7 @@ from transformers.training_args import ParallelMode
 
 from collators import DataCollatorForConceptMLM, DataCollatorForDistillation, DataCollatorForTSDAE
 from collators.distill import TEACHER_EMBEDDING
-from collators.tsdae import TSDAE_MODES
+from collators.tsdae import check_tsdae_mode
 from concept_encoder_training.config_flags import (
     apply_config_overrides,
     config_field,
@@ -344,16 +344,15 @@ class DataTrainingArguments:
     tsdae_mode: str = field(
         default="mask",
         metadata={
-            "help": "TSDAE: 'mask' hides deleted tokens in place (MrCogito's), 'delete' removes them, 'suffix' "
-            "encodes the first half of each line and reconstructs the second (no deletion)."
+            "help": "TSDAE: 'mask' hides deleted tokens in place (MrCogito's), 'delete' removes them ('suffix' was "
+            "retired in 0.2)."
         },
     )
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"--objective {self.objective!r} is unknown: choose one of {list(OBJECTIVES)}.")
-        if self.tsdae_mode not in TSDAE_MODES:
-            raise ValueError(f"--tsdae_mode {self.tsdae_mode!r} is unknown: choose one of {list(TSDAE_MODES)}.")
+        check_tsdae_mode(self.tsdae_mode, "--tsdae_mode")
         if self.objective == "mlm" and not 0.0 < self.mlm_probability <= 1.0:
             raise ValueError(
                 f"--mlm_probability {self.mlm_probability}: must be in (0, 1] (at 0 no token is predicted and the loss "
