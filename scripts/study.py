@@ -96,7 +96,8 @@ class Row:
         """Rows with the same key share one random-init row: the same encoder architecture (its layer type, the
         layers that read the tokens, and the row's config overrides)."""
         layer = self.flag_values("--encoder_layer_type") or ("perceiver",)
-        return self.family, layer[0], self.flag_values("--token_read_layers"), self.config_overrides
+        read = self.flag_values("--encoder_token_read_layers") or self.flag_values("--token_read_layers")  # 0.1's name
+        return self.family, layer[0], read, self.config_overrides
 
 
 COMBINED = ["--concept_losses", "combined"]
