@@ -473,8 +473,8 @@ def check_continued_head(model_args: ModelArguments, config: ConceptEncoderConfi
     if ConceptEncoderForMaskedLM.__name__ in (config.architectures or []) and config.decoder_type != wanted:
         own = [name for name, fields in MODEL_TYPES.items() if fields["decoder_type"] == config.decoder_type]
         raise ValueError(
-            f"--model_name_or_path {model_args.model_name_or_path} is an MLM with decoder_type={config.decoder_type!r}, "
-            f"but --model_type {model_args.model_type} has decoder_type={wanted!r}: give --model_type {own[0]}."
+            f"--model_name_or_path {model_args.model_name_or_path} is an MLM with "
+            f"decoder_type={config.decoder_type!r}, but --model_type {model_args.model_type} has decoder_type={wanted!r}: give --model_type {own[0]}."
         )
 
 
