@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from itertools import chain
@@ -47,10 +48,11 @@ from transformers.training_args import ParallelMode
 
 from collators import DataCollatorForConceptMLM, DataCollatorForDistillation, DataCollatorForTSDAE
 from collators.distill import TEACHER_EMBEDDING
-from collators.tsdae import TSDAE_MODES
+from collators.tsdae import check_tsdae_mode
 from concept_encoder_training.config_flags import (
     apply_config_overrides,
     config_field,
+    current_flag,
     given_config_flags,
     merge_overrides,
     override_items,
@@ -108,9 +110,9 @@ logger = logging.getLogger(__name__)
 # `--model_type`: the research log's MLM heads, each the `ConceptEncoderForMaskedLM` config fields it sets (on a new
 # config, and on a checkpoint's); `perceiver_mlm` leaves `decoder_query` as the config has it.
 MODEL_TYPES = {
-    "weighted_mlm": {"mlm_decoder": "weighted"},
-    "perceiver_mlm": {"mlm_decoder": "perceiver"},
-    "perceiver_posonly_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position"},
+    "weighted_mlm": {"decoder_type": "weighted"},
+    "perceiver_mlm": {"decoder_type": "perceiver"},
+    "perceiver_posonly_mlm": {"decoder_type": "perceiver", "decoder_query": "position"},
 }
 BASELINE_TYPES = ("bert_mlm",)  # transformers models trained by the same script, to compare with
 OBJECTIVES = ("mlm", "tsdae", "distill")
@@ -157,7 +159,7 @@ class ModelArguments:
     intermediate_size: int | None = config_field("intermediate_size")
     concept_num: int | None = config_field("concept_num")
     max_position_embeddings: int | None = config_field("max_position_embeddings")
-    token_read_layers: list[int] | None = config_field("token_read_layers")
+    encoder_token_read_layers: list[int] | None = config_field("encoder_token_read_layers")
     sentence_embedding_size: int | None = config_field("sentence_embedding_size")
     config_overrides: str | None = field(
         default=None,
@@ -338,16 +340,15 @@ class DataTrainingArguments:
     tsdae_mode: str = field(
         default="mask",
         metadata={
-            "help": "TSDAE: 'mask' hides deleted tokens in place (MrCogito's), 'delete' removes them, 'suffix' "
-            "encodes the first half of each line and reconstructs the second (no deletion)."
+            "help": "TSDAE: 'mask' hides deleted tokens in place (MrCogito's), 'delete' removes them ('suffix' was "
+            "retired in 0.2)."
         },
     )
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"--objective {self.objective!r} is unknown: choose one of {list(OBJECTIVES)}.")
-        if self.tsdae_mode not in TSDAE_MODES:
-            raise ValueError(f"--tsdae_mode {self.tsdae_mode!r} is unknown: choose one of {list(TSDAE_MODES)}.")
+        check_tsdae_mode(self.tsdae_mode, "--tsdae_mode")
         if self.objective == "mlm" and not 0.0 < self.mlm_probability <= 1.0:
             raise ValueError(
                 f"--mlm_probability {self.mlm_probability}: must be in (0, 1] (at 0 no token is predicted and the loss "
@@ -452,7 +453,7 @@ def build_config(model_args: ModelArguments, objective: str = "mlm") -> ConceptE
         config.validate_concept_encoder()
     else:
         config = ConceptEncoderConfig(**head, **sizes)
-    both = sorted(sizes.keys() & override_items(model_args.config_overrides, config).keys())
+    both = sorted(sizes.keys() & override_items(model_args.config_overrides, config, warn=None).keys())
     if both:
         raise ValueError(f"{both} given both as flags and in --config_overrides: give each once.")
     return apply_config_overrides(config, model_args.config_overrides)
@@ -461,12 +462,12 @@ def build_config(model_args: ModelArguments, objective: str = "mlm") -> ConceptE
 def check_continued_head(model_args: ModelArguments, config: ConceptEncoderConfig):
     """A pretrained MLM continues with its own decoder: `--model_type` may change the queries (`perceiver_mlm` →
     `perceiver_posonly_mlm`), not swap the decoder, whose weights the checkpoint does not have."""
-    wanted = MODEL_TYPES[model_args.model_type]["mlm_decoder"]
-    if ConceptEncoderForMaskedLM.__name__ in (config.architectures or []) and config.mlm_decoder != wanted:
-        own = [name for name, fields in MODEL_TYPES.items() if fields["mlm_decoder"] == config.mlm_decoder]
+    wanted = MODEL_TYPES[model_args.model_type]["decoder_type"]
+    if ConceptEncoderForMaskedLM.__name__ in (config.architectures or []) and config.decoder_type != wanted:
+        own = [name for name, fields in MODEL_TYPES.items() if fields["decoder_type"] == config.decoder_type]
         raise ValueError(
-            f"--model_name_or_path {model_args.model_name_or_path} is an MLM with mlm_decoder={config.mlm_decoder!r}, "
-            f"but --model_type {model_args.model_type} has mlm_decoder={wanted!r}: give --model_type {own[0]}."
+            f"--model_name_or_path {model_args.model_name_or_path} is an MLM with "
+            f"decoder_type={config.decoder_type!r}, but --model_type {model_args.model_type} has decoder_type={wanted!r}: give --model_type {own[0]}."
         )
 
 
@@ -491,7 +492,7 @@ def check_accelerate_cpu_launch():
 
 def check_model_and_objective(config: ConceptEncoderConfig, objective: str, model_type: str = "perceiver_mlm"):
     """TSDAE reconstructs every token from the concepts alone, which only the perceiver decoder with queries that
-    hold no input token does: judged by the config (`mlm_decoder="perceiver"`, `decoder_query="position"` or
+    hold no input token does: judged by the config (`decoder_type="perceiver"`, `decoder_query="position"` or
     `"constant"`), whichever flags set it (`--model_type perceiver_posonly_mlm`, or `perceiver_mlm` with
     `--config_overrides decoder_query=position`)."""
     if objective == "distill" and model_type in BASELINE_TYPES:
@@ -499,12 +500,12 @@ def check_model_and_objective(config: ConceptEncoderConfig, objective: str, mode
             f"--objective distill trains a concept encoder's sentence vector; --model_type {model_type} is a baseline "
             "MLM: drop --model_type."
         )
-    if objective == "tsdae" and (config.mlm_decoder != "perceiver" or config.decoder_query == "token_and_position"):
+    if objective == "tsdae" and (config.decoder_type != "perceiver" or config.decoder_query == "token_and_position"):
         raise ValueError(
             "--objective tsdae needs the perceiver decoder with position-only queries (--model_type "
-            f"perceiver_posonly_mlm: mlm_decoder='perceiver', decoder_query='position'; or 'constant'), not mlm_decoder="
-            f"{config.mlm_decoder!r} with decoder_query={config.decoder_query!r}: TSDAE's dense loss must flow through "
-            "the concepts. Token-and-position queries contain the input token itself (in 'mask' mode the deleted token "
+            f"perceiver_posonly_mlm: decoder_type='perceiver', decoder_query='position'; or 'constant'), not "
+            f"decoder_type={config.decoder_type!r} with decoder_query={config.decoder_query!r}: TSDAE's dense loss "
+            "must flow through the concepts. Token-and-position queries contain the input token itself (in 'mask' mode the deleted token "
             "is still in input_ids: a shortcut that makes the loss trivial; in 'delete' mode the input positions no "
             "longer line up with the labels), and the weighted decoder (weighted_mlm) decodes each position with a "
             "fixed, input-independent mixture of concepts built for sparse MLM on aligned positions."
@@ -946,17 +947,18 @@ def with_recipe_config(model_args: "ModelArguments", config: dict) -> None:
 def parse_arguments(argv: list[str]):
     """The five argument dataclasses (`ARGUMENT_CLASSES`) from flags or one `.json` file; `--recipe NAME` (`"recipe"`
     in the file) sets the recipe's values as defaults that explicit flags override. `--preset NAME` is the deprecated
-    name of `--recipe` (0.1), accepted with a warning."""
+    name of `--recipe` (0.1), accepted with a warning, as are 0.1's names of renamed config flags (`current_flag`)."""
     parser = HfArgumentParser(ARGUMENT_CLASSES)
     if len(argv) == 1 and argv[0].endswith(".json"):
         values = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        values = {current_flag(key): value for key, value in values.items()}
         config = {}
         if values.get("recipe"):
             arguments, config = recipe_defaults(values["recipe"], bool(values.get("model_name_or_path")))
             values = {**arguments, **values}
         parsed = parser.parse_dict(values)
     else:
-        argv = list(argv)
+        argv = [re.sub(r"^--(\w+)", lambda flag: f"--{current_flag(flag[1])}", token) for token in argv]
         if "--preset" in argv:
             logger.warning("--preset is deprecated (removed in 0.3): use --recipe, which takes the same names.")
             argv[argv.index("--preset")] = "--recipe"

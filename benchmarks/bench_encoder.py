@@ -2,15 +2,15 @@
 
 For every length in `--lengths` it times a training step (forward + backward) and a forward-only pass of
 `ConceptEncoderModel` with perceiver layers (reading the tokens in every layer, and in the first only:
-`perceiver_read_once`, `token_read_layers=[0]`) and with BiXT layers, and of the peers with the same hidden size, depth,
-heads, vocabulary and FFN parameters (dropout off in every model): `transformers.BertModel` (full attention, SDPA),
-`transformers.ModernBertModel` (local 128-token attention with global attention every third layer, rotary positions,
-SDPA) and `transformers.PerceiverModel` (`hf_perceiver`: the latents read the tokens once, in one cross-attention,
-then `num_hidden_layers` latent self-attention blocks). It prints one markdown table: median seconds per step after
-warm-up, tokens/s, the ratio to each peer, the peak memory of the step and the achieved GFLOP/s of an analytic FLOP
-count beside the measured fp32 (or bf16) matmul peak of the same machine. Then a long-sequence check (one training
-step at `--long_length`, 65536 by default, within `--memory_budget_gib`), MrCogito's scaling rule (C grows with N:
-`--concepts_per_tokens 4096:512,32768:2048,262144:4096`, one training step each) and one training step of the
+`perceiver_read_once`, `encoder_token_read_layers=[0]`) and with BiXT layers, and of the peers with the same hidden
+size, depth, heads, vocabulary and FFN parameters (dropout off in every model): `transformers.BertModel` (full
+attention, SDPA), `transformers.ModernBertModel` (local 128-token attention with global attention every third layer,
+rotary positions, SDPA) and `transformers.PerceiverModel` (`hf_perceiver`: the latents read the tokens once, in one
+cross-attention, then `num_hidden_layers` latent self-attention blocks). It prints one markdown table: median seconds
+per step after warm-up, tokens/s, the ratio to each peer, the peak memory of the step and the achieved GFLOP/s of an
+analytic FLOP count beside the measured fp32 (or bf16) matmul peak of the same machine. Then a long-sequence check (one
+training step at `--long_length`, 65536 by default, within `--memory_budget_gib`), MrCogito's scaling rule (C grows with
+N: `--concepts_per_tokens 4096:512,32768:2048,262144:4096`, one training step each) and one training step of the
 perceiver MLM head with sparse decoding (15% of positions labelled) against decoding every position.
 
 Configurations that would not fit are reported as "skipped (reason)": before each one the step time is
@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel  # noqa: E402
 
-# perceiver_read_once: our perceiver with token_read_layers=[0], the tokens read once as in HF Perceiver
+# perceiver_read_once: our perceiver with encoder_token_read_layers=[0], the tokens read once as in HF Perceiver
 MODELS = ("perceiver", "perceiver_read_once", "bixt", "bert", "modernbert", "hf_perceiver")
 PEERS = ("bert", "modernbert", "hf_perceiver")  # the table's "vs" columns: each peer's time over the row's
 MODES = ("train", "forward")
@@ -372,7 +372,7 @@ def concept_config(args: BenchmarkArguments, model: str, length: int, concepts: 
         intermediate_size=args.intermediate_size,
         concept_num=concepts,
         encoder_layer_type="bixt" if model == "bixt" else "perceiver",
-        token_read_layers=[0] if model == "perceiver_read_once" else None,
+        encoder_token_read_layers=[0] if model == "perceiver_read_once" else None,
     )
 
 
@@ -531,7 +531,7 @@ def mlm_steps(args: BenchmarkArguments) -> dict[str, Result]:
     (sparse decoding: only those reach the decoder FFN and LM head) and labels on every position (dense)."""
     torch.manual_seed(0)
     config = concept_config(args, "perceiver", args.mlm_length, args.concept_num)
-    model = ConceptEncoderForMaskedLM(config).to(args.device)  # mlm_decoder="perceiver", the default
+    model = ConceptEncoderForMaskedLM(config).to(args.device)  # decoder_type="perceiver", the default
     sparse = random_batch(args, args.mlm_length, args.mlm_batch_size)
     labelled = torch.rand(sparse["input_ids"].shape, device=args.device) < args.mlm_probability
     dense = {**sparse, "labels": sparse["input_ids"]}

@@ -4,7 +4,21 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # label of a position that carries no loss: transformers' convention (CrossEntropyLoss's default)
-TSDAE_MODES = ("mask", "delete", "suffix")
+TSDAE_MODES = ("mask", "delete")
+# Modes retired in 0.2 (RESEARCH.md: prefix → suffix reconstruction was the study's worst zero-shot row; no recipe uses
+# it): refused, naming what replaced them.
+RETIRED_TSDAE_MODES = ("suffix",)
+
+
+def check_tsdae_mode(mode: str, name: str = "DataCollatorForTSDAE: mode"):
+    """Raise `ValueError` naming `name` (the argument or flag) unless `mode` is one of `TSDAE_MODES`."""
+    if mode in RETIRED_TSDAE_MODES:
+        raise ValueError(
+            f"{name}={mode!r} (prefix → suffix) was retired in concept-encoder 0.2 (RESEARCH.md: the worst zero-shot "
+            f"row): choose one of {list(TSDAE_MODES)}, or concept-encoder 0.1.x to rerun it."
+        )
+    if mode not in TSDAE_MODES:
+        raise ValueError(f"{name}={mode!r} is unknown: choose one of {list(TSDAE_MODES)}.")
 
 
 class DataCollatorForTSDAE:
@@ -21,9 +35,6 @@ class DataCollatorForTSDAE:
       their original order and rows are padded to the longest survivor row. `labels` keep the full original length,
       so the encoder input is shorter than the labels: use the perceiver MLM with `decoder_query="position"`
       (`perceiver_posonly_mlm`), which decodes `labels.shape[1]` positions from the concepts alone.
-    - `mode="suffix"` (prefix → suffix): no token is deleted; the encoder reads the first half of each row (rounded
-      up, [CLS] included) and `labels` hold only the second half, so the concepts must carry what the sentence goes
-      on to say, not the tokens they read. `deletion_prob` does not apply.
 
     New noise is drawn on every call (torch's global RNG; `torch.manual_seed` makes it reproducible), vectorised
     over the whole batch.
@@ -43,8 +54,7 @@ class DataCollatorForTSDAE:
     ):
         if not 0.0 <= deletion_prob < 1.0:
             raise ValueError(f"DataCollatorForTSDAE: deletion_prob={deletion_prob!r} must be in [0, 1).")
-        if mode not in TSDAE_MODES:
-            raise ValueError(f"DataCollatorForTSDAE: mode={mode!r}; choose one of {list(TSDAE_MODES)}.")
+        check_tsdae_mode(mode)
         if tokenizer.pad_token_id is None:
             raise ValueError("DataCollatorForTSDAE needs a tokenizer with a pad token (tokenizer.pad_token).")
         if max_length is not None and max_length < 1:
@@ -57,7 +67,7 @@ class DataCollatorForTSDAE:
 
     def _pad(self, features: list[dict]) -> dict[str, torch.Tensor]:
         """`input_ids`, `attention_mask` `[batch, longest row]` from pre-tokenized ids or raw text, padded on the right
-        whatever the tokenizer's `padding_side`: the modes below cut and shift rows from their first column."""
+        whatever the tokenizer's `padding_side`: the modes below read rows from their first column."""
         if all("input_ids" in feature for feature in features):
             lengths = [len(feature["input_ids"]) for feature in features]
             if self.max_length is not None and max(lengths) > self.max_length:
@@ -88,14 +98,6 @@ class DataCollatorForTSDAE:
         real = padded["attention_mask"].bool()
         labels = input_ids.masked_fill(~real, IGNORE_INDEX)
         pad_id = self.tokenizer.pad_token_id
-        if self.mode == "suffix":
-            half = (real.sum(dim=1, keepdim=True) + 1) // 2  # [batch, 1]: real tokens are left-aligned
-            prefix = real & (torch.arange(input_ids.shape[1]) < half)
-            return {
-                "input_ids": input_ids.masked_fill(~prefix, pad_id),
-                "attention_mask": prefix.long(),
-                "labels": labels.masked_fill(prefix, IGNORE_INDEX),
-            }
         deletable = real & ~torch.isin(input_ids, self.special_ids)
         if self.mode == "mask":  # a hidden first token would read as left padding and shift the row's positions
             deletable[:, 0] = False

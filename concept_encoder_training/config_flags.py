@@ -4,16 +4,20 @@ Size flags are dataclass fields made by `config_field`: `None` unless given, the
 `ConceptEncoderConfig` docstring and default, so nothing here repeats the config. `--config_overrides` goes through
 transformers' `PretrainedConfig.update_from_string` (each value typed like the field's current value, booleans as
 `true`/`false`), after a check that every key is a field of the config, and the result passes the config's own
-validation.
+validation. A field's name or value of 0.1 (`RENAMED_FIELDS`, `RENAMED_VALUES`), as a key or as a size flag, still
+works, with a warning naming the new one.
 """
 
+import logging
 import re
+import warnings
 from dataclasses import field, fields
 
 from transformers import PretrainedConfig
 
-from configuration_concept_encoder import ConceptEncoderConfig
+from configuration_concept_encoder import RENAMED_FIELDS, ConceptEncoderConfig
 
+logger = logging.getLogger(__name__)
 _CONFIG_FIELDS = []  # every dataclass field made by `config_field` (argparse takes no extra metadata keys)
 
 
@@ -43,20 +47,44 @@ def given_config_flags(arguments) -> dict:
     return {name: getattr(arguments, name) for name in config_flags(arguments) if getattr(arguments, name) is not None}
 
 
-def override_items(overrides: str | None, config: PretrainedConfig, flag: str = "--config_overrides") -> dict:
+def warn_typed(message: str):
+    """A deprecated name typed on the command line: logged (a script's user sees it) and a `DeprecationWarning`."""
+    logger.warning(message)
+    warnings.warn(message, DeprecationWarning, stacklevel=2)
+
+
+def current_flag(name: str) -> str:
+    """A config flag's current name: 0.1's name of a renamed config field that is a flag (`--token_read_layers`)
+    warns, naming the new one."""
+    new = RENAMED_FIELDS.get(name)
+    if new is None or new not in {made.name for made in _CONFIG_FIELDS}:
+        return name
+    warn_typed(f"--{name} is deprecated (renamed in 0.2, removed in 0.3): use --{new}, which does the same.")
+    return new
+
+
+def override_items(
+    overrides: str | None, config: PretrainedConfig, flag: str = "--config_overrides", warn=warn_typed
+) -> dict:
     """`"hidden_size=64, concept_num=16"` → `{"hidden_size": "64", "concept_num": "16"}` (values still text), every
-    key checked against the fields of `config`."""
+    key checked against the fields of `config`; a concept encoder's names and values of 0.1 are translated, each
+    passed to `warn` (`ConceptEncoderConfig.current_settings`; `None` for a look that `apply_config_overrides`
+    repeats)."""
     known = set(config.to_dict())
     items = {}
     for item in filter(None, (part.strip() for part in (overrides or "").split(","))):
         key, separator, value = (part.strip() for part in item.partition("="))
         if not separator:
             raise ValueError(f"{flag} item {item!r} is not key=value (e.g. 'hidden_size=512').")
-        if key not in known:
-            raise ValueError(
-                f"{flag} key {key!r} is not a {type(config).__name__} field: known fields are {sorted(known)}."
-            )
         items[key] = value
+    current_settings = getattr(config, "current_settings", None)  # a checkpoint's own code of 0.1 has none
+    if current_settings is not None:
+        items = current_settings(items, warn)
+    unknown = [key for key in items if key not in known]
+    if unknown:
+        raise ValueError(
+            f"{flag} key {unknown[0]!r} is not a {type(config).__name__} field: known fields are {sorted(known)}."
+        )
     return items
 
 

@@ -32,7 +32,7 @@ OBJECTIVES = {
 PIPELINE_TAGS = {"AutoModelForMaskedLM": "fill-mask", "AutoModelForSequenceClassification": "text-classification"}
 # The config fields that make each class's head variant (one class per Auto class), shown beside the class.
 HEAD_FIELDS = {
-    "ConceptEncoderForMaskedLM": ("mlm_decoder", "decoder_query"),
+    "ConceptEncoderForMaskedLM": ("decoder_type", "decoder_query"),
     "ConceptEncoderForSequenceClassification": ("classifier_head",),
 }
 LOCAL_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
@@ -65,9 +65,9 @@ def auto_class_of(config: dict) -> str:
 
 
 def head_variant(config: dict) -> str:
-    """`mlm_decoder=perceiver, decoder_query=position`: the fields that make the saved head (empty for the encoder)."""
+    """`decoder_type=perceiver, decoder_query=position`: the fields that make the saved head (empty for the encoder)."""
     names = HEAD_FIELDS.get(saved_class_of(config), ())
-    if config.get("mlm_decoder") == "weighted":  # the weighted decoder has no queries: decoder_query does nothing
+    if config.get("decoder_type") == "weighted":  # the weighted decoder has no queries: decoder_query does nothing
         names = tuple(name for name in names if name != "decoder_query")
     return ", ".join(f"{name}={config[name]}" for name in names if name in config)
 

@@ -94,9 +94,10 @@ class Row:
     @property
     def encoder_key(self) -> tuple:
         """Rows with the same key share one random-init row: the same encoder architecture (its layer type, the
-        layers that read the tokens, and the row's config overrides), as run_pretraining.py reads the row's flags."""
+        layers that read the tokens, and the row's config overrides), as run_pretraining.py reads the row's flags (0.1's
+        flag names included)."""
         model_args, *_ = run_pretraining.parse_arguments(["--model_type", self.model_type, *self.pretrain_flags])
-        layers = tuple(model_args.token_read_layers or ())
+        layers = tuple(model_args.encoder_token_read_layers or ())
         return self.family, model_args.encoder_layer_type or "perceiver", layers, self.config_overrides
 
 

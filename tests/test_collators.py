@@ -116,19 +116,12 @@ def test_tsdae_keeps_one_token_when_nearly_everything_is_deleted(tokenizer, feat
         assert torch.equal(surviving.sum(dim=1), content.any(dim=1).long())
 
 
-def test_tsdae_suffix_mode_reads_the_first_half_and_labels_the_second(tokenizer, features):
-    chunk = features[:BATCH]
-    batch = DataCollatorForTSDAE(tokenizer, mode="suffix")(chunk)
-    for row, feature in enumerate(chunk):
-        ids, half = feature["input_ids"], (len(feature["input_ids"]) + 1) // 2
-        read = batch["attention_mask"][row].bool()
-        assert batch["input_ids"][row][read].tolist() == ids[:half]  # [CLS] and the prefix, in place
-        assert (batch["input_ids"][row][~read] == tokenizer.pad_token_id).all()
-        labelled = batch["labels"][row] != -100
-        assert batch["labels"][row][labelled].tolist() == ids[half:]  # the suffix, [SEP] included
-        assert not (read & labelled).any()
-    model = ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer)))
-    assert torch.isfinite(model(**batch).loss)
+@pytest.mark.parametrize("mode", ["suffix", "prefix"])
+def test_a_retired_or_unknown_tsdae_mode_is_refused_naming_the_modes(tokenizer, mode):
+    """`mode="suffix"` (prefix → suffix) was retired in 0.2: refused naming the release, never run as another mode."""
+    expected = "retired in concept-encoder 0.2" if mode == "suffix" else "is unknown"
+    with pytest.raises(ValueError, match=rf"mode={mode!r}.*{expected}.*\['mask', 'delete'\]"):
+        DataCollatorForTSDAE(tokenizer, mode=mode)
 
 
 def test_tsdae_draws_new_noise_on_every_call(tokenizer, features):

@@ -392,7 +392,7 @@ class OutputGraph(torch.nn.Module):
 
 ONNX_HEADS = {  # name: (class, config fields of the head variant, output)
     "encoder": ("ConceptEncoderModel", {}, "last_hidden_state"),
-    "weighted_mlm": ("ConceptEncoderForMaskedLM", {"mlm_decoder": "weighted"}, "logits"),
+    "weighted_mlm": ("ConceptEncoderForMaskedLM", {"decoder_type": "weighted"}, "logits"),
     "perceiver_mlm": ("ConceptEncoderForMaskedLM", {}, "logits"),
     "perceiver_posonly_mlm": ("ConceptEncoderForMaskedLM", {"decoder_query": "position"}, "logits"),
     "pooled": ("ConceptEncoderForSequenceClassification", {}, "logits"),
@@ -459,9 +459,9 @@ def test_torch_compile_fullgraph():
 def test_model_card_names_only_the_fields_that_make_the_head():
     from model_cards import head_variant
 
-    mlm = {"architectures": ["ConceptEncoderForMaskedLM"], "mlm_decoder": "perceiver", "decoder_query": "position"}
-    assert head_variant(mlm) == "mlm_decoder=perceiver, decoder_query=position"
-    assert head_variant({**mlm, "mlm_decoder": "weighted"}) == "mlm_decoder=weighted"  # no queries to set
+    mlm = {"architectures": ["ConceptEncoderForMaskedLM"], "decoder_type": "perceiver", "decoder_query": "position"}
+    assert head_variant(mlm) == "decoder_type=perceiver, decoder_query=position"
+    assert head_variant({**mlm, "decoder_type": "weighted"}) == "decoder_type=weighted"  # no queries to set
 
 
 def test_card_shows_user_text_as_written_never_as_html(tmp_path):

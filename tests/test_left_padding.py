@@ -18,8 +18,8 @@ from pipeline_concept_encoder import ConceptEncoderPairClassificationPipeline
 
 HEADS = {
     "encoder": (ConceptEncoderModel, {}),
-    "weighted_mlm": (ConceptEncoderForMaskedLM, {"mlm_decoder": "weighted"}),
-    "perceiver_mlm": (ConceptEncoderForMaskedLM, {"mlm_decoder": "perceiver"}),
+    "weighted_mlm": (ConceptEncoderForMaskedLM, {"decoder_type": "weighted"}),
+    "perceiver_mlm": (ConceptEncoderForMaskedLM, {"decoder_type": "perceiver"}),
     "perceiver_posonly_mlm": (ConceptEncoderForMaskedLM, {"decoder_query": "position"}),
     "perceiver_own_positions_mlm": (ConceptEncoderForMaskedLM, {"decoder_position_embeddings": "own"}),
     "pooled": (ConceptEncoderForSequenceClassification, {"classifier_head": "pooled"}),
@@ -165,9 +165,9 @@ def test_pair_pipeline_scores_do_not_depend_on_the_batch_with_left_padding(token
         assert result["score"] == pytest.approx(classify(pair)["score"], abs=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["mask", "delete", "suffix"])
+@pytest.mark.parametrize("mode", ["mask", "delete"])
 def test_tsdae_batches_do_not_depend_on_the_tokenizer_padding_side(tokenizer, mode):
-    """The TSDAE modes cut and shift rows from their first column: the collator pads on the right whatever the
+    """The TSDAE modes read rows from their first column: the collator pads on the right whatever the
     tokenizer's `padding_side`."""
     from collators import DataCollatorForTSDAE
 

@@ -17,11 +17,11 @@ from modeling_concept_encoder import (
 
 # Every head the log names: the config fields of its variant (one class per Auto class).
 MLM_HEADS = {
-    "weighted_mlm": {"mlm_decoder": "weighted"},
-    "perceiver_mlm": {"mlm_decoder": "perceiver"},
-    "perceiver_posonly_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position"},
-    "perceiver_constant_mlm": {"mlm_decoder": "perceiver", "decoder_query": "constant"},
-    "perceiver_mean_memory_mlm": {"mlm_decoder": "perceiver", "decoder_query": "position", "decoder_memory": "mean"},
+    "weighted_mlm": {"decoder_type": "weighted"},
+    "perceiver_mlm": {"decoder_type": "perceiver"},
+    "perceiver_posonly_mlm": {"decoder_type": "perceiver", "decoder_query": "position"},
+    "perceiver_constant_mlm": {"decoder_type": "perceiver", "decoder_query": "constant"},
+    "perceiver_mean_memory_mlm": {"decoder_type": "perceiver", "decoder_query": "position", "decoder_memory": "mean"},
 }
 CLASSIFIER_HEADS = {head: {"classifier_head": head} for head in ("pooled", "via_decoder", "sentence_pair")}
 HEADS = {
@@ -212,46 +212,6 @@ def test_fully_padded_row_is_finite(head, layer_type):
     with torch.no_grad():
         output = outputs_of(model, {"input_ids": input_ids, "attention_mask": attention_mask})
     assert torch.isfinite(output).all()
-
-
-def test_concept_normalised_cross_attention_is_slot_attention():
-    """cross_attention_normalization="concepts": softmax over the concepts per token, padding zeroed, then each
-    concept's weights over the tokens rescaled to sum to 1 (Slot Attention), written out by hand."""
-    model = build("encoder", "perceiver", cross_attention_normalization="concepts").eval()
-    input_ids, attention_mask = random_ids(torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        output = model(input_ids, attention_mask, output_attentions=True)
-        layer = model.layers[0]
-        attention = layer.cross_attention
-        query = attention.q_proj(layer.cross_attention_norm(model.concepts))
-        tokens = model.embeddings(input_ids)
-        key = attention.k_proj(tokens)
-        heads, head_dim = attention.num_heads, attention.head_dim
-        query = query.view(-1, heads, head_dim).transpose(0, 1)  # [heads, C, d]
-        key = key.view(BATCH, SEQ, heads, head_dim).transpose(1, 2)  # [batch, heads, N, d]
-        scores = query @ key.transpose(-1, -2) / head_dim**0.5  # [batch, heads, C, N]
-        shares = scores.softmax(dim=-2) * attention_mask[:, None, None, :]  # each token over the concepts
-        expected = shares / shares.sum(dim=-1, keepdim=True)
-        torch.testing.assert_close(output.cross_attentions[0], expected, atol=1e-5, rtol=1e-4)
-        # the eager path (weights returned) and the training path give the same states
-        training_path = model(input_ids, attention_mask).last_hidden_state
-        torch.testing.assert_close(training_path, output.last_hidden_state, atol=1e-5, rtol=1e-4)
-        # the self-attention keeps the usual normalisation over keys
-        plain = build("encoder", "perceiver").eval()(input_ids, attention_mask, output_attentions=True)
-        assert not torch.allclose(plain.cross_attentions[0], output.cross_attentions[0], atol=1e-3)
-
-
-@pytest.mark.parametrize("layer_type", LAYER_TYPES)
-def test_concept_normalised_cross_attention_ignores_padding(layer_type):
-    model = build("encoder", layer_type, cross_attention_normalization="concepts").eval()
-    ids = torch.randint(5, 200, (1, 7), generator=torch.Generator().manual_seed(1))
-    padded_ids = torch.cat([ids, torch.full((1, 5), PAD)], dim=1)
-    padded_mask = torch.cat([torch.ones(1, 7, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long)], dim=1)
-    with torch.no_grad():
-        plain, padded = model(ids).last_hidden_state, model(padded_ids, padded_mask).last_hidden_state
-        empty = model(torch.full((1, 4), PAD), torch.zeros(1, 4, dtype=torch.long)).last_hidden_state
-    torch.testing.assert_close(padded, plain, atol=1e-5, rtol=0)
-    assert torch.isfinite(empty).all()
 
 
 @pytest.mark.parametrize("head", MLM_HEADS)

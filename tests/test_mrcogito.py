@@ -97,12 +97,16 @@ def test_mrcogito_config_translates_to_our_fields():
     assert config.max_position_embeddings == 64
     assert config.encoder_layer_type == "bixt"
     assert config.decoder_query == "position"
-    assert (config.decoder_position_embeddings, config.decoder_ffn, config.lm_head_type) == ("own", "plain", "linear")
-    assert (config.layer_norm_eps, config.concept_norm_eps, config.initialization) == (1e-5, 1e-12, "mrcogito")
+    assert (config.decoder_position_embeddings, config.decoder_ffn, config.decoder_lm_head) == (
+        "own",
+        "plain",
+        "linear",
+    )
+    assert (config.layer_norm_eps, config.concept_norm_eps, config.initialization) == (1e-5, 1e-12, "xavier_attention")
     for field in ("max_sequence_length", "use_bixt", "decoder_posonly", "token_embedding_dim"):
         assert not hasattr(config, field), field
     weighted = ConceptEncoderConfig.from_pretrained(FIXTURES / "weighted_mlm")
-    assert (weighted.lm_head_type, weighted.tie_word_embeddings) == ("norm_dense_act", False)
+    assert (weighted.decoder_lm_head, weighted.tie_word_embeddings) == ("norm_dense_act", False)
 
 
 MRCOGITO_PARAMETERS = {  # H512 L6 C128 I2048 V50368, 512 positions: the counts of MrCogito's own classes
@@ -153,7 +157,7 @@ def test_mrcogito_preset_starts_from_the_mrcogito_initialisation():
         "weighted_mlm", vocab_size=1000, hidden_size=256, num_hidden_layers=1, concept_num=64, intermediate_size=512
     )
     model = modeling.ConceptEncoderForMaskedLM(config)
-    assert config.mlm_decoder == "weighted"
+    assert config.decoder_type == "weighted"
     encoder = model.encoder
     assert encoder.concepts.std().item() == pytest.approx(0.2, rel=0.05)
     for linear in (encoder.layers[0].cross_attention.out_proj, encoder.layers[0].ffn.wi, model.lm_head.dense):
@@ -168,8 +172,8 @@ def test_mrcogito_preset_starts_from_the_mrcogito_initialisation():
 
 def test_mrcogito_renamings_leave_our_weight_names_alone():
     configs = [
-        tiny_config(encoder_layer_type="bixt", bixt_token_ffn=True),
-        tiny_config(decoder_position_embeddings="own", lm_head_type="norm_dense_act", tie_word_embeddings=False),
+        tiny_config(encoder_layer_type="bixt", encoder_token_ffn=True),
+        tiny_config(decoder_position_embeddings="own", decoder_lm_head="norm_dense_act", tie_word_embeddings=False),
     ]
     for config in configs:
         for class_name, variant in LEGACY_ARCHITECTURES.values():  # every class and head variant

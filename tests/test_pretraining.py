@@ -113,7 +113,7 @@ def run_main(monkeypatch, args: dict) -> dict:
         pytest.param("perceiver_mlm", "mlm", "bixt", {"concept_losses": ["combined"], "concept_loss_weighting": "kendall_gal"}, marks=pytest.mark.slow),
         ("weighted_mlm", "mlm", "perceiver", {}),
         pytest.param("perceiver_posonly_mlm", "mlm", "bixt", {}, marks=pytest.mark.slow),
-        pytest.param("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "delete", "concept_losses": ["t_regs"], "concept_loss_weighting": "fixed", "concept_loss_warmup_steps": 2}, marks=pytest.mark.slow),
+        pytest.param("perceiver_posonly_mlm", "tsdae", "perceiver", {"tsdae_mode": "delete", "concept_losses": ["t_regs"], "concept_loss_weighting": "fixed", "concept_loss_warmup_steps": 2, "config_overrides": "decoder_memory=mean"}, marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_type, objective, layer_type, extra):
@@ -179,6 +179,7 @@ def test_run_writes_a_complete_hub_folder(monkeypatch, tmp_path, corpus, model_t
         assert any("concept_loss/combined" in entry and "loss_weight/task" in entry for entry in logged)
     if "concept_loss_warmup_steps" in extra:
         assert summary["concept_losses"] == "t_regs + fixed=0.1"
+        assert config["decoder_memory"] == "mean"
         assert not any(key.startswith("concept_loss") for key in config)  # a run's losses are not the model's
         weights = [entry["loss_weight/t_regs"] for entry in logged if "loss_weight/t_regs" in entry]
         assert weights[0] < 0.09 and weights[-1] == pytest.approx(0.1)  # warmed up over the first 2 of 4 steps
@@ -513,6 +514,30 @@ def test_config_overrides_go_through_update_from_string_and_clash_with_flags():
         run_pretraining.build_config(run_pretraining.ModelArguments(config_overrides="concept_num=many"))
 
 
+def test_config_overrides_take_the_names_of_0_1_with_a_warning_and_refuse_retired_switches(caplog, tmp_path):
+    """0.1's field names and values still work in `--config_overrides` (logged, and a DeprecationWarning); a retired
+    switch at a value that changed the computation, and the retired TSDAE mode, are refused naming the release."""
+    overrides = "mlm_decoder=weighted,lm_head_type=linear,initialization=mrcogito,cross_attention_normalization=tokens"
+    with pytest.warns(DeprecationWarning):
+        config = run_pretraining.build_config(run_pretraining.ModelArguments(config_overrides=overrides))
+    assert (config.decoder_type, config.decoder_lm_head, config.initialization) == (
+        "weighted",
+        "linear",
+        "xavier_attention",
+    )
+    assert "field mlm_decoder is deprecated (renamed in 0.2, removed in 0.3): use decoder_type" in caplog.text
+    assert caplog.text.count("field mlm_decoder is deprecated") == 1  # once, however often the overrides are read
+    retired = run_pretraining.ModelArguments(config_overrides="cross_attention_normalization=concepts")
+    with pytest.raises(ValueError, match="cross_attention_normalization='concepts' was retired in concept-encoder 0.2"):
+        run_pretraining.build_config(retired)
+    with pytest.raises(
+        ValueError, match=r"--tsdae_mode='suffix' \(prefix → suffix\) was retired in concept-encoder 0.2"
+    ):
+        run_pretraining.parse_arguments(
+            ["--objective", "tsdae", "--tsdae_mode", "suffix", "--output_dir", str(tmp_path)]
+        )
+
+
 def test_size_flags_and_their_help_come_from_the_config():
     """Every ConceptEncoderConfig field among the flags says the config's own description and default."""
     flags = config_flags(run_pretraining.ModelArguments)
@@ -542,7 +567,7 @@ def test_model_card_has_a_glue_table_when_given(tmp_path):
     assert "| mrpc | accuracy | 0.8125 |" in card and "| stsb | score | 0.5 |" in card
     assert (
         "3.2 / 8 (41%)" in card
-        and "`ConceptEncoderForMaskedLM` (mlm_decoder=perceiver, decoder_query=position)" in card
+        and "`ConceptEncoderForMaskedLM` (decoder_type=perceiver, decoder_query=position)" in card
     )
     parameters = sum(p.numel() for p in ConceptEncoderForMaskedLM(tiny_config(decoder_query="position")).parameters())
     assert f"{parameters:,}" in card

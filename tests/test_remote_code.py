@@ -16,8 +16,8 @@ from modeling_concept_encoder import (
 MLM, CLASSIFIER = ConceptEncoderForMaskedLM.__name__, ConceptEncoderForSequenceClassification.__name__
 # Each saved head: its class and the config fields of its variant.
 HEADS = {
-    "mlm": (ConceptEncoderForMaskedLM, {"mlm_decoder": "perceiver"}),
-    "weighted": (ConceptEncoderForMaskedLM, {"mlm_decoder": "weighted"}),
+    "mlm": (ConceptEncoderForMaskedLM, {"decoder_type": "perceiver"}),
+    "weighted": (ConceptEncoderForMaskedLM, {"decoder_type": "weighted"}),
     "posonly": (ConceptEncoderForMaskedLM, {"decoder_query": "position"}),
     "classifier": (ConceptEncoderForSequenceClassification, {"classifier_head": "pooled"}),
     "via_decoder": (ConceptEncoderForSequenceClassification, {"classifier_head": "via_decoder"}),
@@ -47,7 +47,7 @@ for name, folder, auto_class in json.loads(sys.argv[2]):
             output = model(**inputs).logits
         else:
             output = model(inputs["input_ids"], inputs["attention_mask"]).logits
-    variant = {field: getattr(model.config, field) for field in ("mlm_decoder", "decoder_query", "classifier_head")}
+    variant = {field: getattr(model.config, field) for field in ("decoder_type", "decoder_query", "classifier_head")}
     results[name] = (type(model).__name__, variant, output)
 torch.save(results, os.path.join(checkpoints, "results.pt"))
 """

@@ -66,7 +66,7 @@ def test_via_decoder_loads_encoder_and_decoder_from_an_mlm_checkpoint(tmp_path, 
 @pytest.mark.parametrize("source", ["weighted_mlm", "encoder"])
 def test_via_decoder_refuses_a_checkpoint_without_a_perceiver_decoder(tmp_path, source):
     """The head decodes with the pretrained decoder: from a checkpoint that has none it would be random, not new."""
-    config = tiny_config(mlm_decoder="weighted")
+    config = tiny_config(decoder_type="weighted")
     model = ConceptEncoderForMaskedLM(config) if source == "weighted_mlm" else ConceptEncoderModel(config)
     model.save_pretrained(tmp_path / source)
     with pytest.raises(ValueError, match="reuses the checkpoint's `decoder`, but the checkpoint .* has none"):
@@ -156,15 +156,16 @@ def test_tsdae_is_judged_by_the_config_not_the_model_type_string():
         ["--model_type", "perceiver_posonly_mlm", "--architecture", "mrcogito"],
     ):
         config = config_of_flags(*flags)
-        assert (config.mlm_decoder, config.decoder_query) == ("perceiver", "position"), flags
+        assert (config.decoder_type, config.decoder_query) == ("perceiver", "position"), flags
         run_pretraining.check_model_and_objective(config, "tsdae")
     constant = config_of_flags("--model_type", "perceiver_mlm", "--config_overrides", "decoder_query=constant")
     run_pretraining.check_model_and_objective(constant, "tsdae")  # no input token in the queries either
     with pytest.raises(ValueError, match="decoder_query='token_and_position'"):
         run_pretraining.check_model_and_objective(config_of_flags("--model_type", "perceiver_mlm"), "tsdae")
-    weighted = config_of_flags("--model_type", "weighted_mlm", "--config_overrides", "decoder_query=position")
-    with pytest.raises(ValueError, match="mlm_decoder='weighted'"):
-        run_pretraining.check_model_and_objective(weighted, "tsdae")
+    with pytest.raises(ValueError, match="decoder_query='position' only matters with decoder_type"):  # no queries
+        config_of_flags("--model_type", "weighted_mlm", "--config_overrides", "decoder_query=position")
+    with pytest.raises(ValueError, match="decoder_type='weighted'"):
+        run_pretraining.check_model_and_objective(config_of_flags("--model_type", "weighted_mlm"), "tsdae")
     with pytest.raises(ValueError, match="token_and_position"):  # the overrides have the last word
         run_pretraining.check_model_and_objective(
             config_of_flags(
@@ -175,9 +176,10 @@ def test_tsdae_is_judged_by_the_config_not_the_model_type_string():
 
 
 def test_a_pretrained_mlm_keeps_its_decoder(tmp_path):
-    ConceptEncoderForMaskedLM(tiny_config(mlm_decoder="weighted")).save_pretrained(tmp_path)
+    ConceptEncoderForMaskedLM(tiny_config(decoder_type="weighted")).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="give --model_type weighted_mlm"):
         config_of_flags("--model_name_or_path", str(tmp_path), "--model_type", "perceiver_mlm")
     assert (
-        config_of_flags("--model_name_or_path", str(tmp_path), "--model_type", "weighted_mlm").mlm_decoder == "weighted"
+        config_of_flags("--model_name_or_path", str(tmp_path), "--model_type", "weighted_mlm").decoder_type
+        == "weighted"
     )
