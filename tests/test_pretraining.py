@@ -553,7 +553,8 @@ def test_recipes_parse_and_command_line_flags_override_them(name):
     model_args, data_args, *_ = run_pretraining.parse_arguments(
         ["--recipe", name, "--output_dir", "out", "--deletion_prob", "0.5"]
     )
-    assert data_args.deletion_prob == 0.5 and data_args.line_by_line
+    assert data_args.deletion_prob == 0.5
+    assert data_args.line_by_line == RECIPES[name].arguments.get("line_by_line", data_args.objective == "distill")
     config = run_pretraining.build_config(model_args, data_args.objective)  # every recipe's config is valid
     run_pretraining.check_model_and_objective(config, data_args.objective, model_args.model_type)
 
