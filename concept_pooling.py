@@ -40,3 +40,10 @@ class ConceptMeanPooling(Module):
         target = os.path.join(model_folder, os.path.basename(__file__))
         if not os.path.isfile(target) or not os.path.samefile(__file__, target):
             shutil.copy(__file__, target)
+
+
+# sentence-transformers' `save` writes `type(module).__module__` into modules.json. A checkpoint folder holds this file
+# as `concept_pooling.py` (`save` above), so the installed package's class carries that name: a reader of the folder
+# without this package could not import `concept_encoder.concept_pooling`.
+if __name__ == "concept_encoder.concept_pooling":
+    ConceptMeanPooling.__module__ = "concept_pooling"

@@ -46,10 +46,10 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, HfArgumentP
 from transformers.trainer_callback import TrainerState
 from transformers.training_args import ParallelMode
 
-from collators import DataCollatorForConceptMLM, DataCollatorForDistillation, DataCollatorForTSDAE
-from collators.distill import TEACHER_EMBEDDING
-from collators.tsdae import check_tsdae_mode
-from concept_encoder_training.config_flags import (
+from concept_encoder.collators import DataCollatorForConceptMLM, DataCollatorForDistillation, DataCollatorForTSDAE
+from concept_encoder.collators.distill import TEACHER_EMBEDDING
+from concept_encoder.collators.tsdae import check_tsdae_mode
+from concept_encoder.concept_encoder_training.config_flags import (
     apply_config_overrides,
     config_field,
     current_flag,
@@ -57,7 +57,7 @@ from concept_encoder_training.config_flags import (
     merge_overrides,
     override_items,
 )
-from concept_encoder_training.distill import (
+from concept_encoder.concept_encoder_training.distill import (
     DistillationLoss,
     check_teacher,
     default_teacher,
@@ -66,11 +66,11 @@ from concept_encoder_training.distill import (
     teacher_max_length,
     teacher_token_embeddings,
 )
-from concept_encoder_training.finish import finish_run
-from concept_encoder_training.hub import check_push_to_hub, require_hub, require_local_or_cached
-from concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
-from concept_encoder_training.recipes import RECIPES, recipe
-from concept_encoder_training.run_folder import (
+from concept_encoder.concept_encoder_training.finish import finish_run
+from concept_encoder.concept_encoder_training.hub import check_push_to_hub, require_hub, require_local_or_cached
+from concept_encoder.concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
+from concept_encoder.concept_encoder_training.recipes import RECIPES, recipe
+from concept_encoder.concept_encoder_training.run_folder import (
     RunIdentityCallback,
     check_room,
     hold_run_lock,
@@ -78,7 +78,7 @@ from concept_encoder_training.run_folder import (
     prepare_output_dir,
     releases_run_locks,
 )
-from concept_encoder_training.run_info import (
+from concept_encoder.concept_encoder_training.run_info import (
     architecture_of,
     read_run_summary,
     run_id,
@@ -87,23 +87,23 @@ from concept_encoder_training.run_info import (
     timestamp,
     wandb_location,
 )
-from concept_encoder_training.text_files import not_utf8_error
-from concept_encoder_training.tokenizer import (
+from concept_encoder.concept_encoder_training.text_files import not_utf8_error
+from concept_encoder.concept_encoder_training.tokenizer import (
     ALGORITHMS,
     check_has_tokenizer,
     check_tokenizer_fits,
     limit_to_positions,
     train_tokenizer,
 )
-from concept_encoder_training.trainer import (
+from concept_encoder.concept_encoder_training.trainer import (
     ConceptDiagnosticsCallback,
     ConceptTrainer,
     TimeBudgetCallback,
     add_callback_first,
 )
-from configuration_concept_encoder import ConceptEncoderConfig
-from model_cards import pretraining_eval_results, scored_split
-from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.model_cards import pretraining_eval_results, scored_split
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 logger = logging.getLogger(__name__)
 
@@ -1190,5 +1190,11 @@ def main(argv: list[str] | None = None):
     return all_metrics
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script `concept-encoder-pretrain`: `main()` with the command line's arguments and exit status 0
+    when it finishes (the results are in the output folder; `main`'s return value is for callers in Python)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

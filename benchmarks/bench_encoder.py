@@ -61,8 +61,8 @@ from transformers.models.perceiver.modeling_perceiver import PerceiverTextPrepro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
-from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel  # noqa: E402
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel  # noqa: E402
 
 # perceiver_read_once: our perceiver with encoder_token_read_layers=[0], the tokens read once as in HF Perceiver
 MODELS = ("perceiver", "perceiver_read_once", "bixt", "bert", "modernbert", "hf_perceiver")

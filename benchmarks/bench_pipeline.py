@@ -43,10 +43,10 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import run_pretraining  # noqa: E402
 from benchmarks.bench_encoder import load_average  # noqa: E402
-from concept_encoder_training.trainer import ConceptTrainer  # noqa: E402
-from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
+from concept_encoder import run_pretraining  # noqa: E402
+from concept_encoder.concept_encoder_training.trainer import ConceptTrainer  # noqa: E402
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 
 logger = logging.getLogger(__name__)
 DATA = REPO.parent / "shared" / "data" / "corpus" / "wikitext-2" / "train.txt"

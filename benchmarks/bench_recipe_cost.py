@@ -23,10 +23,10 @@ from transformers import AutoTokenizer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import run_pretraining  # noqa: E402
 from benchmarks.bench_encoder import load_average  # noqa: E402
-from concept_encoder_training.config_flags import with_merged_overrides  # noqa: E402
-from concept_encoder_training.losses import ConceptLoss  # noqa: E402
+from concept_encoder import run_pretraining  # noqa: E402
+from concept_encoder.concept_encoder_training.config_flags import with_merged_overrides  # noqa: E402
+from concept_encoder.concept_encoder_training.losses import ConceptLoss  # noqa: E402
 
 SMALL_SIZES = "hidden_size=128,num_hidden_layers=2,num_attention_heads=4,intermediate_size=256,concept_num=32"
 

@@ -15,7 +15,7 @@ from dataclasses import field, fields
 
 from transformers import PretrainedConfig
 
-from configuration_concept_encoder import RENAMED_FIELDS, ConceptEncoderConfig
+from concept_encoder.configuration_concept_encoder import RENAMED_FIELDS, ConceptEncoderConfig
 
 logger = logging.getLogger(__name__)
 _CONFIG_FIELDS = []  # every dataclass field made by `config_field` (argparse takes no extra metadata keys)

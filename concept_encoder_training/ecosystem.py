@@ -8,7 +8,7 @@
   `SentenceTransformer(folder, trust_remote_code=True)` encodes with the mean of the final concept states. The
   training scripts write both into every checkpoint they save (`complete_checkpoint`); for other folders:
 
-      python -m concept_encoder_training.ecosystem sentence-transformers CHECKPOINT_FOLDER
+      python -m concept_encoder.concept_encoder_training.ecosystem sentence-transformers CHECKPOINT_FOLDER
 """
 
 import argparse
@@ -17,9 +17,9 @@ import json
 import shutil
 from pathlib import Path
 
-import pipeline_concept_encoder
-from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import named_code_files
+from concept_encoder import pipeline_concept_encoder
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.modeling_concept_encoder import named_code_files
 
 POOLING_MODULE = "concept_pooling"  # shipped as concept_pooling.py, imported by sentence-transformers only
 POOLING_FOLDER = "1_ConceptMeanPooling"  # sentence-transformers' `<index>_<class>` folder of the second module
@@ -50,9 +50,9 @@ def sentence_transformers_files(config: dict) -> dict[str, dict | list]:
 
 
 def package_file(module: str) -> Path:
-    """The source file of one of this package's top-level modules, found without importing it (`concept_pooling`
-    imports sentence-transformers, which the training scripts do not need)."""
-    return Path(importlib.util.find_spec(module).origin)
+    """The source file of one of the package's root-level modules (`concept_encoder.<module>`), found without
+    importing it (`concept_pooling` imports sentence-transformers, which the training scripts do not need)."""
+    return Path(importlib.util.find_spec(f"concept_encoder.{module}").origin)
 
 
 def add_pair_pipeline(folder: str):

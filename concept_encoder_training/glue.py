@@ -23,8 +23,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dat
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
-from concept_encoder_training.hub import require_hub
-from concept_encoder_training.text_files import not_utf8_error
+from concept_encoder.concept_encoder_training.hub import require_hub
+from concept_encoder.concept_encoder_training.text_files import not_utf8_error
 
 STSB_RANGE = (0.0, 5.0)
 

@@ -10,7 +10,7 @@ each.
 
 from dataclasses import dataclass, field
 
-from configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils.logging import tqdm
 
-from collators.distill import CLEAN_PREFIX, TEACHER_EMBEDDING
-from concept_encoder_training.diagnostics import ConceptStatistics
-from concept_encoder_training.distill import DistillationLoss
-from concept_encoder_training.ecosystem import complete_checkpoint
-from concept_encoder_training.losses import ConceptLoss
-from concept_encoder_training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
-from model_cards import write_model_card
-from modeling_concept_encoder import IGNORE_INDEX
+from concept_encoder.collators.distill import CLEAN_PREFIX, TEACHER_EMBEDDING
+from concept_encoder.concept_encoder_training.diagnostics import ConceptStatistics
+from concept_encoder.concept_encoder_training.distill import DistillationLoss
+from concept_encoder.concept_encoder_training.ecosystem import complete_checkpoint
+from concept_encoder.concept_encoder_training.losses import ConceptLoss
+from concept_encoder.concept_encoder_training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
+from concept_encoder.model_cards import write_model_card
+from concept_encoder.modeling_concept_encoder import IGNORE_INDEX
 
 CONCEPT_LOSS_FILE = "concept_loss.safetensors"  # a checkpoint's Kendall-Gal log-variances, for resuming
 ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))  # sentence pairs: both sides

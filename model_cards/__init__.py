@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from concept_encoder_training.diagnostics import format_effective_rank
+from concept_encoder.concept_encoder_training.diagnostics import format_effective_rank
 
 TEMPLATE_PATH = Path(__file__).with_name("concept_encoder.md")
 OBJECTIVES = {

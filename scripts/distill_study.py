@@ -33,9 +33,9 @@ from types import SimpleNamespace
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from concept_encoder_training.distill import default_teacher  # noqa: E402
-from concept_encoder_training.glue import SICK_FILE, write_sick_folder  # noqa: E402
-from concept_encoder_training.recipes import DISTILL_STUDY_ROWS, RECIPES  # noqa: E402
+from concept_encoder.concept_encoder_training.distill import default_teacher  # noqa: E402
+from concept_encoder.concept_encoder_training.glue import SICK_FILE, write_sick_folder  # noqa: E402
+from concept_encoder.concept_encoder_training.recipes import DISTILL_STUDY_ROWS, RECIPES  # noqa: E402
 
 BASE_RECIPE = "distill_minilm"
 BASELINES = ("random_init", "teacher_word_mean", "teacher")
@@ -77,8 +77,8 @@ def warm_teacher_cache(args) -> None:
     that parallel units never embed the same sentences twice."""
     from datasets import load_dataset
 
-    from concept_encoder_training.distill import teacher_embeddings, teacher_max_length
-    from run_pretraining import sentence_datasets
+    from concept_encoder.concept_encoder_training.distill import teacher_embeddings, teacher_max_length
+    from concept_encoder.run_pretraining import sentence_datasets
 
     corpus = Path(args.data_dir) / "corpus" / "wikitext-2"
     files = {"train": str(corpus / "train.txt"), "validation": str(corpus / "valid.txt")}
@@ -118,7 +118,7 @@ def zero_shot(checkpoint, data_dir: str, word_mean: bool = False) -> dict:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from concept_encoder_training import zero_shot as scoring
+    from concept_encoder.concept_encoder_training import zero_shot as scoring
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModel.from_pretrained(checkpoint)

@@ -53,15 +53,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import run_glue  # noqa: E402
-import run_pretraining  # noqa: E402
-from concept_encoder_training import zero_shot  # noqa: E402
-from concept_encoder_training.config_flags import merge_overrides  # noqa: E402
-from concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
-from concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
-from concept_encoder_training.recipes import RECIPES  # noqa: E402
-from concept_encoder_training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
-from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
+from concept_encoder import run_glue, run_pretraining  # noqa: E402
+from concept_encoder.concept_encoder_training import zero_shot  # noqa: E402
+from concept_encoder.concept_encoder_training.config_flags import merge_overrides  # noqa: E402
+from concept_encoder.concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
+from concept_encoder.concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
+from concept_encoder.concept_encoder_training.recipes import RECIPES  # noqa: E402
+from concept_encoder.concept_encoder_training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
+from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
 
 STUDY_TASKS = ("stsb", "mrpc", "rte", "sickr")  # fine-tuned; the table quotes each one's `reported_metrics`
 DEFAULT_TASKS = ",".join(STUDY_TASKS)
@@ -476,7 +475,7 @@ class Study:
                 flags.append("--from_scratch")
             if self.budget.zero_shot_pairs:
                 flags += ["--max_pairs", str(self.budget.zero_shot_pairs)]
-            echo("-m concept_encoder_training.zero_shot", flags)
+            echo("-m concept_encoder.concept_encoder_training.zero_shot", flags)
             zero_shot.main(flags)
         return ran
 

@@ -16,8 +16,8 @@ import pytest  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
-from configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
+from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 
 
 def data_root() -> Path:
@@ -69,15 +69,16 @@ def tiny_config(**overrides) -> ConceptEncoderConfig:
 
 
 # The first lines of every script run by `run_isolated`. `pip install -e .` makes this repository importable from
-# anywhere through a setuptools `__editable__` finder on sys.meta_path (or a path entry from a .pth file): both are
-# dropped, so that only a checkpoint folder's own code files can load.
+# anywhere (as `concept_encoder`) through a setuptools `__editable__` finder on sys.meta_path (or a path entry from a
+# .pth file), and the repository's root on sys.path through `concept_encoder.py`: both are dropped, so that only a
+# checkpoint folder's own code files can load.
 ISOLATION_PREAMBLE = """
 import importlib.util, os, sys
 
 repo = os.path.realpath(sys.argv.pop(1))
 sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
-for module in ("modeling_concept_encoder", "configuration_concept_encoder"):
+for module in ("concept_encoder", "modeling_concept_encoder", "configuration_concept_encoder"):
     assert importlib.util.find_spec(module) is None, f"{module} is importable: the test would prove nothing"
 """
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from collators import DataCollatorForConceptMLM, DataCollatorForSentencePairs, DataCollatorForTSDAE
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.collators import DataCollatorForConceptMLM, DataCollatorForSentencePairs, DataCollatorForTSDAE
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 BATCH = 32
 MAX_LENGTH = 64

@@ -14,16 +14,16 @@ import transformers.trainer
 from conftest import tiny_config
 from transformers import TrainerCallback, TrainingArguments
 
-from collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
-from concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
-from concept_encoder_training.run_folder import incomplete_reason
-from concept_encoder_training.trainer import (
+from concept_encoder.collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
+from concept_encoder.concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
+from concept_encoder.concept_encoder_training.run_folder import incomplete_reason
+from concept_encoder.concept_encoder_training.trainer import (
     CONCEPT_LOSS_FILE,
     ConceptDiagnosticsCallback,
     ConceptTrainer,
     add_callback_first,
 )
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 LOSSES = ["orthogonality", "vicreg"]
 COMPONENTS = [

@@ -13,10 +13,9 @@ from conftest import REPO_ROOT, run_isolated, tiny_config
 from huggingface_hub import ModelCard
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, pipeline
 
-import run_glue
-import run_pretraining
-from model_cards import write_model_card
-from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
+from concept_encoder import run_glue, run_pretraining
+from concept_encoder.model_cards import write_model_card
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
 
 POSITIONS = 64
 TRAIN, DEV, TEST = 32, 24, 20
@@ -155,8 +154,8 @@ def test_a_folder_saved_by_sentence_transformers_loads_without_this_package(tmp_
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
 
-    from concept_encoder_training.ecosystem import add_sentence_transformers
-    from concept_pooling import ConceptMeanPooling
+    from concept_encoder.concept_encoder_training.ecosystem import add_sentence_transformers
+    from concept_encoder.concept_pooling import ConceptMeanPooling
 
     checkpoint = tmp_path / "checkpoint"
     ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
@@ -360,8 +359,8 @@ def test_lora_on_every_attention_and_ffn_projection_changes_the_output_and_train
 def test_sentence_transformers_encodes_batch_independently_as_the_mean_of_concepts(tmp_path, tokenizer):
     from sentence_transformers import SentenceTransformer
 
-    from concept_encoder_training.ecosystem import add_sentence_transformers
-    from concept_encoder_training.zero_shot import load_encoder, sentence_vectors
+    from concept_encoder.concept_encoder_training.ecosystem import add_sentence_transformers
+    from concept_encoder.concept_encoder_training.zero_shot import load_encoder, sentence_vectors
 
     ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
         tmp_path
@@ -412,7 +411,7 @@ def padded_batch(size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path, head):
     import onnxruntime
 
-    import modeling_concept_encoder
+    from concept_encoder import modeling_concept_encoder
 
     class_name, variant, output = ONNX_HEADS[head]
     torch.manual_seed(0)
@@ -445,7 +444,7 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch_and_length(tmp_path, hea
 
 
 def test_torch_compile_fullgraph():
-    from modeling_concept_encoder import ConceptEncoderModel
+    from concept_encoder.modeling_concept_encoder import ConceptEncoderModel
 
     model = ConceptEncoderModel(tiny_config()).eval()
     ids = torch.randint(5, 150, (2, 12))
@@ -457,7 +456,7 @@ def test_torch_compile_fullgraph():
 
 
 def test_model_card_names_only_the_fields_that_make_the_head():
-    from model_cards import head_variant
+    from concept_encoder.model_cards import head_variant
 
     mlm = {"architectures": ["ConceptEncoderForMaskedLM"], "decoder_type": "perceiver", "decoder_query": "position"}
     assert head_variant(mlm) == "decoder_type=perceiver, decoder_query=position"

@@ -9,8 +9,8 @@ from conftest import data_root
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-import modeling_concept_encoder  # noqa: F401  (registers the Auto classes)
-from configuration_concept_encoder import LEGACY_ARCHITECTURES
+from concept_encoder import modeling_concept_encoder  # noqa: F401  (registers the Auto classes)
+from concept_encoder.configuration_concept_encoder import LEGACY_ARCHITECTURES
 
 FIXTURES = data_root().parent / "fixtures" / "concept_encoder_0.1"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

@@ -13,8 +13,8 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import BertConfig, BertForMaskedLM, EvalPrediction
 
-import run_glue
-from concept_encoder_training.glue import (
+from concept_encoder import run_glue
+from concept_encoder.concept_encoder_training.glue import (
     TASKS,
     compute_glue_metrics,
     dev_metrics,
@@ -25,11 +25,11 @@ from concept_encoder_training.glue import (
     load_glue_hub,
     read_glue_tsv,
 )
-from concept_encoder_training.hub import HubAccessError
-from concept_encoder_training.registry import read_summary
-from concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, read_identity
-from concept_encoder_training.tokenizer import train_tokenizer
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.concept_encoder_training.hub import HubAccessError
+from concept_encoder.concept_encoder_training.registry import read_summary
+from concept_encoder.concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, read_identity
+from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "qnli": 5463, "wnli": 71}
 
@@ -442,7 +442,7 @@ def test_seed_protocol_is_a_deprecated_alias_and_old_run_records_read_under_the_
     arguments.write_text(json.dumps({**needed, "seed_protocol": True}), encoding="utf-8")
     for argv in ([*flags, "--seed_protocol"], [*flags, "--seed_protocol=true"], [str(arguments)]):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="run_glue"):
+        with caplog.at_level(logging.WARNING, logger="concept_encoder.run_glue"):
             _, data_args, _ = run_glue.main(argv)
         assert data_args.mrcogito_protocol, argv
         assert "--seed_protocol is deprecated (removed in 0.3): use --mrcogito_protocol" in caplog.text, argv
@@ -459,7 +459,7 @@ def test_seed_protocol_is_a_deprecated_alias_and_old_run_records_read_under_the_
 
 def test_a_fine_tuned_classifier_asked_for_another_head_is_refused_naming_the_flags(tmp_path):
     """Its classifier does not fit the other head: the error names the flags, not a damaged checkpoint."""
-    from modeling_concept_encoder import ConceptEncoderForSequenceClassification
+    from concept_encoder.modeling_concept_encoder import ConceptEncoderForSequenceClassification
 
     ConceptEncoderForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "pooled")
     model_args = run_glue.ModelArguments(model_name_or_path=str(tmp_path / "pooled"))

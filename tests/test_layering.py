@@ -8,19 +8,22 @@ from pathlib import Path
 
 from conftest import REPO_ROOT
 
-import collators
-import modeling_concept_encoder
-import run_pretraining
+from concept_encoder import collators, modeling_concept_encoder, run_pretraining
 
 
 def project_modules() -> dict[str, Path]:
-    """Every tracked non-test Python file of the repository by its module name (`collators` for its `__init__.py`)."""
+    """Every tracked non-test Python file of the repository by the module name it is imported as: the package's
+    modules as `concept_encoder.collators` (its `__init__.py`), `concept_encoder.run_glue`, ...; the checkout's
+    benchmarks and scripts as `benchmarks.bench_encoder`, `scripts.study`."""
     listing = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     modules = {}
     for name in listing.stdout.split():
-        if not name.startswith("tests/"):
-            module = name.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
-            modules[module] = REPO_ROOT / name
+        if name.startswith("tests/") or name == "concept_encoder.py":  # the checkout's import shim
+            continue
+        module = name.removesuffix(".py").replace("/", ".").removesuffix("__init__").removesuffix(".")
+        if not name.startswith(("benchmarks/", "scripts/")):
+            module = f"concept_encoder.{module}".rstrip(".")
+        modules[module] = REPO_ROOT / name
     return modules
 
 
@@ -69,8 +72,8 @@ def test_no_import_cycles():
 
 def test_collators_use_the_models_ignore_index_without_importing_the_model():
     modules = project_modules()
-    for module in (name for name in modules if name.split(".")[0] == "collators"):
-        assert "modeling_concept_encoder" not in imported_modules(modules[module], module, modules), module
+    for module in (name for name in modules if name.startswith("concept_encoder.collators")):
+        assert "concept_encoder.modeling_concept_encoder" not in imported_modules(modules[module], module, modules)
     assert collators.IGNORE_INDEX == modeling_concept_encoder.IGNORE_INDEX == -100
 
 

@@ -9,12 +9,12 @@ import torch
 from conftest import tiny_config
 from transformers import TextClassificationPipeline, pipeline
 
-from modeling_concept_encoder import (
+from concept_encoder.modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     ConceptEncoderForSequenceClassification,
     ConceptEncoderModel,
 )
-from pipeline_concept_encoder import ConceptEncoderPairClassificationPipeline
+from concept_encoder.pipeline_concept_encoder import ConceptEncoderPairClassificationPipeline
 
 HEADS = {
     "encoder": (ConceptEncoderModel, {}),
@@ -169,7 +169,7 @@ def test_pair_pipeline_scores_do_not_depend_on_the_batch_with_left_padding(token
 def test_tsdae_batches_do_not_depend_on_the_tokenizer_padding_side(tokenizer, mode):
     """The TSDAE modes read rows from their first column: the collator pads on the right whatever the
     tokenizer's `padding_side`."""
-    from collators import DataCollatorForTSDAE
+    from concept_encoder.collators import DataCollatorForTSDAE
 
     features = [{"input_ids": tokenizer(text)["input_ids"]} for text in TEXTS]
     batches = []
@@ -182,7 +182,7 @@ def test_tsdae_batches_do_not_depend_on_the_tokenizer_padding_side(tokenizer, mo
 
 def test_tsdae_mask_mode_never_hides_the_first_token(tokenizer):
     """A hidden first token would read as left padding (`position_ids_from_mask`) and shift the row's positions."""
-    from collators import DataCollatorForTSDAE
+    from concept_encoder.collators import DataCollatorForTSDAE
 
     words = tokenizer("the history of the city was written", add_special_tokens=False)["input_ids"]
     torch.manual_seed(0)

@@ -10,8 +10,8 @@ from conftest import tiny_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForMaskedLM
 
-from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import TINY_SIZES, tiny_config
 from transformers import pipeline
 
-from modeling_concept_encoder import (
+from concept_encoder.modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     ConceptEncoderForSequenceClassification,
     ConceptEncoderModel,
@@ -395,7 +395,7 @@ def test_cosine_pair_score_is_the_zero_shot_cosine_and_adds_no_weight():
 
 
 def test_cosent_loss_known_answers():
-    from modeling_concept_encoder import cosent_loss
+    from concept_encoder.modeling_concept_encoder import cosent_loss
 
     labels = torch.tensor([0.0, 2.5, 5.0])
     ordered, reversed_ = torch.tensor([-0.5, 0.1, 0.9]), torch.tensor([0.9, 0.1, -0.5])

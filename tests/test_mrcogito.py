@@ -15,12 +15,11 @@ from safetensors.torch import load_file, save_file
 from test_pretraining import run_main, tiny_args
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
-import convert_mrcogito_checkpoint
-import modeling_concept_encoder as modeling
-import run_glue
-from concept_encoder_training.hub import HubAccessError
-from concept_encoder_training.tokenizer import train_tokenizer
-from configuration_concept_encoder import LEGACY_ARCHITECTURES, ConceptEncoderConfig
+from concept_encoder import convert_mrcogito_checkpoint, run_glue
+from concept_encoder import modeling_concept_encoder as modeling
+from concept_encoder.concept_encoder_training.hub import HubAccessError
+from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
+from concept_encoder.configuration_concept_encoder import LEGACY_ARCHITECTURES, ConceptEncoderConfig
 
 FIXTURES = data_root().parent / "fixtures" / "mrcogito"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

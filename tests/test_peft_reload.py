@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config
 from transformers import AutoModelForSequenceClassification
 
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "wi", "wo"]  # the README's recipe
 

@@ -29,15 +29,18 @@ BLOCK = re.compile(
 )
 # scripts and modules whose flags the bash blocks use: what to import, and the positional words their --help needs
 MAINS = {
-    "run_pretraining.py": "run_pretraining",
-    "run_glue.py": "run_glue",
-    "convert_mrcogito_checkpoint.py": "convert_mrcogito_checkpoint",
+    "run_pretraining.py": "concept_encoder.run_pretraining",
+    "run_glue.py": "concept_encoder.run_glue",
+    "convert_mrcogito_checkpoint.py": "concept_encoder.convert_mrcogito_checkpoint",
     "scripts/study.py": "scripts.study",
     "benchmarks/bench_encoder.py": "benchmarks.bench_encoder",
     "benchmarks/bench_pipeline.py": "benchmarks.bench_pipeline",
     "benchmarks/bench_recipe_cost.py": "benchmarks.bench_recipe_cost",
 }
-SUBCOMMANDS = {"concept_encoder_training.registry", "concept_encoder_training.ecosystem"}  # --help after the command
+SUBCOMMANDS = {  # --help after the command
+    "concept_encoder.concept_encoder_training.registry",
+    "concept_encoder.concept_encoder_training.ecosystem",
+}
 
 
 def readme_blocks() -> list[tuple[str, str, str | None, int]]:

@@ -7,7 +7,7 @@ import json
 import torch
 from conftest import run_isolated, tiny_config
 
-from modeling_concept_encoder import (
+from concept_encoder.modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     ConceptEncoderForSequenceClassification,
     ConceptEncoderModel,

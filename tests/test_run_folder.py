@@ -7,8 +7,13 @@ import shutil
 import pytest
 from conftest import tiny_config
 
-from concept_encoder_training.run_folder import IDENTITY_FILE, check_room, incomplete_reason, last_complete_checkpoint
-from modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.concept_encoder_training.run_folder import (
+    IDENTITY_FILE,
+    check_room,
+    incomplete_reason,
+    last_complete_checkpoint,
+)
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 
 def test_incomplete_checkpoints_are_skipped_and_kept(tmp_path):

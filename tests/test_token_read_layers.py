@@ -8,9 +8,9 @@ import torch
 from conftest import tiny_config
 from transformers import HfArgumentParser
 
-import run_pretraining
-from configuration_concept_encoder import ConceptEncoderConfig
-from modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
+from concept_encoder import run_pretraining
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 
 def encoder(**overrides) -> ConceptEncoderModel:

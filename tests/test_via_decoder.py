@@ -12,10 +12,9 @@ from conftest import data_root, tiny_config
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, HfArgumentParser
 
-import run_glue
-import run_pretraining
-from concept_encoder_training.tokenizer import train_tokenizer
-from modeling_concept_encoder import (
+from concept_encoder import run_glue, run_pretraining
+from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
+from concept_encoder.modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     ConceptEncoderForSequenceClassification,
     ConceptEncoderModel,
