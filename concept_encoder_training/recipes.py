@@ -4,8 +4,8 @@ A `Recipe` is typed: `config` holds `ConceptEncoderConfig` fields (sizes and swi
 `run_pretraining.py`'s argument dataclasses (objective, collator and loss settings, teacher, training schedule).
 `run_pretraining.py --recipe NAME` (or `"recipe": NAME` in a `.json` arguments file) takes a recipe's arguments as
 defaults, so any flag given explicitly wins, and its `config` under `--config_overrides` (whose own keys win). The
-study, the demo, the benchmarks and the tests import recipes from here; `RESEARCH.md` holds the measurements behind
-each.
+study, the demo, the benchmarks and the tests import recipes from here, and the study its sizes (`BUDGETS`) and the
+distillation study its rows (`DISTILL_STUDY_ROWS`); `RESEARCH.md` holds the measurements behind each.
 """
 
 from dataclasses import dataclass, field
@@ -151,6 +151,69 @@ RECIPES = {
         ),
     )
 }
+
+
+@dataclass
+class Budget:
+    """Sizes and steps of one size of `scripts/study.py`; every row (recipe) of the study gets the same."""
+
+    sizes: dict
+    vocab_size: int
+    steps: int
+    batch_size: int
+    max_seq_length: int
+    learning_rate: float
+    warmup_steps: int
+    eval_steps: int
+    logging_steps: int
+    pretrain_lines: int | None  # first N lines of the training text (None: all)
+    max_eval_samples: int  # pretraining validation documents
+    glue_train_samples: int | None  # per task (None: all)
+    glue_eval_samples: int | None
+    glue_epochs: float
+    glue_batch_size: int
+    glue_learning_rate: float  # rows trained at this size (pretrained and random init)
+    reference_learning_rate: float  # the pretrained reference: below its own pretraining lr, or fine-tuning wrecks it
+    seeds: str
+    zero_shot_pairs: int | None  # per benchmark (None: all)
+    dataset: str = "wikitext-2"  # or a Hub dataset name (mrcogito budget)
+    tokenizer: str | None = None  # a Hub tokenizer instead of one trained on the text
+
+    @property
+    def sizes_flag(self) -> str:
+        """`sizes` as a `--config_overrides` string."""
+        return ",".join(f"{key}={value}" for key, value in self.sizes.items())
+
+
+# fmt: off
+BUDGETS = {
+    "smoke": Budget(
+        sizes=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, concept_num=8,
+                   max_position_embeddings=64),
+        vocab_size=400, steps=4, batch_size=8, max_seq_length=32, learning_rate=1e-3, warmup_steps=0, eval_steps=2,
+        logging_steps=1, pretrain_lines=1000, max_eval_samples=16, glue_train_samples=24, glue_eval_samples=24,
+        glue_epochs=1, glue_batch_size=16, glue_learning_rate=5e-4, reference_learning_rate=5e-5, seeds="1,2",
+        zero_shot_pairs=48,
+    ),
+    "small": Budget(
+        sizes=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, concept_num=32,
+                   max_position_embeddings=128),
+        vocab_size=8000, steps=800, batch_size=32, max_seq_length=64, learning_rate=1e-3, warmup_steps=50,
+        eval_steps=200, logging_steps=50, pretrain_lines=None, max_eval_samples=256, glue_train_samples=None,
+        glue_eval_samples=1500, glue_epochs=1, glue_batch_size=32, glue_learning_rate=5e-4,
+        reference_learning_rate=5e-5, seeds="1,2,3", zero_shot_pairs=None,
+    ),
+    "mrcogito": Budget(  # the research log's size and data
+        sizes=dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
+                   concept_num=128, max_position_embeddings=512),
+        vocab_size=0, steps=50000, batch_size=64, max_seq_length=512, learning_rate=5e-4, warmup_steps=2000,
+        eval_steps=5000, logging_steps=500, pretrain_lines=None, max_eval_samples=2000, glue_train_samples=None,
+        glue_eval_samples=None, glue_epochs=10, glue_batch_size=32, glue_learning_rate=2e-5,
+        reference_learning_rate=2e-5, seeds="1,2,3", zero_shot_pairs=None, dataset="JeanKaddour/minipile",
+        tokenizer="answerdotai/ModernBERT-base",
+    ),
+}
+# fmt: on
 
 
 @dataclass(frozen=True)

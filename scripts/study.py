@@ -58,7 +58,7 @@ from concept_encoder.concept_encoder_training import zero_shot  # noqa: E402
 from concept_encoder.concept_encoder_training.config_flags import merge_overrides  # noqa: E402
 from concept_encoder.concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
 from concept_encoder.concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
-from concept_encoder.concept_encoder_training.recipes import RECIPES  # noqa: E402
+from concept_encoder.concept_encoder_training.recipes import BUDGETS, RECIPES  # noqa: E402
 from concept_encoder.concept_encoder_training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
 from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
 
@@ -116,67 +116,6 @@ STUDY_ROWS = {  # the baseline and the recipes the package recommends first: row
 }
 
 
-@dataclass
-class Budget:
-    """Sizes and steps of one study size; every row gets the same."""
-
-    sizes: dict
-    vocab_size: int
-    steps: int
-    batch_size: int
-    max_seq_length: int
-    learning_rate: float
-    warmup_steps: int
-    eval_steps: int
-    logging_steps: int
-    pretrain_lines: int | None  # first N lines of the training text (None: all)
-    max_eval_samples: int  # pretraining validation documents
-    glue_train_samples: int | None  # per task (None: all)
-    glue_eval_samples: int | None
-    glue_epochs: float
-    glue_batch_size: int
-    glue_learning_rate: float  # rows trained at this size (pretrained and random init)
-    reference_learning_rate: float  # the pretrained reference: below its own pretraining lr, or fine-tuning wrecks it
-    seeds: str
-    zero_shot_pairs: int | None  # per benchmark (None: all)
-    dataset: str = "wikitext-2"  # or a Hub dataset name (mrcogito budget)
-    tokenizer: str | None = None  # a Hub tokenizer instead of one trained on the text
-
-    @property
-    def sizes_flag(self) -> str:
-        """`sizes` as a `--config_overrides` string."""
-        return ",".join(f"{key}={value}" for key, value in self.sizes.items())
-
-
-# fmt: off
-BUDGETS = {
-    "smoke": Budget(
-        sizes=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, concept_num=8,
-                   max_position_embeddings=64),
-        vocab_size=400, steps=4, batch_size=8, max_seq_length=32, learning_rate=1e-3, warmup_steps=0, eval_steps=2,
-        logging_steps=1, pretrain_lines=1000, max_eval_samples=16, glue_train_samples=24, glue_eval_samples=24,
-        glue_epochs=1, glue_batch_size=16, glue_learning_rate=5e-4, reference_learning_rate=5e-5, seeds="1,2",
-        zero_shot_pairs=48,
-    ),
-    "small": Budget(
-        sizes=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, concept_num=32,
-                   max_position_embeddings=128),
-        vocab_size=8000, steps=800, batch_size=32, max_seq_length=64, learning_rate=1e-3, warmup_steps=50,
-        eval_steps=200, logging_steps=50, pretrain_lines=None, max_eval_samples=256, glue_train_samples=None,
-        glue_eval_samples=1500, glue_epochs=1, glue_batch_size=32, glue_learning_rate=5e-4,
-        reference_learning_rate=5e-5, seeds="1,2,3", zero_shot_pairs=None,
-    ),
-    "mrcogito": Budget(  # the research log's size and data
-        sizes=dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
-                   concept_num=128, max_position_embeddings=512),
-        vocab_size=0, steps=50000, batch_size=64, max_seq_length=512, learning_rate=5e-4, warmup_steps=2000,
-        eval_steps=5000, logging_steps=500, pretrain_lines=None, max_eval_samples=2000, glue_train_samples=None,
-        glue_eval_samples=None, glue_epochs=10, glue_batch_size=32, glue_learning_rate=2e-5,
-        reference_learning_rate=2e-5, seeds="1,2,3", zero_shot_pairs=None, dataset="JeanKaddour/minipile",
-        tokenizer="answerdotai/ModernBERT-base",
-    ),
-}
-# fmt: on
 RENAMED_BUDGETS = {"seed": "mrcogito"}  # old name → new (0.2): the old one works, with a warning, until 0.3
 
 

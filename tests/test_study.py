@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
+from concept_encoder.concept_encoder_training import recipes
 from concept_encoder.concept_encoder_training.registry import Registry, run_id_of
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -57,7 +58,7 @@ def test_budget_seed_is_a_deprecated_alias_of_mrcogito(caplog):
     assert "--budget seed is deprecated (removed in 0.3): use --budget mrcogito" in caplog.text
     caplog.clear()
     assert study.parse_args(["--budget", "mrcogito"]).budget == "mrcogito" and not caplog.text
-    assert study.BUDGETS["mrcogito"].sizes["concept_num"] == 128  # the research log's H512 L6 C128
+    assert recipes.BUDGETS["mrcogito"].sizes["concept_num"] == 128  # the research log's H512 L6 C128
 
 
 def test_extra_rows_parse_their_flags_and_overrides(tmp_path):
