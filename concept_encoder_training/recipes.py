@@ -74,6 +74,12 @@ T_REGS = {
     "concept_loss_warmup_steps": 100,
 }
 
+# the research log's MLM rows: each `--model_type` and the decoder it trains through
+MRCOGITO_MLM_ROWS = {
+    "perceiver_mlm": "MrCogito's perceiver decoder",
+    "weighted_mlm": "MrCogito's weighted decoder",
+    "perceiver_posonly_mlm": "the position-only perceiver decoder",
+}
 # the research log's concept-loss rows: MrCogito's `combined` (VICReg variance + uniformity) on the perceiver MLM
 COMBINED = {"model_type": "perceiver_mlm", "concept_losses": ["combined"]}
 
@@ -86,20 +92,9 @@ RECIPES = {
             "through the same data, tokenizer, collator and schedule.",
             arguments={"model_type": "bert_mlm"},
         ),
-        Recipe(
-            "perceiver_mlm",
-            "MLM through MrCogito's perceiver decoder (the research log's row).",
-            arguments={"model_type": "perceiver_mlm"},
-        ),
-        Recipe(
-            "weighted_mlm",
-            "MLM through MrCogito's weighted decoder (the research log's row).",
-            arguments={"model_type": "weighted_mlm"},
-        ),
-        Recipe(
-            "perceiver_posonly_mlm",
-            "MLM through the position-only perceiver decoder (the research log's row).",
-            arguments={"model_type": "perceiver_posonly_mlm"},
+        *(
+            Recipe(model_type, f"MLM through {decoder} (the research log's row).", arguments={"model_type": model_type})
+            for model_type, decoder in MRCOGITO_MLM_ROWS.items()
         ),
         Recipe(
             "perceiver_mlm_kendall_gal",
