@@ -21,6 +21,7 @@ Each unit (row, seed) is skipped when its results exist, so a rerun continues a 
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -323,7 +324,9 @@ def main(argv=None):
     print(f"{len(units)} units to run: {units}", flush=True)
     if any(name != "teacher" for name, _ in units):
         warm_teacher_cache(args)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    # spawned, not forked: this process has run the teacher (torch's and the tokenizer's thread pools), and a forked
+    # worker that computes with torch again can wait forever on a lock one of those threads held at the fork
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_unit, name, seed, args, root, glue_dir): (name, seed) for name, seed in units}
         for future in as_completed(futures):
             name, seed = futures[future]
