@@ -19,9 +19,9 @@ import torch
 from transformers import AutoTokenizer
 
 from concept_encoder import modeling_concept_encoder
-from concept_encoder.concept_encoder_training.hub import require_local_or_cached
-from concept_encoder.concept_encoder_training.tokenizer import check_tokenizer_fits
 from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.training.hub import require_local_or_cached
+from concept_encoder.training.tokenizer import check_tokenizer_fits
 
 logger = logging.getLogger("convert_mrcogito_checkpoint")
 DEFAULT_TOKENIZER = "answerdotai/ModernBERT-base"  # MrCogito's tokenizer

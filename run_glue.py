@@ -53,9 +53,13 @@ from transformers import (
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from concept_encoder.collators import DataCollatorForSentencePairs
-from concept_encoder.concept_encoder_training.config_flags import apply_config_overrides, override_items
-from concept_encoder.concept_encoder_training.finish import finish_run
-from concept_encoder.concept_encoder_training.glue import (
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.model_cards import glue_eval_result, scored_split, write_model_card
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForSequenceClassification
+from concept_encoder.pipeline_concept_encoder import PAIR_PIPELINE
+from concept_encoder.training.config_flags import apply_config_overrides, override_items
+from concept_encoder.training.finish import finish_run
+from concept_encoder.training.glue import (
     GlueTask,
     compute_glue_metrics,
     dev_metrics,
@@ -68,8 +72,8 @@ from concept_encoder.concept_encoder_training.glue import (
     prediction_lines,
     read_test_file,
 )
-from concept_encoder.concept_encoder_training.hub import check_push_to_hub, require_local_or_cached
-from concept_encoder.concept_encoder_training.run_folder import (
+from concept_encoder.training.hub import check_push_to_hub, require_local_or_cached
+from concept_encoder.training.run_folder import (
     RunIdentityCallback,
     check_room,
     hold_run_lock,
@@ -77,7 +81,7 @@ from concept_encoder.concept_encoder_training.run_folder import (
     read_identity,
     releases_run_locks,
 )
-from concept_encoder.concept_encoder_training.run_info import (
+from concept_encoder.training.run_info import (
     RENAMED_FIELDS,
     SUMMARY_FILE,
     architecture_of,
@@ -88,20 +92,16 @@ from concept_encoder.concept_encoder_training.run_info import (
     timestamp,
     wandb_location,
 )
-from concept_encoder.concept_encoder_training.tokenizer import (
+from concept_encoder.training.tokenizer import (
     check_has_tokenizer,
     check_tokenizer_fits,
     limit_to_positions,
 )
-from concept_encoder.concept_encoder_training.trainer import (
+from concept_encoder.training.trainer import (
     ConceptDiagnosticsCallback,
     ConceptTrainer,
     add_callback_first,
 )
-from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
-from concept_encoder.model_cards import glue_eval_result, scored_split, write_model_card
-from concept_encoder.modeling_concept_encoder import ConceptEncoderForSequenceClassification
-from concept_encoder.pipeline_concept_encoder import PAIR_PIPELINE
 
 logger = logging.getLogger(__name__)
 

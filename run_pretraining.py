@@ -49,7 +49,10 @@ from transformers.training_args import ParallelMode
 from concept_encoder.collators import DataCollatorForConceptMLM, DataCollatorForDistillation, DataCollatorForTSDAE
 from concept_encoder.collators.distill import TEACHER_EMBEDDING
 from concept_encoder.collators.tsdae import check_tsdae_mode
-from concept_encoder.concept_encoder_training.config_flags import (
+from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
+from concept_encoder.model_cards import pretraining_eval_results, scored_split
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
+from concept_encoder.training.config_flags import (
     apply_config_overrides,
     config_field,
     current_flag,
@@ -57,7 +60,7 @@ from concept_encoder.concept_encoder_training.config_flags import (
     merge_overrides,
     override_items,
 )
-from concept_encoder.concept_encoder_training.distill import (
+from concept_encoder.training.distill import (
     DistillationLoss,
     check_teacher,
     default_teacher,
@@ -66,11 +69,11 @@ from concept_encoder.concept_encoder_training.distill import (
     teacher_max_length,
     teacher_token_embeddings,
 )
-from concept_encoder.concept_encoder_training.finish import finish_run
-from concept_encoder.concept_encoder_training.hub import check_push_to_hub, require_hub, require_local_or_cached
-from concept_encoder.concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
-from concept_encoder.concept_encoder_training.recipes import RECIPES, recipe
-from concept_encoder.concept_encoder_training.run_folder import (
+from concept_encoder.training.finish import finish_run
+from concept_encoder.training.hub import check_push_to_hub, require_hub, require_local_or_cached
+from concept_encoder.training.losses import ConceptLoss, ConceptLossArguments
+from concept_encoder.training.recipes import RECIPES, recipe
+from concept_encoder.training.run_folder import (
     RunIdentityCallback,
     check_room,
     hold_run_lock,
@@ -78,7 +81,7 @@ from concept_encoder.concept_encoder_training.run_folder import (
     prepare_output_dir,
     releases_run_locks,
 )
-from concept_encoder.concept_encoder_training.run_info import (
+from concept_encoder.training.run_info import (
     architecture_of,
     read_run_summary,
     run_id,
@@ -87,23 +90,20 @@ from concept_encoder.concept_encoder_training.run_info import (
     timestamp,
     wandb_location,
 )
-from concept_encoder.concept_encoder_training.text_files import not_utf8_error
-from concept_encoder.concept_encoder_training.tokenizer import (
+from concept_encoder.training.text_files import not_utf8_error
+from concept_encoder.training.tokenizer import (
     ALGORITHMS,
     check_has_tokenizer,
     check_tokenizer_fits,
     limit_to_positions,
     train_tokenizer,
 )
-from concept_encoder.concept_encoder_training.trainer import (
+from concept_encoder.training.trainer import (
     ConceptDiagnosticsCallback,
     ConceptTrainer,
     TimeBudgetCallback,
     add_callback_first,
 )
-from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
-from concept_encoder.model_cards import pretraining_eval_results, scored_split
-from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ModelArguments:
     recipe: str | None = field(
         default=None,
         metadata={
-            "help": f"A named recipe (concept_encoder_training/recipes.py), one of {list(RECIPES)}: its settings are "
+            "help": f"A named recipe (training/recipes.py), one of {list(RECIPES)}: its settings are "
             "the defaults, and every flag given explicitly overrides them."
         },
     )
@@ -359,7 +359,7 @@ class DataTrainingArguments:
             if value is not None and value <= 0:
                 raise ValueError(f"--{name} {value}: must be a positive number (leave it out for the default).")
         if self.objective == "distill":
-            self.line_by_line = True  # one sentence per example, by the rule of concept_encoder_training/distill.py
+            self.line_by_line = True  # one sentence per example, by the rule of training/distill.py
             if self.streaming:
                 raise ValueError(
                     "--objective distill embeds every training sentence with the teacher once (cached): it needs the "
@@ -409,7 +409,7 @@ class OutputArguments:
     )
 
 
-# model, data, training losses (concept_encoder_training/losses.py), output folder, Trainer: parsed in this order
+# model, data, training losses (training/losses.py), output folder, Trainer: parsed in this order
 ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, ConceptLossArguments, OutputArguments, TrainingArguments)
 
 
@@ -829,7 +829,7 @@ def teacher_of(model_args: ModelArguments, data_args: DataTrainingArguments) -> 
 
 
 def sentence_datasets(raw: datasets.DatasetDict, text_column: str, max_train_samples: int | None):
-    """Each split's text cut into sentences (`split_sentences`, the rule in concept_encoder_training/distill.py) as a
+    """Each split's text cut into sentences (`split_sentences`, the rule in training/distill.py) as a
     `text` column; the training split's first `max_train_samples` sentences when given."""
     splits = {}
     for split, dataset in raw.items():
@@ -1016,7 +1016,7 @@ def main(argv: list[str] | None = None):
 
     # 3. Run id (the research log's form unless --run_name is given), output folder and the checkpoint to resume from.
     # The default folder is named by what the run is, so rerunning the same command resumes it; a folder holding
-    # another run, or files this package did not write, is refused (concept_encoder_training/run_folder.py).
+    # another run, or files this package did not write, is refused (training/run_folder.py).
     identity = pretraining_identity(model_args, data_args, loss_args, config, training_args.seed)
     new_run_id = training_args.run_name or run_name_of(model_kind, config, training_args)
     if training_args.output_dir == "trainer_output":  # transformers' default: --output_dir was not given
@@ -1154,7 +1154,7 @@ def main(argv: list[str] | None = None):
         trainer.save_metrics("eval", metrics)
         all_metrics.update(metrics)
 
-    # 8. Run summary (the registry's row), model card, registry, Hub, wandb: concept_encoder_training/finish.py.
+    # 8. Run summary (the registry's row), model card, registry, Hub, wandb: training/finish.py.
     summary, card = None, None
     if trainer.is_world_process_zero() and training_args.do_train:
         history = trainer.state.log_history

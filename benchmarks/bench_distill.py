@@ -24,10 +24,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from concept_encoder.concept_encoder_training.distill import default_teacher, load_teacher  # noqa: E402
-from concept_encoder.concept_encoder_training.recipes import RECIPES  # noqa: E402
 from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
 from concept_encoder.modeling_concept_encoder import ConceptEncoderModel  # noqa: E402
+from concept_encoder.training.distill import default_teacher, load_teacher  # noqa: E402
+from concept_encoder.training.recipes import RECIPES  # noqa: E402
 
 TEACHER_CHUNK = 254  # word pieces per teacher chunk: its 256 positions less [CLS] and [SEP]
 

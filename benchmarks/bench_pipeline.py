@@ -45,12 +45,12 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_encoder import load_average  # noqa: E402
 from concept_encoder import run_pretraining  # noqa: E402
-from concept_encoder.concept_encoder_training.trainer import ConceptTrainer  # noqa: E402
 from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
+from concept_encoder.training.trainer import ConceptTrainer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 DATA = REPO.parent / "shared" / "data" / "corpus" / "wikitext-2" / "train.txt"
-PRESETS = {  # a recipe of concept_encoder_training/recipes.py at the benchmark's sizes
+PRESETS = {  # a recipe of training/recipes.py at the benchmark's sizes
     # the TSDAE run of scripts/demo.py
     "demo": [
         "--recipe", "tsdae_posonly", "--train_tokenizer_vocab_size", "8000", "--hidden_size", "128", "--num_hidden_layers", "2",

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_encoder import load_average  # noqa: E402
 from concept_encoder import run_pretraining  # noqa: E402
-from concept_encoder.concept_encoder_training.config_flags import with_merged_overrides  # noqa: E402
-from concept_encoder.concept_encoder_training.losses import ConceptLoss  # noqa: E402
+from concept_encoder.training.config_flags import with_merged_overrides  # noqa: E402
+from concept_encoder.training.losses import ConceptLoss  # noqa: E402
 
 SMALL_SIZES = "hidden_size=128,num_hidden_layers=2,num_attention_heads=4,intermediate_size=256,concept_num=32"
 
@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def recipe_flags(recipe: str) -> tuple[str, list[str]]:
-    """`tsdae_posonly` → `--recipe tsdae_posonly` (concept_encoder_training/recipes.py); `NAME=--flag value ...` →
+    """`tsdae_posonly` → `--recipe tsdae_posonly` (training/recipes.py); `NAME=--flag value ...` →
     those flags."""
     name, separator, flags = recipe.partition("=")
     if separator:

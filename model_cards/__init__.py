@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from concept_encoder.concept_encoder_training.diagnostics import format_effective_rank
+from concept_encoder.training.diagnostics import format_effective_rank
 
 TEMPLATE_PATH = Path(__file__).with_name("concept_encoder.md")
 OBJECTIVES = {
@@ -129,7 +129,7 @@ def pretraining_eval_results(metrics: dict, data: str, split: str = "validation"
 
 
 def glue_eval_result(task, metric: str, score: float, split: str = "validation") -> EvalResult:
-    """One GLUE/PAWS score as a Hub `EvalResult` (`task` is a `concept_encoder_training.glue.GlueTask`)."""
+    """One GLUE/PAWS score as a Hub `EvalResult` (`task` is a `concept_encoder.training.glue.GlueTask`)."""
     return EvalResult(
         task_type="text-classification",
         dataset_type=task.hub_path,

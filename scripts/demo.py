@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from distill_study import finetune_task  # noqa: E402
 
-from concept_encoder.concept_encoder_training.distill import DEFAULT_TEACHER_PACKAGE, default_teacher  # noqa: E402
-from concept_encoder.concept_encoder_training.glue import SICK_FILE, write_sick_folder  # noqa: E402
+from concept_encoder.training.distill import DEFAULT_TEACHER_PACKAGE, default_teacher  # noqa: E402
+from concept_encoder.training.glue import SICK_FILE, write_sick_folder  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -81,7 +81,7 @@ def zero_shot_scores(checkpoint, data_dir: Path, pairs: int | None) -> dict:
     """Per benchmark: Spearman × 100, and the pair cosines and gold scores (for the bootstrap)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from concept_encoder.concept_encoder_training import zero_shot
+    from concept_encoder.training import zero_shot
 
     model, tokenizer = AutoModel.from_pretrained(checkpoint), AutoTokenizer.from_pretrained(checkpoint)
     scores = {}

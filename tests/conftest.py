@@ -16,8 +16,8 @@ import pytest  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer  # noqa: E402
 from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig  # noqa: E402
+from concept_encoder.training.tokenizer import train_tokenizer  # noqa: E402
 
 
 def data_root() -> Path:

@@ -12,8 +12,8 @@ import torch
 from conftest import REPO_ROOT, tiny_config
 from transformers import Trainer, TrainingArguments
 
-from concept_encoder.concept_encoder_training.trainer import ConceptTrainer
 from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderForSequenceClassification
+from concept_encoder.training.trainer import ConceptTrainer
 
 STEPS, GLOBAL_BATCH = 3, 16
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # float32 sums in another order
@@ -183,8 +183,8 @@ DDP_KENDALL_GAL_SCRIPT = textwrap.dedent(
 
     sys.path[:0] = [os.environ["REPO_ROOT"], os.path.join(os.environ["REPO_ROOT"], "tests")]
     from test_accumulation import collate, fresh_mlm, mlm_rows, training_args
-    from concept_encoder.concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
-    from concept_encoder.concept_encoder_training.trainer import ConceptTrainer
+    from concept_encoder.training.losses import ConceptLoss, ConceptLossArguments
+    from concept_encoder.training.trainer import ConceptTrainer
 
     torch.set_num_threads(1)
     output_dir = sys.argv[1]

@@ -6,13 +6,14 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from concept_encoder.concept_encoder_training.diagnostics import (
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.training.diagnostics import (
     effective_rank,
     entropy_effective_rank,
     format_effective_rank,
     mean_concept_cosine,
 )
-from concept_encoder.concept_encoder_training.losses import (
+from concept_encoder.training.losses import (
     ConceptLoss,
     ConceptLossArguments,
     concept_loss_terms,
@@ -23,7 +24,6 @@ from concept_encoder.concept_encoder_training.losses import (
     uniformity_loss,
     variance_loss,
 )
-from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 C, H = 6, 16
 ORTHONORMAL = torch.eye(C, H)[None] * 3.0  # [1, C, H]: orthogonal rows (any length: losses use unit vectors)

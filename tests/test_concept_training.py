@@ -15,15 +15,15 @@ from conftest import tiny_config
 from transformers import TrainerCallback, TrainingArguments
 
 from concept_encoder.collators import DataCollatorForConceptMLM, DataCollatorForTSDAE
-from concept_encoder.concept_encoder_training.losses import ConceptLoss, ConceptLossArguments
-from concept_encoder.concept_encoder_training.run_folder import incomplete_reason
-from concept_encoder.concept_encoder_training.trainer import (
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.training.losses import ConceptLoss, ConceptLossArguments
+from concept_encoder.training.run_folder import incomplete_reason
+from concept_encoder.training.trainer import (
     CONCEPT_LOSS_FILE,
     ConceptDiagnosticsCallback,
     ConceptTrainer,
     add_callback_first,
 )
-from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 LOSSES = ["orthogonality", "vicreg"]
 COMPONENTS = [

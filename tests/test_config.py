@@ -6,8 +6,8 @@ import warnings
 import pytest
 from conftest import tiny_config
 
-from concept_encoder.concept_encoder_training.config_flags import apply_config_overrides
 from concept_encoder.configuration_concept_encoder import DEPENDENT_FIELDS, RENAMED_FIELDS, ConceptEncoderConfig
+from concept_encoder.training.config_flags import apply_config_overrides
 
 
 def test_defaults_follow_mrcogitos_h512_l6_c128_runs():

@@ -9,16 +9,16 @@ import torch
 from conftest import TINY_SIZES
 
 from concept_encoder import run_pretraining
-from concept_encoder.concept_encoder_training import distill
-from concept_encoder.concept_encoder_training.distill import (
+from concept_encoder.training import distill
+from concept_encoder.training.distill import (
     DistillationLoss,
     cosine_loss,
     relational_loss,
     split_sentences,
     teacher_embeddings,
 )
-from concept_encoder.concept_encoder_training.hub import HubAccessError
-from concept_encoder.concept_encoder_training.recipes import RECIPES
+from concept_encoder.training.hub import HubAccessError
+from concept_encoder.training.recipes import RECIPES
 
 TEACHER_WIDTH = 32  # the tiny teacher's width = the tiny student's hidden_size
 
@@ -182,7 +182,7 @@ def distill_argv(corpus, teacher_dir, output_dir, *extra) -> list[str]:
 def student_teacher_cosine(folder, teacher_dir, sentences) -> float:
     from transformers import AutoModel, AutoTokenizer
 
-    from concept_encoder.concept_encoder_training.zero_shot import sentence_vectors
+    from concept_encoder.training.zero_shot import sentence_vectors
 
     model = AutoModel.from_pretrained(folder)
     vectors = sentence_vectors(model, AutoTokenizer.from_pretrained(folder), sentences, 64)
@@ -264,7 +264,7 @@ def test_the_saved_sentence_vector_is_the_same_through_every_reader(distilled):
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoTokenizer, pipeline
 
-    from concept_encoder.concept_encoder_training.zero_shot import sentence_vectors
+    from concept_encoder.training.zero_shot import sentence_vectors
 
     _, trained, _ = distilled
     sentences = ["The river flooded the valley in spring.", "He wrote three novels."]

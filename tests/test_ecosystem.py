@@ -154,8 +154,8 @@ def test_a_folder_saved_by_sentence_transformers_loads_without_this_package(tmp_
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
 
-    from concept_encoder.concept_encoder_training.ecosystem import add_sentence_transformers
     from concept_encoder.concept_pooling import ConceptMeanPooling
+    from concept_encoder.training.ecosystem import add_sentence_transformers
 
     checkpoint = tmp_path / "checkpoint"
     ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
@@ -359,8 +359,8 @@ def test_lora_on_every_attention_and_ffn_projection_changes_the_output_and_train
 def test_sentence_transformers_encodes_batch_independently_as_the_mean_of_concepts(tmp_path, tokenizer):
     from sentence_transformers import SentenceTransformer
 
-    from concept_encoder.concept_encoder_training.ecosystem import add_sentence_transformers
-    from concept_encoder.concept_encoder_training.zero_shot import load_encoder, sentence_vectors
+    from concept_encoder.training.ecosystem import add_sentence_transformers
+    from concept_encoder.training.zero_shot import load_encoder, sentence_vectors
 
     ConceptEncoderForMaskedLM(tiny_config(decoder_query="position", vocab_size=len(tokenizer))).save_pretrained(
         tmp_path
@@ -372,7 +372,7 @@ def test_sentence_transformers_encodes_batch_independently_as_the_mean_of_concep
     alone = model.encode([short], convert_to_tensor=True)
     batched = model.encode([short, long, short * 3], convert_to_tensor=True)
     assert torch.allclose(alone[0], batched[0], atol=1e-5)
-    with torch.no_grad():  # the package's own zero-shot embeddings (concept_encoder_training.zero_shot)
+    with torch.no_grad():  # the package's own zero-shot embeddings (concept_encoder.training.zero_shot)
         expected = sentence_vectors(load_encoder(str(tmp_path)), tokenizer, [short, long, short * 3], max_length=64)
     assert torch.allclose(batched, expected, atol=1e-5)
 

@@ -41,7 +41,7 @@ def test_0_1_checkpoint_loads_to_its_stored_outputs(name):
 
 def test_a_0_1_kendall_gal_checkpoint_loads_without_its_training_state(caplog):
     """0.1.0 saved Kendall-Gal log-variances in the weights and the loss settings in config.json: since 0.2 they are
-    training state of a run (concept_encoder_training.losses), dropped on load with a note naming them."""
+    training state of a run (concept_encoder.training.losses), dropped on load with a note naming them."""
     folder = FIXTURES / "perceiver_mlm_kendall_gal"
     assert "concept_loss_log_vars" in load_file(folder / "model.safetensors")
     with caplog.at_level("WARNING"):

@@ -1,4 +1,4 @@
-"""run_glue.py and concept_encoder_training/glue.py: loaders on the real GLUE files and on custom files, metrics against
+"""run_glue.py and training/glue.py: loaders on the real GLUE files and on custom files, metrics against
 scikit-learn/scipy, short fine-tuning runs of tiny checkpoints, the run folders it resumes or refuses, and the error
 messages of bad input."""
 
@@ -14,7 +14,8 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import BertConfig, BertForMaskedLM, EvalPrediction
 
 from concept_encoder import run_glue
-from concept_encoder.concept_encoder_training.glue import (
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.training.glue import (
     TASKS,
     compute_glue_metrics,
     dev_metrics,
@@ -25,11 +26,10 @@ from concept_encoder.concept_encoder_training.glue import (
     load_glue_hub,
     read_glue_tsv,
 )
-from concept_encoder.concept_encoder_training.hub import HubAccessError
-from concept_encoder.concept_encoder_training.registry import read_summary
-from concept_encoder.concept_encoder_training.run_folder import IDENTITY_FILE, incomplete_reason, read_identity
-from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
-from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.training.hub import HubAccessError
+from concept_encoder.training.registry import read_summary
+from concept_encoder.training.run_folder import IDENTITY_FILE, incomplete_reason, read_identity
+from concept_encoder.training.tokenizer import train_tokenizer
 
 DEV_ROWS = {"mrpc": 408, "stsb": 1500, "rte": 277, "cola": 1043, "sst2": 872, "qnli": 5463, "wnli": 71}
 

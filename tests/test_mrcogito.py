@@ -17,9 +17,9 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 
 from concept_encoder import convert_mrcogito_checkpoint, run_glue
 from concept_encoder import modeling_concept_encoder as modeling
-from concept_encoder.concept_encoder_training.hub import HubAccessError
-from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder.configuration_concept_encoder import LEGACY_ARCHITECTURES, ConceptEncoderConfig
+from concept_encoder.training.hub import HubAccessError
+from concept_encoder.training.tokenizer import train_tokenizer
 
 FIXTURES = data_root().parent / "fixtures" / "mrcogito"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

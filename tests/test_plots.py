@@ -7,8 +7,8 @@ import pytest
 from matplotlib.colors import to_hex
 from test_registry import glue_summary, pretraining_summary, save_run
 
-from concept_encoder.concept_encoder_training import plots
-from concept_encoder.concept_encoder_training import registry as experiment_registry
+from concept_encoder.training import plots
+from concept_encoder.training import registry as experiment_registry
 
 CONCEPTS = 16
 

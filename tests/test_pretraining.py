@@ -21,16 +21,16 @@ from transformers import AutoTokenizer, HfArgumentParser
 
 from concept_encoder import run_pretraining
 from concept_encoder.collators import DataCollatorForTSDAE
-from concept_encoder.concept_encoder_training import hub as hub_utils
-from concept_encoder.concept_encoder_training.config_flags import config_flags
-from concept_encoder.concept_encoder_training.glue import TASKS, load_files
-from concept_encoder.concept_encoder_training.hub import HubAccessError
-from concept_encoder.concept_encoder_training.recipes import RECIPES
-from concept_encoder.concept_encoder_training.run_folder import hold_run_lock, releases_run_locks
-from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder.configuration_concept_encoder import ConceptEncoderConfig
 from concept_encoder.model_cards import write_model_card
 from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.training import hub as hub_utils
+from concept_encoder.training.config_flags import config_flags
+from concept_encoder.training.glue import TASKS, load_files
+from concept_encoder.training.hub import HubAccessError
+from concept_encoder.training.recipes import RECIPES
+from concept_encoder.training.run_folder import hold_run_lock, releases_run_locks
+from concept_encoder.training.tokenizer import train_tokenizer
 
 SUMMARY_KEYS = {
     "kind", "run_id", "date", "model_type", "architecture", "encoder_layer_type", "objective", "pretraining_data",
@@ -722,7 +722,7 @@ def test_a_second_live_run_into_one_folder_is_refused_naming_the_first(monkeypat
     folder's lock; the OS frees it when the run dies (even by SIGKILL), and the dead run's process id is replaced."""
     folder = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from concept_encoder.concept_encoder_training.run_folder import hold_run_lock; "
+        [sys.executable, "-c", "import sys, time; from concept_encoder.training.run_folder import hold_run_lock; "
          "hold_run_lock(sys.argv[1]); print('held', flush=True); time.sleep(600)", str(folder)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

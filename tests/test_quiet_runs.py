@@ -10,10 +10,10 @@ from conftest import REPO_ROOT, tiny_config
 from transformers import TrainerState, TrainingArguments
 
 from concept_encoder.collators import DataCollatorForConceptMLM
-from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
-from concept_encoder.concept_encoder_training.trainer import ConceptDiagnosticsCallback, ConceptTrainer
-from concept_encoder.concept_encoder_training.zero_shot import sentence_vectors
 from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
+from concept_encoder.training.tokenizer import train_tokenizer
+from concept_encoder.training.trainer import ConceptDiagnosticsCallback, ConceptTrainer
+from concept_encoder.training.zero_shot import sentence_vectors
 
 
 def tiny_mlm(tokenizer):
@@ -44,7 +44,7 @@ LOG_ONCE = """
 import logging, sys
 from transformers import TrainingArguments
 sys.path.insert(0, sys.argv[1])
-from concept_encoder.concept_encoder_training.run_info import setup_logging
+from concept_encoder.training.run_info import setup_logging
 setup_logging(TrainingArguments(output_dir=sys.argv[2], log_level="info"), logging.getLogger("script"))
 import datasets
 datasets.utils.logging.get_logger("datasets.probe").info("probe line")

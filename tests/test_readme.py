@@ -38,8 +38,8 @@ MAINS = {
     "benchmarks/bench_recipe_cost.py": "benchmarks.bench_recipe_cost",
 }
 SUBCOMMANDS = {  # --help after the command
-    "concept_encoder.concept_encoder_training.registry",
-    "concept_encoder.concept_encoder_training.ecosystem",
+    "concept_encoder.training.registry",
+    "concept_encoder.training.ecosystem",
 }
 
 
@@ -178,7 +178,7 @@ def test_layout_table_names_every_part_of_the_tree():
     folders = sorted({path.split("/")[0] for path in files if "/" in path and not path.startswith(".")})
     missing = [path for path in files if "/" not in path and path.endswith(".py") and f"`{path}`" not in named]
     missing += [f"{folder}/" for folder in folders if f"`{folder}/" not in layout]
-    for folder in ("concept_encoder_training", "benchmarks", "scripts"):
+    for folder in ("training", "benchmarks", "scripts"):
         for path in files:
             name = path.rsplit("/", 1)[-1]
             if path == f"{folder}/{name}" and name.endswith(".py") and name != "__init__.py":

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import Killed
 
-from concept_encoder.concept_encoder_training import registry as experiment_registry
-from concept_encoder.concept_encoder_training.registry import (
+from concept_encoder.training import registry as experiment_registry
+from concept_encoder.training.registry import (
     COLUMNS,
     Registry,
     parse_glue_cell,
@@ -338,7 +338,7 @@ def test_finish_run_records_summary_card_and_row_on_the_main_process_then_pushes
     import sys
     import types
 
-    from concept_encoder.concept_encoder_training.finish import finish_run
+    from concept_encoder.training.finish import finish_run
 
     calls = []
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(finish=lambda: calls.append("wandb.finish")))

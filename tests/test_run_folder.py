@@ -1,4 +1,4 @@
-"""Run folders (`concept_encoder_training/run_folder.py`): which checkpoints are complete, and the room check made
+"""Run folders (`training/run_folder.py`): which checkpoints are complete, and the room check made
 before training."""
 
 import json
@@ -7,13 +7,13 @@ import shutil
 import pytest
 from conftest import tiny_config
 
-from concept_encoder.concept_encoder_training.run_folder import (
+from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.training.run_folder import (
     IDENTITY_FILE,
     check_room,
     incomplete_reason,
     last_complete_checkpoint,
 )
-from concept_encoder.modeling_concept_encoder import ConceptEncoderForMaskedLM
 
 
 def test_incomplete_checkpoints_are_skipped_and_kept(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
-from concept_encoder.concept_encoder_training import recipes
-from concept_encoder.concept_encoder_training.registry import Registry, run_id_of
+from concept_encoder.training import recipes
+from concept_encoder.training.registry import Registry, run_id_of
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import study  # noqa: E402

@@ -1,4 +1,4 @@
-"""The tokenizer trainer (`concept_encoder_training/tokenizer.py`): the same text gives the same tokenizer in every
+"""The tokenizer trainer (`training/tokenizer.py`): the same text gives the same tokenizer in every
 process."""
 
 import os
@@ -17,7 +17,7 @@ def test_trained_tokenizer_is_the_same_in_every_process(tmp_path, wikitext_lines
     script = textwrap.dedent("""
         import sys
         from pathlib import Path
-        from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
+        from concept_encoder.training.tokenizer import train_tokenizer
 
         texts = Path(sys.argv[1]).read_text(encoding="utf-8").splitlines()
         for algorithm in ("wordpiece", "bpe"):

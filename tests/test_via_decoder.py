@@ -13,12 +13,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, HfArgumentParser
 
 from concept_encoder import run_glue, run_pretraining
-from concept_encoder.concept_encoder_training.tokenizer import train_tokenizer
 from concept_encoder.modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     ConceptEncoderForSequenceClassification,
     ConceptEncoderModel,
 )
+from concept_encoder.training.tokenizer import train_tokenizer
 
 MRCOGITO_FIXTURES = data_root().parent / "fixtures" / "mrcogito"
 

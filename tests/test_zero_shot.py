@@ -9,9 +9,9 @@ from conftest import tiny_config
 from scipy.stats import spearmanr
 from transformers import BertConfig, BertModel
 
-from concept_encoder.concept_encoder_training import zero_shot
-from concept_encoder.concept_encoder_training.glue import TASKS, load_glue_dir, load_sick, write_sick_folder
 from concept_encoder.modeling_concept_encoder import ConceptEncoderModel
+from concept_encoder.training import zero_shot
+from concept_encoder.training.glue import TASKS, load_glue_dir, load_sick, write_sick_folder
 
 
 def test_spearman_of_cosines_matches_scipy_on_a_handmade_case():

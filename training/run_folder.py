@@ -32,7 +32,7 @@ import torch
 from filelock import FileLock, Timeout
 from transformers import TrainerCallback
 
-from concept_encoder.concept_encoder_training.run_info import current_field_names
+from concept_encoder.training.run_info import current_field_names
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from huggingface_hub import constants as hub_constants
 from safetensors.torch import load_file, save_file
 
-from concept_encoder.concept_encoder_training.hub import HubAccessError, hub_unreachable_reason
+from concept_encoder.training.hub import HubAccessError, hub_unreachable_reason
 
 logger = logging.getLogger(__name__)
 

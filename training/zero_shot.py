@@ -6,8 +6,8 @@ mean of the token states over the attention mask for any other `transformers` en
 mean pooling). Score of a pair: the cosine of the two vectors; of a dataset: Spearman's rank correlation between
 the cosines and the gold scores, ×100, as the SBERT and SimCSE papers report it.
 
-    python -m concept_encoder.concept_encoder_training.zero_shot --model_name_or_path outputs/my_ckpt --data_dir ../shared/data
-    python -m concept_encoder.concept_encoder_training.zero_shot --model_name_or_path outputs/my_ckpt --from_scratch ...
+    python -m concept_encoder.training.zero_shot --model_name_or_path outputs/my_ckpt --data_dir ../shared/data
+    python -m concept_encoder.training.zero_shot --model_name_or_path outputs/my_ckpt --from_scratch ...
 
 Writes `zero_shot_results.json` and a `run_summary.json` (`"kind": "zero_shot"`) into `--output_dir`, and fills the
 "Zero-shot STS" cell of the checkpoint's registry row.
@@ -24,9 +24,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils.logging import tqdm
 
 from concept_encoder import modeling_concept_encoder  # noqa: F401  (registers the concept encoder with the Auto classes)
-from concept_encoder.concept_encoder_training.finish import finish_run
-from concept_encoder.concept_encoder_training.glue import SICK_FILE, TASKS, load_glue_dir, load_sick
-from concept_encoder.concept_encoder_training.run_info import SUMMARY_FILE, run_summary, scratch_run_id, timestamp
+from concept_encoder.training.finish import finish_run
+from concept_encoder.training.glue import SICK_FILE, TASKS, load_glue_dir, load_sick
+from concept_encoder.training.run_info import SUMMARY_FILE, run_summary, scratch_run_id, timestamp
 
 CONCEPT_MODEL_TYPE = "concept_encoder"
 BENCHMARKS = ("stsb", "sickr")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from transformers import Trainer
 
-from concept_encoder.concept_encoder_training.registry import record_run
-from concept_encoder.concept_encoder_training.run_info import write_run_summary
+from concept_encoder.training.registry import record_run
+from concept_encoder.training.run_info import write_run_summary
 
 
 def finish_run(

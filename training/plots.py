@@ -8,7 +8,7 @@
   training set's most frequent label) as a dotted one. Every score given is drawn: none replaces another.
 
 `distinguishing_labels` names runs by what differs between them (objective, recipe, ...), not by run ids that differ
-only by their timestamp. `python -m concept_encoder.concept_encoder_training.registry plot --runs_dir DIR` draws both from the run
+only by their timestamp. `python -m concept_encoder.training.registry plot --runs_dir DIR` draws both from the run
 folders under DIR.
 """
 

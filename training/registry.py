@@ -13,7 +13,7 @@ table; rows are keyed by unique run ids (an intermediate checkpoint's GLUE score
 `rebuild` reads what it can of a damaged registry (unreadable rows are skipped with a warning and the old file kept
 as `registry.md.bak`), so the conclusions it can still read survive.
 
-CLI: `python -m concept_encoder.concept_encoder_training.registry rebuild --runs_dir outputs --registry experiments/registry.md`;
+CLI: `python -m concept_encoder.training.registry rebuild --runs_dir outputs --registry experiments/registry.md`;
 `... registry plot --runs_dir outputs --output_dir plots` draws the runs' training curves and scores (plots.py).
 """
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from concept_encoder.concept_encoder_training.diagnostics import format_effective_rank
-from concept_encoder.concept_encoder_training.run_info import SUMMARY_FILE, current_field_names
+from concept_encoder.training.diagnostics import format_effective_rank
+from concept_encoder.training.run_info import SUMMARY_FILE, current_field_names
 
 COLUMNS = [
     "Date",
@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 HEADER_TEXT = (
     "# Experiment registry\n\n"
     "One row per pretraining run (or random-init baseline); GLUE runs fill their checkpoint's row. Rebuilt from the "
-    "run folders with `python -m concept_encoder.concept_encoder_training.registry rebuild --runs_dir outputs --registry experiments/registry.md`; "
+    "run folders with `python -m concept_encoder.training.registry rebuild --runs_dir outputs --registry experiments/registry.md`; "
     "the Conclusion column is yours and survives rebuilds.\n\n"
 )
 
@@ -405,7 +405,7 @@ def collect_scores(runs_root: str | Path) -> tuple[dict, dict]:
     the single-seed runs inside such a run are left out), zero-shot runs their Spearman ×100; random-init
     checkpoints (`from_scratch`) become the dashed levels. No score replaces another: a checkpoint scored more than
     once on one task (two fine-tunes) gets one entry per run, `<checkpoint> [<what differs>]`."""
-    from concept_encoder.concept_encoder_training.plots import distinguishing_labels
+    from concept_encoder.training.plots import distinguishing_labels
 
     runs = []  # (checkpoint run id, {task: (mean, std)}, summary)
     for path in sorted(Path(runs_root).rglob(SUMMARY_FILE)):
@@ -449,7 +449,7 @@ def collect_majority_levels(runs_root: str | Path) -> dict[str, float]:
 def plot_runs(runs_root: str | Path, output_dir: str | Path) -> list[Path]:
     """`training_curves.png` (every pretraining run under `runs_root`, labelled by what differs between the runs)
     and `scores.png` (every scored model, with the random-init and majority-class levels)."""
-    from concept_encoder.concept_encoder_training.plots import (
+    from concept_encoder.training.plots import (
         distinguishing_labels,
         plot_scores,
         plot_training_curves,

@@ -8,7 +8,7 @@
   `SentenceTransformer(folder, trust_remote_code=True)` encodes with the mean of the final concept states. The
   training scripts write both into every checkpoint they save (`complete_checkpoint`); for other folders:
 
-      python -m concept_encoder.concept_encoder_training.ecosystem sentence-transformers CHECKPOINT_FOLDER
+      python -m concept_encoder.training.ecosystem sentence-transformers CHECKPOINT_FOLDER
 """
 
 import argparse

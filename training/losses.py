@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from concept_encoder.concept_encoder_training.diagnostics import off_diagonal_cosines
+from concept_encoder.training.diagnostics import off_diagonal_cosines
 
 VICREG_EPS = 1e-4  # the epsilon inside VICReg's sqrt(Var + eps)
 T_REGS_EPS = 1e-8  # inside T-REGS' sqrt(‖ĉᵢ − ĉⱼ‖² + eps): a finite gradient when two concepts coincide

@@ -23,8 +23,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dat
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
-from concept_encoder.concept_encoder_training.hub import require_hub
-from concept_encoder.concept_encoder_training.text_files import not_utf8_error
+from concept_encoder.training.hub import require_hub
+from concept_encoder.training.text_files import not_utf8_error
 
 STSB_RANGE = (0.0, 5.0)
 
@@ -305,7 +305,7 @@ def load_glue_hub(task: GlueTask, cache_dir: str | None = None, token: str | Non
     if not task.hub_path:
         raise ValueError(
             f"Task {task.name} has no Hub source here: give --data_dir with {task.folder}/train.tsv and dev.tsv "
-            "(for SICK-R: concept_encoder_training.glue.write_sick_folder)."
+            "(for SICK-R: concept_encoder.training.glue.write_sick_folder)."
         )
     hub_name = task.hub_name or task.name
     require_hub(

@@ -18,13 +18,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.utils.logging import tqdm
 
 from concept_encoder.collators.distill import CLEAN_PREFIX, TEACHER_EMBEDDING
-from concept_encoder.concept_encoder_training.diagnostics import ConceptStatistics
-from concept_encoder.concept_encoder_training.distill import DistillationLoss
-from concept_encoder.concept_encoder_training.ecosystem import complete_checkpoint
-from concept_encoder.concept_encoder_training.losses import ConceptLoss
-from concept_encoder.concept_encoder_training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
 from concept_encoder.model_cards import write_model_card
 from concept_encoder.modeling_concept_encoder import IGNORE_INDEX
+from concept_encoder.training.diagnostics import ConceptStatistics
+from concept_encoder.training.distill import DistillationLoss
+from concept_encoder.training.ecosystem import complete_checkpoint
+from concept_encoder.training.losses import ConceptLoss
+from concept_encoder.training.run_folder import checkpoint_bytes, model_bytes, write_failure_cause
 
 CONCEPT_LOSS_FILE = "concept_loss.safetensors"  # a checkpoint's Kendall-Gal log-variances, for resuming
 ENCODER_SIDES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))  # sentence pairs: both sides
