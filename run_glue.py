@@ -408,7 +408,7 @@ def build_config(config_dict: dict, model_args: ModelArguments, task: GlueTask |
     if task is not None:
         config_dict = {**config_dict, **task.label_fields(), "finetuning_task": task.name}
     config = concept_class("AutoConfig", config_dict.get("auto_map"), model_args).from_dict(config_dict)
-    if "classifier_head" in override_items(model_args.config_overrides, config):
+    if "classifier_head" in override_items(model_args.config_overrides, config, warn=None):  # warned when applied
         raise ValueError(
             "--config_overrides classifier_head=...: the head follows --classifier (pooled, via_decoder) and "
             "--pair_encoding (separate: sentence_pair); give those flags instead."

@@ -469,6 +469,18 @@ def test_a_fine_tuned_classifier_asked_for_another_head_is_refused_naming_the_fl
     assert run_glue.build_model(TASKS["mrpc"], "concat", config, model_args).config.classifier_head == "pooled"
 
 
+def test_an_old_config_name_in_config_overrides_warns_once(tmp_path, caplog):
+    """0.1's `lm_head_type` still works in run_glue.py's --config_overrides, with one deprecation note, not two."""
+    tiny_config().save_pretrained(tmp_path / "encoder")
+    model_args = run_glue.ModelArguments(
+        model_name_or_path=str(tmp_path / "encoder"), config_overrides="lm_head_type=linear"
+    )
+    with caplog.at_level("WARNING"), pytest.warns(DeprecationWarning) as caught:
+        config = run_glue.build_config(json.loads((tmp_path / "encoder" / "config.json").read_text()), model_args)
+    assert config.decoder_lm_head == "linear"
+    assert len([warning for warning in caught if "lm_head_type" in str(warning.message)]) == 1
+
+
 def test_files_without_a_task_refuse_missing_values_and_read_numeric_labels_as_numbers(tmp_path):
     """Issue 23.1: a null label or text became a class or sentence named "None", and labels written `1` and `1.0`
     became two classes."""
