@@ -184,7 +184,7 @@ class ConceptLoss(nn.Module):
     def __init__(self, arguments: ConceptLossArguments):
         super().__init__()
         self.arguments = arguments
-        kendall_gal = arguments.concept_loss_weighting == "kendall_gal" and arguments.concept_losses
+        kendall_gal = arguments.concept_loss_weighting == "kendall_gal"  # with a term: ConceptLossArguments checks it
         self.log_vars = nn.Parameter(torch.zeros(1 + len(arguments.concept_losses))) if kendall_gal else None
 
     def weight_at(self, step: int) -> float:
@@ -202,7 +202,7 @@ class ConceptLoss(nn.Module):
         arguments = self.arguments
         terms = concept_loss_terms(concepts, arguments)  # concepts: [batch, C, hidden]
         parts = {f"concept_loss/{name}": term.detach() for name, term in terms.items()}
-        if not terms or arguments.concept_loss_weighting == "none":
+        if arguments.concept_loss_weighting == "none":
             return task_loss, parts
         if arguments.concept_loss_weighting == "fixed":
             weight = self.weight_at(step)

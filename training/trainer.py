@@ -233,11 +233,16 @@ class ConceptTrainer(Trainer):
             self._part_sums, self._part_weight = {}, 0.0
         super().log(logs, *args, **kwargs)
 
+    @property
+    def log_vars(self) -> torch.nn.Parameter | None:
+        """The concept loss's Kendall-Gal log-variances, or None (no concept loss, or another weighting)."""
+        return self.concept_loss.log_vars if self.concept_loss is not None else None
+
     def create_optimizer(self, model=None):
         """The stock optimizer, with the Kendall-Gal log-variances as one more parameter group without weight decay
         (class docstring)."""
         optimizer = super().create_optimizer(model)
-        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        log_vars = self.log_vars
         if log_vars is not None and not any(p is log_vars for group in optimizer.param_groups for p in group["params"]):
             optimizer.add_param_group({"params": [log_vars], "weight_decay": 0.0})
         return optimizer
@@ -246,7 +251,7 @@ class ConceptTrainer(Trainer):
         """The stock step; with several processes, the log-variances' gradient (outside the DDP-wrapped model) is
         averaged over them at the step's last micro-batch, as DDP averages the model's."""
         loss = super().training_step(model, inputs, num_items_in_batch)
-        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        log_vars = self.log_vars
         if log_vars is not None and log_vars.grad is not None and self.accelerator.num_processes > 1:
             if self.accelerator.sync_gradients:
                 log_vars.grad = self.accelerator.reduce(log_vars.grad, reduction="mean")
@@ -255,13 +260,13 @@ class ConceptTrainer(Trainer):
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         """As the Trainer's, and the Kendall-Gal log-variances (`concept_loss.safetensors`)."""
         super()._save_optimizer_and_scheduler(output_dir)
-        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        log_vars = self.log_vars
         if log_vars is not None and self.args.should_save:
             save_file({"log_vars": log_vars.detach().cpu().contiguous()}, os.path.join(output_dir, CONCEPT_LOSS_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         """As the Trainer's, after setting the log-variances from the checkpoint's `concept_loss.safetensors`."""
-        log_vars = self.concept_loss.log_vars if self.concept_loss is not None else None
+        log_vars = self.log_vars
         if checkpoint is not None and log_vars is not None:
             path = os.path.join(checkpoint, CONCEPT_LOSS_FILE)
             if not os.path.isfile(path):
