@@ -193,6 +193,18 @@ def test_push_to_hub_uploads_our_model_card_with_the_weights_in_one_commit(token
     assert "generated automatically" not in card  # the Trainer's draft card did not replace ours
 
 
+def assert_rescued(error: OSError, model, with_tokenizer: bool = False) -> None:
+    """The folder a failed save names (`... saved to FOLDER instead`) holds `model` exactly (and its tokenizer); it is
+    removed afterwards."""
+    rescue = Path(re.search(r"saved to (\S+) instead", str(error)).group(1))
+    try:
+        again = ConceptEncoderForMaskedLM.from_pretrained(rescue)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+        assert not with_tokenizer or (rescue / "tokenizer.json").is_file()
+    finally:
+        shutil.rmtree(rescue)
+
+
 def one_step_mlm_trainer(output, tokenizer, wikitext_lines, **saving) -> ConceptTrainer:
     """A ConceptTrainer of one step of a tiny MLM on 8 WikiText lines into `output`, with `saving` (the
     TrainingArguments of its checkpoints): the full-disk tests' run."""
@@ -237,14 +249,8 @@ def test_a_failed_save_after_training_keeps_the_model_in_a_named_folder(
     monkeypatch.setattr(type(model), "save_pretrained", disk_full_in_output)
     with pytest.raises(OSError, match=rf"Could not save the model to .*run \({message}") as failure:
         trainer.save_model()
-    rescue = Path(re.search(r"saved to (\S+) instead", str(failure.value)).group(1))
     monkeypatch.undo()
-    try:
-        again = ConceptEncoderForMaskedLM.from_pretrained(rescue)
-        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-        assert (rescue / "tokenizer.json").is_file()
-    finally:
-        shutil.rmtree(rescue)
+    assert_rescued(failure.value, model, with_tokenizer=True)
 
 
 def test_training_stops_at_the_first_non_finite_loss_without_saving_it(tmp_path, tokenizer, wikitext_lines):
@@ -371,11 +377,6 @@ def test_a_checkpoint_save_on_a_full_disk_names_the_folder_and_the_cause(
         r".*checkpoint-1 is full \(0.0 MiB free there, about .* MiB needed\)\. The model was saved to \S+ instead",
     ) as failure:
         trainer.train()
-    rescue = Path(re.search(r"saved to (\S+) instead", str(failure.value)).group(1))
     monkeypatch.undo()
-    try:
-        again = ConceptEncoderForMaskedLM.from_pretrained(rescue)
-        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    finally:
-        shutil.rmtree(rescue)
+    assert_rescued(failure.value, model)
     assert incomplete_reason(output / "checkpoint-1") is not None  # a resume skips the half-written checkpoint
