@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_config
 
 from concept_encoder.configuration_concept_encoder import DEPENDENT_FIELDS, RENAMED_FIELDS, ConceptEncoderConfig
-from concept_encoder.training.config_flags import apply_config_overrides
+from concept_encoder.training.config_flags import apply_config_overrides, override_items
 
 
 def test_defaults_follow_mrcogitos_h512_l6_c128_runs():
@@ -287,3 +287,11 @@ def test_retired_training_fields_are_refused_when_built_and_dropped_with_a_note_
     assert retired in caplog.text and "uniformity_temperature" not in caplog.text  # a default needs no note
     loaded.save_pretrained(tmp_path / "again")
     assert retired not in json.loads((tmp_path / "again" / "config.json").read_text())
+
+
+def test_a_training_field_in_config_overrides_is_refused_without_the_saved_checkpoint_note(caplog):
+    """The scripts first look at --config_overrides without warning (`warn=None`), then apply them: a loss setting
+    typed there is refused naming the flag to use, never read as a saved checkpoint's field."""
+    with caplog.at_level("WARNING"), pytest.raises(ValueError, match="run_pretraining.py --concept_losses"):
+        override_items("concept_losses=t_regs", tiny_config(), warn=None)
+    assert "This checkpoint was trained" not in caplog.text
